@@ -30,11 +30,14 @@ fn main() {
     )
     .expect("write descriptor set");
 
+    let mut config = prost_build::Config::new();
+    // `prost::Name` on every message: the model finds a message's descriptor by its full name.
+    config.enable_type_names();
     tonic_prost_build::configure()
         // Sorted maps make re-encoding deterministic (tags, field mappings, permissions).
         .btree_map(".")
         .build_client(true)
         .build_server(true)
-        .compile_fds(fds)
+        .compile_fds_with_config(fds, config)
         .expect("generate Rust code from descriptors");
 }

@@ -1,0 +1,174 @@
+//! Feast's error vocabulary: every error a user can cause carries the Python class Feast
+//! would raise (`feast.errors.<Class>`), so that all transports can produce the envelope of
+//! PROTOCOLS.md §0 — `{"module", "class", "message"}` — from one place, and the Feast SDK
+//! re-raises the exact exception type (`FeatureViewNotFoundException`, ...).
+
+use std::fmt;
+
+/// A Feast exception class (module `feast.errors`) and how transports report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The base class: gRPC INTERNAL / HTTP 500.
+    FeastError,
+    FeastObjectNotFoundException,
+    EntityNotFoundException,
+    FeatureViewNotFoundException,
+    OnDemandFeatureViewNotFoundException,
+    FeatureServiceNotFoundException,
+    DataSourceObjectNotFoundException,
+    SavedDatasetNotFound,
+    ValidationReferenceNotFound,
+    PermissionObjectNotFoundException,
+    ProjectObjectNotFoundException,
+    ConflictingFeatureViewNames,
+    FeastPermissionError,
+    PushSourceNotFoundException,
+}
+
+/// Transport-neutral status; services map it to a gRPC code or HTTP status in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusKind {
+    Internal,
+    NotFound,
+    PermissionDenied,
+    InvalidArgument,
+    Unprocessable,
+}
+
+impl ErrorClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FeastError => "FeastError",
+            Self::FeastObjectNotFoundException => "FeastObjectNotFoundException",
+            Self::EntityNotFoundException => "EntityNotFoundException",
+            Self::FeatureViewNotFoundException => "FeatureViewNotFoundException",
+            Self::OnDemandFeatureViewNotFoundException => "OnDemandFeatureViewNotFoundException",
+            Self::FeatureServiceNotFoundException => "FeatureServiceNotFoundException",
+            Self::DataSourceObjectNotFoundException => "DataSourceObjectNotFoundException",
+            Self::SavedDatasetNotFound => "SavedDatasetNotFound",
+            Self::ValidationReferenceNotFound => "ValidationReferenceNotFound",
+            Self::PermissionObjectNotFoundException => "PermissionObjectNotFoundException",
+            Self::ProjectObjectNotFoundException => "ProjectObjectNotFoundException",
+            Self::ConflictingFeatureViewNames => "ConflictingFeatureViewNames",
+            Self::FeastPermissionError => "FeastPermissionError",
+            Self::PushSourceNotFoundException => "PushSourceNotFoundException",
+        }
+    }
+
+    /// The status Feast's `grpc_status_code()` / `http_status_code()` give this class.
+    pub fn status(self) -> StatusKind {
+        match self {
+            Self::FeastObjectNotFoundException
+            | Self::EntityNotFoundException
+            | Self::FeatureViewNotFoundException
+            | Self::OnDemandFeatureViewNotFoundException
+            | Self::FeatureServiceNotFoundException
+            | Self::DataSourceObjectNotFoundException
+            | Self::SavedDatasetNotFound
+            | Self::ValidationReferenceNotFound
+            | Self::PermissionObjectNotFoundException
+            | Self::ProjectObjectNotFoundException => StatusKind::NotFound,
+            Self::FeastPermissionError => StatusKind::PermissionDenied,
+            Self::PushSourceNotFoundException => StatusKind::Unprocessable,
+            Self::FeastError | Self::ConflictingFeatureViewNames => StatusKind::Internal,
+        }
+    }
+}
+
+/// An error a Feast client can understand: a class plus Feast's message text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeastError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl FeastError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusKind {
+        self.class.status()
+    }
+
+    /// Feast's `to_error_detail()`: `json.dumps` output, i.e. Python's default separators
+    /// (`", "`, `": "`) and `ensure_ascii` escaping.
+    pub fn to_error_detail(&self) -> String {
+        format!(
+            "{{\"module\": {}, \"class\": {}, \"message\": {}}}",
+            python_json_string("feast.errors"),
+            python_json_string(self.class.name()),
+            python_json_string(&self.message)
+        )
+    }
+}
+
+/// A JSON string literal as Python's `json.dumps` writes it (non-ASCII as `\uXXXX`).
+pub fn python_json_string(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl fmt::Display for FeastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FeastError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_detail_matches_python_json_dumps() {
+        let e = FeastError::new(
+            ErrorClass::FeatureViewNotFoundException,
+            "Feature view driver_stats does not exist in project demo",
+        );
+        assert_eq!(
+            e.to_error_detail(),
+            r#"{"module": "feast.errors", "class": "FeatureViewNotFoundException", "message": "Feature view driver_stats does not exist in project demo"}"#
+        );
+        assert_eq!(e.status(), StatusKind::NotFound);
+    }
+
+    #[test]
+    fn error_detail_escapes_newlines_and_quotes() {
+        let e = FeastError::new(ErrorClass::FeastPermissionError, "Permission error:\n\"x\"");
+        let parsed: serde_json::Value = serde_json::from_str(&e.to_error_detail()).unwrap();
+        assert_eq!(parsed["message"], "Permission error:\n\"x\"");
+        assert_eq!(e.status(), StatusKind::PermissionDenied);
+    }
+
+    #[test]
+    fn non_ascii_is_escaped_like_python() {
+        assert_eq!(python_json_string("café 🚀"), r#""caf\u00e9 \ud83d\ude80""#);
+        assert_eq!(python_json_string("a\u{7f}"), r#""a\u007f""#);
+    }
+}

@@ -1,0 +1,424 @@
+//! The Feast object model.
+//!
+//! feast-rs keeps one representation of every registry object: the Feast proto message
+//! itself (`feast_proto::core::*`), so conversion to and from the wire and the `registry.db`
+//! file is lossless by construction. This module adds what the protos lack: the kind of each
+//! object, its name/project/tags/timestamps behind one trait ([`RegistryObject`]) so the
+//! registry, diff and CLI are written once for every kind, plus typed accessors
+//! ([`FeatureViewExt`], ...) for the values services reason about.
+
+use std::collections::BTreeMap;
+
+use feast_proto::core;
+use prost_types::{Duration, Timestamp};
+
+use crate::error::{ErrorClass, FeastError};
+
+/// Name of the entity Feast attaches to feature views that declare no entities.
+pub const DUMMY_ENTITY_NAME: &str = "__dummy";
+/// Join key of [`DUMMY_ENTITY_NAME`].
+pub const DUMMY_ENTITY_ID: &str = "__dummy_id";
+/// Value of [`DUMMY_ENTITY_ID`] in entity keys.
+pub const DUMMY_ENTITY_VAL: &str = "";
+
+/// Every kind of object a Feast registry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    Project,
+    DataSource,
+    Entity,
+    FeatureView,
+    OnDemandFeatureView,
+    StreamFeatureView,
+    LabelView,
+    FeatureService,
+    Permission,
+    SavedDataset,
+    ValidationReference,
+}
+
+impl ObjectKind {
+    /// Kinds in the order Feast's `apply` reports them (`FEAST_OBJECT_TYPES`).
+    pub const APPLY_ORDER: [ObjectKind; 9] = [
+        ObjectKind::Project,
+        ObjectKind::DataSource,
+        ObjectKind::Entity,
+        ObjectKind::FeatureView,
+        ObjectKind::OnDemandFeatureView,
+        ObjectKind::StreamFeatureView,
+        ObjectKind::LabelView,
+        ObjectKind::FeatureService,
+        ObjectKind::Permission,
+    ];
+
+    /// Feast's `FeastObjectType` value, used in `apply`/`plan` output ("feature view").
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Project => "project",
+            Self::DataSource => "data source",
+            Self::Entity => "entity",
+            Self::FeatureView => "feature view",
+            Self::OnDemandFeatureView => "on demand feature view",
+            Self::StreamFeatureView => "stream feature view",
+            Self::LabelView => "label view",
+            Self::FeatureService => "feature service",
+            Self::Permission => "permission",
+            Self::SavedDataset => "saved dataset",
+            Self::ValidationReference => "validation reference",
+        }
+    }
+
+    /// The Python class name (used in permission errors and `registry-dump`).
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Self::Project => "Project",
+            Self::DataSource => "DataSource",
+            Self::Entity => "Entity",
+            Self::FeatureView => "FeatureView",
+            Self::OnDemandFeatureView => "OnDemandFeatureView",
+            Self::StreamFeatureView => "StreamFeatureView",
+            Self::LabelView => "LabelView",
+            Self::FeatureService => "FeatureService",
+            Self::Permission => "Permission",
+            Self::SavedDataset => "SavedDataset",
+            Self::ValidationReference => "ValidationReference",
+        }
+    }
+
+    /// True for the kinds that share one namespace of feature-view names.
+    pub fn is_feature_view(self) -> bool {
+        matches!(
+            self,
+            Self::FeatureView
+                | Self::OnDemandFeatureView
+                | Self::StreamFeatureView
+                | Self::LabelView
+        )
+    }
+
+    /// The exception and message Feast raises when an object of this kind is missing.
+    pub fn not_found(self, name: &str, project: &str) -> FeastError {
+        let (class, what) = match self {
+            Self::Entity => (ErrorClass::EntityNotFoundException, "Entity"),
+            Self::FeatureView | Self::StreamFeatureView | Self::LabelView => {
+                (ErrorClass::FeatureViewNotFoundException, "Feature view")
+            }
+            Self::OnDemandFeatureView => (
+                ErrorClass::OnDemandFeatureViewNotFoundException,
+                "Feature view",
+            ),
+            Self::FeatureService => (
+                ErrorClass::FeatureServiceNotFoundException,
+                "Feature service",
+            ),
+            Self::DataSource => (ErrorClass::DataSourceObjectNotFoundException, "Data source"),
+            Self::SavedDataset => (ErrorClass::SavedDatasetNotFound, "Saved dataset"),
+            Self::ValidationReference => (
+                ErrorClass::ValidationReferenceNotFound,
+                "Validation reference",
+            ),
+            Self::Permission => (ErrorClass::PermissionObjectNotFoundException, "Permission"),
+            Self::Project => {
+                return FeastError::new(
+                    ErrorClass::ProjectObjectNotFoundException,
+                    format!("Project {name} does not exist"),
+                );
+            }
+        };
+        FeastError::new(
+            class,
+            format!("{what} {name} does not exist in project {project}"),
+        )
+    }
+}
+
+impl std::fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.display_name())
+    }
+}
+
+/// What the registry needs from every object: identity, tags, timestamps, and where the
+/// object lives inside a `feast.core.Registry`.
+pub trait RegistryObject:
+    prost::Message + prost::Name + Clone + PartialEq + Default + 'static
+{
+    const KIND: ObjectKind;
+
+    fn name(&self) -> &str;
+    /// The project the object belongs to (for a project: its own name).
+    fn project(&self) -> &str;
+    fn set_project(&mut self, project: &str);
+    fn tags(&self) -> &BTreeMap<String, String>;
+    fn created_timestamp(&self) -> Option<&Timestamp>;
+    fn last_updated_timestamp(&self) -> Option<&Timestamp>;
+    fn set_timestamps(&mut self, created: Option<Timestamp>, last_updated: Option<Timestamp>);
+
+    /// The registry's collection of this kind.
+    fn collection(registry: &core::Registry) -> &Vec<Self>;
+    fn collection_mut(registry: &mut core::Registry) -> &mut Vec<Self>;
+
+    /// The part of the object a user declares (the `spec`, or the whole message for the flat
+    /// kinds), without `project` and without server-managed metadata: what `plan` compares.
+    fn declared(&self) -> Self;
+}
+
+macro_rules! spec_meta_object {
+    ($ty:ty, $kind:expr, $coll:ident) => {
+        spec_meta_object!(@impl $ty, $kind, $coll, project);
+    };
+    // A project's "project" is its own name and cannot be changed.
+    ($ty:ty, $kind:expr, $coll:ident, project_is_name) => {
+        spec_meta_object!(@impl $ty, $kind, $coll, name);
+    };
+    (@impl $ty:ty, $kind:expr, $coll:ident, $project_field:ident) => {
+        impl RegistryObject for $ty {
+            const KIND: ObjectKind = $kind;
+
+            fn name(&self) -> &str {
+                self.spec.as_ref().map_or("", |s| s.name.as_str())
+            }
+            fn project(&self) -> &str {
+                self.spec.as_ref().map_or("", |s| s.$project_field.as_str())
+            }
+            fn set_project(&mut self, project: &str) {
+                if stringify!($project_field) == "project" {
+                    self.spec.get_or_insert_with(Default::default).$project_field = project.to_owned();
+                }
+            }
+            fn tags(&self) -> &BTreeMap<String, String> {
+                static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+                self.spec.as_ref().map_or(&EMPTY, |s| &s.tags)
+            }
+            fn created_timestamp(&self) -> Option<&Timestamp> {
+                self.meta.as_ref().and_then(|m| m.created_timestamp.as_ref())
+            }
+            fn last_updated_timestamp(&self) -> Option<&Timestamp> {
+                self.meta.as_ref().and_then(|m| m.last_updated_timestamp.as_ref())
+            }
+            fn set_timestamps(&mut self, created: Option<Timestamp>, last_updated: Option<Timestamp>) {
+                let meta = self.meta.get_or_insert_with(Default::default);
+                meta.created_timestamp = created;
+                meta.last_updated_timestamp = last_updated;
+            }
+            fn collection(registry: &core::Registry) -> &Vec<Self> {
+                &registry.$coll
+            }
+            fn collection_mut(registry: &mut core::Registry) -> &mut Vec<Self> {
+                &mut registry.$coll
+            }
+            fn declared(&self) -> Self {
+                let mut out = Self { spec: self.spec.clone(), meta: None };
+                if stringify!($project_field) == "project" {
+                    if let Some(spec) = out.spec.as_mut() {
+                        spec.$project_field.clear();
+                    }
+                }
+                strip_data_source_meta(&mut out);
+                out
+            }
+        }
+    };
+}
+
+spec_meta_object!(core::Entity, ObjectKind::Entity, entities);
+spec_meta_object!(core::FeatureView, ObjectKind::FeatureView, feature_views);
+spec_meta_object!(
+    core::OnDemandFeatureView,
+    ObjectKind::OnDemandFeatureView,
+    on_demand_feature_views
+);
+spec_meta_object!(
+    core::StreamFeatureView,
+    ObjectKind::StreamFeatureView,
+    stream_feature_views
+);
+spec_meta_object!(core::LabelView, ObjectKind::LabelView, label_views);
+spec_meta_object!(
+    core::FeatureService,
+    ObjectKind::FeatureService,
+    feature_services
+);
+spec_meta_object!(core::Permission, ObjectKind::Permission, permissions);
+spec_meta_object!(core::SavedDataset, ObjectKind::SavedDataset, saved_datasets);
+spec_meta_object!(
+    core::Project,
+    ObjectKind::Project,
+    projects,
+    project_is_name
+);
+
+impl RegistryObject for core::DataSource {
+    const KIND: ObjectKind = ObjectKind::DataSource;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn project(&self) -> &str {
+        &self.project
+    }
+    fn set_project(&mut self, project: &str) {
+        self.project = project.to_owned();
+    }
+    fn tags(&self) -> &BTreeMap<String, String> {
+        &self.tags
+    }
+    fn created_timestamp(&self) -> Option<&Timestamp> {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.created_timestamp.as_ref())
+    }
+    fn last_updated_timestamp(&self) -> Option<&Timestamp> {
+        self.meta
+            .as_ref()
+            .and_then(|m| m.last_updated_timestamp.as_ref())
+    }
+    fn set_timestamps(&mut self, created: Option<Timestamp>, last_updated: Option<Timestamp>) {
+        let meta = self.meta.get_or_insert_with(Default::default);
+        meta.created_timestamp = created;
+        meta.last_updated_timestamp = last_updated;
+    }
+    fn collection(registry: &core::Registry) -> &Vec<Self> {
+        &registry.data_sources
+    }
+    fn collection_mut(registry: &mut core::Registry) -> &mut Vec<Self> {
+        &mut registry.data_sources
+    }
+    fn declared(&self) -> Self {
+        let mut out = self.clone();
+        out.project.clear();
+        strip_data_source_meta(&mut out);
+        out
+    }
+}
+
+impl RegistryObject for core::ValidationReference {
+    const KIND: ObjectKind = ObjectKind::ValidationReference;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn project(&self) -> &str {
+        &self.project
+    }
+    fn set_project(&mut self, project: &str) {
+        self.project = project.to_owned();
+    }
+    fn tags(&self) -> &BTreeMap<String, String> {
+        &self.tags
+    }
+    fn created_timestamp(&self) -> Option<&Timestamp> {
+        None
+    }
+    fn last_updated_timestamp(&self) -> Option<&Timestamp> {
+        None
+    }
+    fn set_timestamps(&mut self, _: Option<Timestamp>, _: Option<Timestamp>) {}
+    fn collection(registry: &core::Registry) -> &Vec<Self> {
+        &registry.validation_references
+    }
+    fn collection_mut(registry: &mut core::Registry) -> &mut Vec<Self> {
+        &mut registry.validation_references
+    }
+    fn declared(&self) -> Self {
+        let mut out = self.clone();
+        out.project.clear();
+        out
+    }
+}
+
+/// Removes the server-managed `meta` of every `DataSource` nested anywhere in `message`
+/// (feature views embed their sources with timestamps; a declaration never has them).
+pub fn strip_data_source_meta<M: prost::Message + prost::Name + Default>(message: &mut M) {
+    use prost::Message as _;
+    use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+
+    fn walk(msg: &mut DynamicMessage) {
+        let is_source = msg.descriptor().full_name() == "feast.core.DataSource";
+        if is_source {
+            msg.clear_field_by_name("meta");
+        }
+        let fields: Vec<_> = msg.descriptor().fields().collect();
+        for field in fields {
+            if !msg.has_field(&field) {
+                continue;
+            }
+            match msg.get_field_mut(&field) {
+                Value::Message(m) => walk(m),
+                Value::List(items) => {
+                    for item in items {
+                        if let Value::Message(m) = item {
+                            walk(m);
+                        }
+                    }
+                }
+                Value::Map(entries) => {
+                    for value in entries.values_mut() {
+                        if let Value::Message(m) = value {
+                            walk(m);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let Some(descriptor) = message_descriptor::<M>() else {
+        return;
+    };
+    let Ok(mut dynamic) = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+    else {
+        return;
+    };
+    walk(&mut dynamic);
+    if let Ok(stripped) = M::decode(dynamic.encode_to_vec().as_slice()) {
+        *message = stripped;
+    }
+}
+
+/// The reflection descriptor of a generated Feast message type.
+pub fn message_descriptor<M: prost::Name>() -> Option<prost_reflect::MessageDescriptor> {
+    feast_proto::descriptor_pool().get_message_by_name(&M::full_name())
+}
+
+/// Converts a protobuf `Duration` to seconds (fractional).
+pub fn duration_seconds(d: &Duration) -> f64 {
+    d.seconds as f64 + f64::from(d.nanos) / 1e9
+}
+
+/// Typed reads of a feature view.
+pub trait FeatureViewExt {
+    fn spec_ref(&self) -> &core::FeatureViewSpec;
+
+    /// The TTL, or `None` when it is unset or zero (Feast: unbounded).
+    fn ttl(&self) -> Option<std::time::Duration> {
+        let ttl = self.spec_ref().ttl.as_ref()?;
+        let secs = duration_seconds(ttl);
+        (secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs))
+    }
+    /// Join keys of the view's entities, in declaration order.
+    fn join_keys(&self) -> Vec<&str> {
+        self.spec_ref()
+            .entity_columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+    fn feature_names(&self) -> Vec<&str> {
+        self.spec_ref()
+            .features
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+}
+
+impl FeatureViewExt for core::FeatureView {
+    fn spec_ref(&self) -> &core::FeatureViewSpec {
+        static EMPTY: std::sync::OnceLock<core::FeatureViewSpec> = std::sync::OnceLock::new();
+        self.spec
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+    }
+}

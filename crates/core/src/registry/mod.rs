@@ -1,0 +1,387 @@
+//! The registry: Feast's catalog of projects and their objects, held as one
+//! `feast.core.Registry` proto (exactly what `registry.db` stores).
+//!
+//! [`Catalog`] implements Feast's apply/get/list/delete semantics once, generically over
+//! [`RegistryObject`]; stores ([`file`]) load and persist it; [`diff`] computes `plan`.
+
+pub mod diff;
+pub mod file;
+
+use std::collections::BTreeMap;
+
+use feast_proto::core;
+use prost_types::Timestamp;
+
+use crate::error::{ErrorClass, FeastError};
+use crate::model::{ObjectKind, RegistryObject};
+
+/// `registry_schema_version` of a new registry (Feast's `REGISTRY_SCHEMA_VERSION`).
+pub const REGISTRY_SCHEMA_VERSION: &str = "1";
+
+/// Converts a chrono time to a protobuf timestamp.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// Converts a protobuf timestamp to chrono (None when out of range).
+pub fn to_datetime(t: &Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+}
+
+/// An in-memory registry with Feast's semantics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalog {
+    proto: core::Registry,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Catalog {
+    /// An empty registry, as Feast creates when `registry.db` does not exist.
+    pub fn new() -> Self {
+        Self {
+            proto: core::Registry {
+                registry_schema_version: REGISTRY_SCHEMA_VERSION.to_owned(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Wraps a registry read from storage. Projects known only from the deprecated
+    /// `project_metadata` are synthesized into `projects`, as Feast does at load time.
+    pub fn from_proto(mut proto: core::Registry) -> Self {
+        let known: Vec<String> = proto.projects.iter().map(|p| p.name().to_owned()).collect();
+        let mut synthesized = Vec::new();
+        for meta in &proto.project_metadata {
+            if !meta.project.is_empty()
+                && !known.contains(&meta.project)
+                && !synthesized
+                    .iter()
+                    .any(|p: &core::Project| p.name() == meta.project)
+            {
+                synthesized.push(core::Project {
+                    spec: Some(core::ProjectSpec {
+                        name: meta.project.clone(),
+                        ..Default::default()
+                    }),
+                    meta: Some(core::ProjectMeta {
+                        created_timestamp: proto.last_updated,
+                        last_updated_timestamp: proto.last_updated,
+                    }),
+                });
+            }
+        }
+        proto.projects.extend(synthesized);
+        Self { proto }
+    }
+
+    pub fn proto(&self) -> &core::Registry {
+        &self.proto
+    }
+
+    pub fn into_proto(self) -> core::Registry {
+        self.proto
+    }
+
+    /// `version_id` of the last commit ("" for a registry never committed).
+    pub fn version_id(&self) -> &str {
+        &self.proto.version_id
+    }
+
+    /// Finds an object by name in a project.
+    pub fn get<T: RegistryObject>(&self, name: &str, project: &str) -> Result<&T, FeastError> {
+        T::collection(&self.proto)
+            .iter()
+            .find(|o| o.name() == name && o.project() == project)
+            .ok_or_else(|| T::KIND.not_found(name, project))
+    }
+
+    /// Objects of one kind in a project, in registry order, optionally filtered by tags
+    /// (every requested `k=v` must be present, as Feast's `has_all_tags`).
+    pub fn list<'a, T: RegistryObject>(
+        &'a self,
+        project: &'a str,
+        tags: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a T> + 'a {
+        T::collection(&self.proto)
+            .iter()
+            .filter(move |o| o.project() == project && has_all_tags(o.tags(), tags))
+    }
+
+    /// Projects, optionally filtered by tags.
+    pub fn projects<'a>(
+        &'a self,
+        tags: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a core::Project> + 'a {
+        self.proto
+            .projects
+            .iter()
+            .filter(move |p| has_all_tags(p.tags(), tags))
+    }
+
+    /// True when the project exists.
+    pub fn has_project(&self, project: &str) -> bool {
+        self.proto.projects.iter().any(|p| p.name() == project)
+    }
+
+    /// Creates the project (and its metadata row) if it does not exist yet, as Feast's
+    /// `_prepare_registry_for_changes`. Returns true when it was created.
+    pub fn ensure_project(&mut self, project: &str, now: Timestamp) -> bool {
+        if self.has_project(project) {
+            return false;
+        }
+        self.proto.projects.push(core::Project {
+            spec: Some(core::ProjectSpec {
+                name: project.to_owned(),
+                ..Default::default()
+            }),
+            meta: Some(core::ProjectMeta {
+                created_timestamp: Some(now),
+                last_updated_timestamp: Some(now),
+            }),
+        });
+        if !self
+            .proto
+            .project_metadata
+            .iter()
+            .any(|m| m.project == project)
+        {
+            #[allow(deprecated)]
+            self.proto.project_metadata.push(core::ProjectMetadata {
+                project: project.to_owned(),
+                project_uuid: uuid::Uuid::new_v4().to_string(),
+            });
+        }
+        true
+    }
+
+    /// Inserts or replaces an object (matched by name and project) with Feast's upsert
+    /// rules: the stored project is `project`, `created_timestamp` is kept from the existing
+    /// object (or set to `now`), `last_updated_timestamp` is `now`, feature views keep their
+    /// materialization intervals, version number and state, and a feature-view name already
+    /// used by another view kind is rejected.
+    pub fn apply<T: RegistryObject>(
+        &mut self,
+        mut object: T,
+        project: &str,
+        now: Timestamp,
+    ) -> Result<(), FeastError> {
+        let name = object.name().to_owned();
+        if name.is_empty() {
+            return Err(FeastError::new(
+                ErrorClass::FeastError,
+                format!("Cannot apply a {} without a name", T::KIND),
+            ));
+        }
+        if T::KIND.is_feature_view() {
+            self.check_view_name_free(&name, project, T::KIND)?;
+        }
+        if T::KIND != ObjectKind::Project {
+            self.ensure_project(project, now);
+        }
+        object.set_project(project);
+        let collection = T::collection_mut(&mut self.proto);
+        let existing = collection
+            .iter()
+            .position(|o| o.name() == name && o.project() == project);
+        let created = existing
+            .and_then(|i| collection[i].created_timestamp().copied())
+            .or_else(|| object.created_timestamp().copied())
+            .unwrap_or(now);
+        object.set_timestamps(Some(created), Some(now));
+        match existing {
+            Some(i) => {
+                carry_server_state(&collection[i], &mut object);
+                collection[i] = object;
+            }
+            None => collection.push(object),
+        }
+        Ok(())
+    }
+
+    /// Removes an object; a missing one is Feast's not-found error for the kind.
+    pub fn delete<T: RegistryObject>(
+        &mut self,
+        name: &str,
+        project: &str,
+    ) -> Result<T, FeastError> {
+        let collection = T::collection_mut(&mut self.proto);
+        match collection
+            .iter()
+            .position(|o| o.name() == name && o.project() == project)
+        {
+            Some(i) => Ok(collection.remove(i)),
+            None => Err(T::KIND.not_found(name, project)),
+        }
+    }
+
+    /// Deletes a feature view of any kind (Feast's `delete_feature_view`).
+    pub fn delete_any_feature_view(
+        &mut self,
+        name: &str,
+        project: &str,
+    ) -> Result<ObjectKind, FeastError> {
+        if self.delete::<core::FeatureView>(name, project).is_ok() {
+            return Ok(ObjectKind::FeatureView);
+        }
+        if self
+            .delete::<core::StreamFeatureView>(name, project)
+            .is_ok()
+        {
+            return Ok(ObjectKind::StreamFeatureView);
+        }
+        if self
+            .delete::<core::OnDemandFeatureView>(name, project)
+            .is_ok()
+        {
+            return Ok(ObjectKind::OnDemandFeatureView);
+        }
+        if self.delete::<core::LabelView>(name, project).is_ok() {
+            return Ok(ObjectKind::LabelView);
+        }
+        Err(ObjectKind::FeatureView.not_found(name, project))
+    }
+
+    /// Removes a project and every object scoped to it.
+    pub fn delete_project(&mut self, project: &str) -> Result<(), FeastError> {
+        if !self.has_project(project) {
+            return Err(ObjectKind::Project.not_found(project, project));
+        }
+        let p = &mut self.proto;
+        p.projects.retain(|o| o.name() != project);
+        p.project_metadata.retain(|m| m.project != project);
+        p.entities.retain(|o| o.project() != project);
+        p.data_sources.retain(|o| o.project() != project);
+        p.feature_views.retain(|o| o.project() != project);
+        p.on_demand_feature_views.retain(|o| o.project() != project);
+        p.stream_feature_views.retain(|o| o.project() != project);
+        p.label_views.retain(|o| o.project() != project);
+        p.feature_services.retain(|o| o.project() != project);
+        p.saved_datasets.retain(|o| o.project() != project);
+        p.validation_references.retain(|o| o.project() != project);
+        p.permissions.retain(|o| o.project() != project);
+        if let Some(history) = p.feature_view_version_history.as_mut() {
+            history.records.retain(|r| r.project_id != project);
+        }
+        Ok(())
+    }
+
+    /// The kind of the feature view (of any kind) with this name, if any.
+    pub fn feature_view_kind(&self, name: &str, project: &str) -> Option<ObjectKind> {
+        let p = &self.proto;
+        let hit = |k: ObjectKind, found: bool| found.then_some(k);
+        hit(
+            ObjectKind::FeatureView,
+            p.feature_views
+                .iter()
+                .any(|v| v.name() == name && v.project() == project),
+        )
+        .or_else(|| {
+            hit(
+                ObjectKind::StreamFeatureView,
+                p.stream_feature_views
+                    .iter()
+                    .any(|v| v.name() == name && v.project() == project),
+            )
+        })
+        .or_else(|| {
+            hit(
+                ObjectKind::OnDemandFeatureView,
+                p.on_demand_feature_views
+                    .iter()
+                    .any(|v| v.name() == name && v.project() == project),
+            )
+        })
+        .or_else(|| {
+            hit(
+                ObjectKind::LabelView,
+                p.label_views
+                    .iter()
+                    .any(|v| v.name() == name && v.project() == project),
+            )
+        })
+    }
+
+    fn check_view_name_free(
+        &self,
+        name: &str,
+        project: &str,
+        kind: ObjectKind,
+    ) -> Result<(), FeastError> {
+        match self.feature_view_kind(name, project) {
+            Some(existing) if existing != kind => Err(conflicting_view_names(name, existing, kind)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the infra objects of the last `apply` (Feast keeps one global `infra`).
+    pub fn set_infra(&mut self, infra: core::Infra) {
+        self.proto.infra = Some(infra);
+    }
+
+    /// Stamps a commit: a fresh `version_id` and `last_updated = now`, as every Feast commit.
+    pub fn stamp_commit(&mut self, now: Timestamp) {
+        self.proto.version_id = uuid::Uuid::new_v4().to_string();
+        self.proto.last_updated = Some(now);
+        if self.proto.registry_schema_version.is_empty() {
+            self.proto.registry_schema_version = REGISTRY_SCHEMA_VERSION.to_owned();
+        }
+    }
+}
+
+/// Feast's `ConflictingFeatureViewNames` for a name used by two view kinds.
+pub fn conflicting_view_names(name: &str, existing: ObjectKind, new: ObjectKind) -> FeastError {
+    FeastError::new(
+        ErrorClass::ConflictingFeatureViewNames,
+        format!(
+            "Feature view name '{name}' is already used by a {}. Cannot register a {} with the same name. \
+             Feature view names must be unique across FeatureView, StreamFeatureView, and OnDemandFeatureView.",
+            existing.class_name(),
+            new.class_name()
+        ),
+    )
+}
+
+/// Feast's `has_all_tags`: every requested tag must be present with the same value.
+pub fn has_all_tags(
+    object_tags: &BTreeMap<String, String>,
+    requested: &BTreeMap<String, String>,
+) -> bool {
+    requested.iter().all(|(k, v)| object_tags.get(k) == Some(v))
+}
+
+/// Keeps what the server owns (materialization intervals, version, state) when a feature
+/// view or stream feature view is re-applied.
+fn carry_server_state<T: RegistryObject>(existing: &T, new: &mut T) {
+    use std::any::Any;
+    fn view_meta(o: &dyn Any) -> Option<&core::FeatureViewMeta> {
+        o.downcast_ref::<core::FeatureView>()
+            .and_then(|v| v.meta.as_ref())
+            .or_else(|| {
+                o.downcast_ref::<core::StreamFeatureView>()
+                    .and_then(|v| v.meta.as_ref())
+            })
+    }
+    fn view_meta_mut(o: &mut dyn Any) -> Option<&mut core::FeatureViewMeta> {
+        if o.is::<core::FeatureView>() {
+            o.downcast_mut::<core::FeatureView>()
+                .and_then(|v| v.meta.as_mut())
+        } else {
+            o.downcast_mut::<core::StreamFeatureView>()
+                .and_then(|v| v.meta.as_mut())
+        }
+    }
+    if let (Some(old), Some(new)) = (view_meta(existing), view_meta_mut(new)) {
+        new.materialization_intervals = old.materialization_intervals.clone();
+        new.current_version_number = old.current_version_number;
+        new.version_id = old.version_id.clone();
+        new.state = old.state;
+    }
+}
