@@ -321,6 +321,43 @@ impl Catalog {
         }
     }
 
+    /// Feast's `apply_materialization`: appends `[start, end]` to the feature view's (or
+    /// stream feature view's) materialization intervals, marks it `AVAILABLE_ONLINE` and
+    /// bumps `last_updated`. A view that does not exist is silently skipped, as in Feast.
+    pub fn apply_materialization(
+        &mut self,
+        name: &str,
+        project: &str,
+        start: Timestamp,
+        end: Timestamp,
+        now: Timestamp,
+    ) {
+        let interval = core::MaterializationInterval {
+            start_time: Some(start),
+            end_time: Some(end),
+        };
+        let meta = if let Some(v) = self
+            .proto
+            .feature_views
+            .iter_mut()
+            .find(|v| v.name() == name && v.project() == project)
+        {
+            v.meta.get_or_insert_with(Default::default)
+        } else if let Some(v) = self
+            .proto
+            .stream_feature_views
+            .iter_mut()
+            .find(|v| v.name() == name && v.project() == project)
+        {
+            v.meta.get_or_insert_with(Default::default)
+        } else {
+            return;
+        };
+        meta.materialization_intervals.push(interval);
+        meta.last_updated_timestamp = Some(now);
+        meta.state = core::FeatureViewState::AvailableOnline as i32;
+    }
+
     /// Records the infra objects of the last `apply` (Feast keeps one global `infra`).
     pub fn set_infra(&mut self, infra: core::Infra) {
         self.proto.infra = Some(infra);
