@@ -1,1 +1,249 @@
-fn main() {}
+//! `feast-rs`: Feast's command line for feast-rs — feature repositories, the registry and
+//! (as they land) every service. Global options and subcommands mirror `feast`'s.
+
+mod commands;
+mod init;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use feast_core::model::ObjectKind;
+
+use commands::{Output, RepoContext};
+
+#[derive(Parser)]
+#[command(name = "feast-rs", version, about = "Feast feature store, server side in Rust", long_about = None)]
+struct Cli {
+    /// Switch to a different feature repository directory before running the command.
+    #[arg(short = 'c', long = "chdir", global = true, value_name = "DIR")]
+    chdir: Option<PathBuf>,
+    /// Override the feature_store.yaml file (default: <repo>/feature_store.yaml).
+    #[arg(
+        short = 'f',
+        long = "feature-store-yaml",
+        global = true,
+        value_name = "FILE"
+    )]
+    feature_store_yaml: Option<PathBuf>,
+    /// Log level: error, warning, info, debug or trace.
+    #[arg(long, global = true, default_value = "warning", value_name = "LEVEL")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new feature repository with the driver-stats demo.
+    Init {
+        /// Project (and directory) name.
+        #[arg(default_value = "my_project")]
+        name: String,
+    },
+    /// Create the demo repository if needed, apply it and list its feature views.
+    Demo {
+        /// Where to create the demo project (a directory named `demo` below this path).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Register the repository's definitions in the registry.
+    Apply,
+    /// Show what `apply` would change, without changing anything.
+    Plan,
+    /// Remove everything `apply` registered for the project.
+    Teardown,
+    /// Print the project's registry contents as JSON.
+    RegistryDump,
+    /// Print the feast-rs version.
+    Version,
+    /// Print the effective feature_store.yaml configuration.
+    Configuration,
+    /// Entities.
+    Entities(ObjectArgs),
+    /// Data sources.
+    DataSources(ObjectArgs),
+    /// Feature views (batch and on demand).
+    FeatureViews(ObjectArgs),
+    /// On-demand feature views.
+    OnDemandFeatureViews(ObjectArgs),
+    /// Stream feature views.
+    StreamFeatureViews(ObjectArgs),
+    /// Feature services.
+    FeatureServices(ObjectArgs),
+    /// Permissions.
+    Permissions(ObjectArgs),
+    /// Projects.
+    Projects(ObjectArgs),
+    /// Saved datasets.
+    SavedDatasets(ObjectArgs),
+    /// Validation references.
+    ValidationReferences(ObjectArgs),
+    /// Developer tools used by the compatibility tests.
+    #[command(hide = true)]
+    Internal {
+        #[command(subcommand)]
+        action: InternalAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum InternalAction {
+    /// Write the FileDescriptorSet of feast-rs's Feast protos.
+    DescriptorSet {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ObjectArgs {
+    #[command(subcommand)]
+    action: ObjectAction,
+}
+
+#[derive(Subcommand)]
+enum ObjectAction {
+    /// List the objects of this kind in the project.
+    List {
+        /// Only objects carrying these tags (`key:value`, repeatable or comma-separated).
+        #[arg(long = "tags", value_name = "KEY:VALUE")]
+        tags: Vec<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show one object.
+    Describe {
+        name: String,
+        #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+        output: Output,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let level = match level.to_ascii_lowercase().as_str() {
+        "warning" => "warn".to_owned(),
+        "critical" => "error".to_owned(),
+        other => other.to_owned(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn repo_dir(cli: &Cli) -> Result<PathBuf> {
+    let dir = match &cli.chdir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    if !dir.is_dir() {
+        anyhow::bail!("{} is not a directory", dir.display());
+    }
+    Ok(dir)
+}
+
+fn open(cli: &Cli) -> Result<RepoContext> {
+    RepoContext::open(&repo_dir(cli)?, cli.feature_store_yaml.as_deref())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let color = std::io::stdout().is_terminal();
+    match &cli.command {
+        Command::Init { name } => {
+            let parent = repo_dir(&cli)?;
+            let repo = init::init_repo(&parent, name)?;
+            println!("Creating a new feast-rs repository in {}.", repo.display());
+            println!("Next: feast-rs -c {} apply", display_relative(&repo));
+        }
+        Command::Demo { dir } => {
+            let repo = dir.join("demo").join("feature_repo");
+            if !repo.join("feature_store.yaml").exists() {
+                let repo_created = init::init_repo(dir, "demo")?;
+                println!("Created the demo repository in {}", repo_created.display());
+            }
+            let ctx = RepoContext::open(&repo, None)?;
+            commands::apply(&ctx, color)?;
+            println!();
+            print!(
+                "{}",
+                commands::list(
+                    &ctx,
+                    ObjectKind::FeatureView,
+                    &Default::default(),
+                    Output::Table
+                )?
+            );
+        }
+        Command::Apply => {
+            commands::apply(&open(&cli)?, color)?;
+        }
+        Command::Plan => commands::plan(&open(&cli)?, color)?,
+        Command::Teardown => commands::teardown(&open(&cli)?)?,
+        Command::RegistryDump => println!("{}", commands::registry_dump(&open(&cli)?)?),
+        Command::Version => {
+            println!(
+                "feast-rs {} (Feast wire protocol 0.67)",
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+        Command::Configuration => print!("{}", open(&cli)?.config.feast_configuration_yaml()),
+        Command::Entities(a) => object_command(&cli, ObjectKind::Entity, a)?,
+        Command::DataSources(a) => object_command(&cli, ObjectKind::DataSource, a)?,
+        Command::FeatureViews(a) => object_command(&cli, ObjectKind::FeatureView, a)?,
+        Command::OnDemandFeatureViews(a) => {
+            object_command(&cli, ObjectKind::OnDemandFeatureView, a)?
+        }
+        Command::StreamFeatureViews(a) => object_command(&cli, ObjectKind::StreamFeatureView, a)?,
+        Command::FeatureServices(a) => object_command(&cli, ObjectKind::FeatureService, a)?,
+        Command::Permissions(a) => object_command(&cli, ObjectKind::Permission, a)?,
+        Command::Projects(a) => object_command(&cli, ObjectKind::Project, a)?,
+        Command::SavedDatasets(a) => object_command(&cli, ObjectKind::SavedDataset, a)?,
+        Command::ValidationReferences(a) => {
+            object_command(&cli, ObjectKind::ValidationReference, a)?
+        }
+        Command::Internal {
+            action: InternalAction::DescriptorSet { out },
+        } => {
+            std::fs::write(out, feast_proto::FILE_DESCRIPTOR_SET)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn object_command(cli: &Cli, kind: ObjectKind, args: &ObjectArgs) -> Result<()> {
+    let ctx = open(cli)?;
+    let text = match &args.action {
+        ObjectAction::List { tags, output } => {
+            commands::list(&ctx, kind, &commands::parse_tags(tags)?, *output)?
+        }
+        ObjectAction::Describe { name, output } => commands::describe(&ctx, kind, name, *output)?,
+    };
+    print!("{text}");
+    Ok(())
+}
+
+fn display_relative(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| path.display().to_string())
+}

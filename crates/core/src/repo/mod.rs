@@ -665,7 +665,8 @@ impl Builder<'_> {
                             src.date_partition_column = b.date_partition_column.clone();
                         }
                     }
-                    src.batch_source = batch.map(Box::new);
+                    // Feast embeds the batch source without its class path.
+                    src.batch_source = batch.map(|b| Box::new(embedded(&b)));
                     let _ = PushOptions::default();
                     misplaced.extend(unexpected("path", d.path.is_some(), "push"));
                     misplaced.extend(unexpected("schema", d.schema.is_some(), "push"));
@@ -764,10 +765,18 @@ impl Builder<'_> {
                 continue;
             };
             let (batch_source, stream_source) = match ProtoSourceType::try_from(source.r#type) {
-                Ok(ProtoSourceType::PushSource) => (
-                    source.batch_source.as_deref().cloned(),
-                    Some(source.clone()),
-                ),
+                Ok(ProtoSourceType::PushSource) => {
+                    // The view's batch source is the registered one (with its class path).
+                    let batch_name = source
+                        .batch_source
+                        .as_ref()
+                        .map(|b| b.name.as_str())
+                        .unwrap_or_default();
+                    (
+                        sources.get(batch_name).map(|b| (*b).clone()),
+                        Some(source.clone()),
+                    )
+                }
                 Ok(ProtoSourceType::RequestSource) => {
                     self.err(
                         &o.file,
@@ -989,7 +998,7 @@ impl Builder<'_> {
             date_partition_column: batch
                 .map(|b| b.date_partition_column.clone())
                 .unwrap_or_default(),
-            batch_source: batch.cloned(),
+            batch_source: batch.map(embedded),
             view_type: "featureView".into(),
             ..Default::default()
         }
@@ -1000,7 +1009,8 @@ impl Builder<'_> {
         core::FeatureViewProjection {
             feature_view_name: spec.name.clone(),
             feature_columns: spec.features.clone(),
-            view_type: "onDemandFeatureView".into(),
+            // Feast writes "featureView" for every projection kind.
+            view_type: "featureView".into(),
             ..Default::default()
         }
     }
@@ -1098,7 +1108,7 @@ impl Builder<'_> {
                         if src.r#type == ProtoSourceType::RequestSource as i32
                             && projection_def.is_none() =>
                     {
-                        Source::RequestDataSource((*src).clone())
+                        Source::RequestDataSource(embedded(src))
                     }
                     _ => {
                         self.err(
@@ -1411,6 +1421,17 @@ impl Builder<'_> {
         }
         out
     }
+}
+
+/// A data source as Feast embeds it inside projections and push sources: without the
+/// `data_source_class_type` the registry stamps on registered sources.
+fn embedded(source: &core::DataSource) -> core::DataSource {
+    let mut out = source.clone();
+    out.data_source_class_type.clear();
+    if let Some(inner) = out.batch_source.as_mut() {
+        inner.data_source_class_type.clear();
+    }
+    out
 }
 
 /// Join keys of a built feature view (its entity columns).

@@ -1,0 +1,508 @@
+//! The repository commands: apply, plan, teardown, registry-dump, list/describe.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use feast_core::config::RepoConfig;
+use feast_core::json::{message_to_json, sort_keys};
+use feast_core::model::{DUMMY_ENTITY_NAME, ObjectKind, RegistryObject};
+use feast_core::registry::diff::{self, RegistryDiff};
+use feast_core::registry::file::FileRegistryStore;
+use feast_core::registry::{Catalog, timestamp};
+use feast_core::repo;
+use feast_proto::core;
+
+use crate::output;
+
+/// A feature repository: its directory and parsed `feature_store.yaml`.
+pub struct RepoContext {
+    pub repo: PathBuf,
+    pub config: RepoConfig,
+}
+
+impl RepoContext {
+    pub fn open(repo: &Path, feature_store_yaml: Option<&Path>) -> Result<Self> {
+        let config = RepoConfig::load(repo, feature_store_yaml)?;
+        Ok(Self {
+            repo: repo.to_path_buf(),
+            config,
+        })
+    }
+
+    pub fn project(&self) -> &str {
+        &self.config.project
+    }
+
+    /// The registry store named by `registry:`.
+    pub fn registry_store(&self) -> Result<FileRegistryStore> {
+        match self.config.registry_path() {
+            Some(path) => Ok(FileRegistryStore::new(path)),
+            None => bail!(
+                "registry type \"{}\" is not supported by the feast-rs CLI yet; use a file registry \
+                 (registry: data/registry.db)",
+                self.config.registry.type_name()
+            ),
+        }
+    }
+
+    pub fn load_registry(&self) -> Result<Catalog> {
+        Ok(self.registry_store()?.load_or_empty()?)
+    }
+}
+
+/// Computes the plan for the repository's definitions against the registry.
+fn plan_repo(ctx: &RepoContext) -> Result<(Catalog, diff::DesiredState, RegistryDiff)> {
+    let desired = repo::load_repo(&ctx.repo, ctx.project())?;
+    let catalog = ctx.load_registry()?;
+    let plan = diff::diff(&catalog, ctx.project(), &desired);
+    Ok((catalog, desired, plan))
+}
+
+pub fn plan(ctx: &RepoContext, color: bool) -> Result<()> {
+    let (_, _, plan) = plan_repo(ctx)?;
+    print!("{}", plan.render(color));
+    Ok(())
+}
+
+pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
+    let (mut catalog, desired, plan) = plan_repo(ctx)?;
+    println!("Applying changes for project {}", ctx.project());
+    if plan.has_changes() {
+        let now = timestamp(chrono::Utc::now());
+        diff::apply_diff(&mut catalog, ctx.project(), &desired, &plan, now)?;
+        catalog.stamp_commit(now);
+        ctx.registry_store()?.save(&catalog)?;
+    }
+    print!("{}", plan.render(color));
+    Ok(plan)
+}
+
+/// Removes everything `apply` registered for the project; the registry file goes away when
+/// no project is left in it.
+pub fn teardown(ctx: &RepoContext) -> Result<()> {
+    let store = ctx.registry_store()?;
+    let Some(mut catalog) = store.load()? else {
+        println!(
+            "Nothing to tear down: {} does not exist",
+            store.path().display()
+        );
+        return Ok(());
+    };
+    match catalog.delete_project(ctx.project()) {
+        Ok(()) => {}
+        Err(_) => {
+            println!(
+                "Nothing to tear down: project {} is not in the registry",
+                ctx.project()
+            );
+            return Ok(());
+        }
+    }
+    if catalog.proto().projects.is_empty() {
+        std::fs::remove_file(store.path())
+            .with_context(|| format!("removing {}", store.path().display()))?;
+        println!("Removed the registry {}", store.path().display());
+    } else {
+        catalog.stamp_commit(timestamp(chrono::Utc::now()));
+        store.save(&catalog)?;
+        println!(
+            "Removed project {} from the registry {}",
+            ctx.project(),
+            store.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// `registry-dump`: the project's objects as Feast's `Registry.to_dict` JSON.
+pub fn registry_dump(ctx: &RepoContext) -> Result<String> {
+    let catalog = ctx.load_registry()?;
+    let project = ctx.project();
+    let none = BTreeMap::new();
+    fn sorted<T: RegistryObject>(
+        c: &Catalog,
+        project: &str,
+        none: &BTreeMap<String, String>,
+    ) -> serde_json::Value {
+        let mut items: Vec<&T> = c.list::<T>(project, none).collect();
+        items.sort_by(|a, b| a.name().cmp(b.name()));
+        serde_json::Value::Array(items.into_iter().map(message_to_json).collect())
+    }
+    let mut dump = serde_json::Map::new();
+    dump.insert("project".into(), project.into());
+    dump.insert(
+        "dataSources".into(),
+        sorted::<core::DataSource>(&catalog, project, &none),
+    );
+    dump.insert(
+        "entities".into(),
+        sorted::<core::Entity>(&catalog, project, &none),
+    );
+    dump.insert(
+        "featureViews".into(),
+        sorted::<core::FeatureView>(&catalog, project, &none),
+    );
+    dump.insert(
+        "featureServices".into(),
+        sorted::<core::FeatureService>(&catalog, project, &none),
+    );
+    dump.insert(
+        "onDemandFeatureViews".into(),
+        sorted::<core::OnDemandFeatureView>(&catalog, project, &none),
+    );
+    dump.insert(
+        "streamFeatureViews".into(),
+        sorted::<core::StreamFeatureView>(&catalog, project, &none),
+    );
+    dump.insert(
+        "labelViews".into(),
+        sorted::<core::LabelView>(&catalog, project, &none),
+    );
+    dump.insert(
+        "savedDatasets".into(),
+        sorted::<core::SavedDataset>(&catalog, project, &none),
+    );
+    dump.insert(
+        "permissions".into(),
+        sorted::<core::Permission>(&catalog, project, &none),
+    );
+    #[allow(deprecated)]
+    let metadata: Vec<serde_json::Value> = catalog
+        .proto()
+        .project_metadata
+        .iter()
+        .filter(|m| m.project == project)
+        .map(message_to_json)
+        .collect();
+    dump.insert("projectMetadata".into(), metadata.into());
+    let infra = catalog
+        .proto()
+        .infra
+        .as_ref()
+        .map(|i| i.infra_objects.iter().map(message_to_json).collect())
+        .unwrap_or_default();
+    dump.insert("infra".into(), serde_json::Value::Array(infra));
+    let mut value = serde_json::Value::Object(dump);
+    sort_keys(&mut value);
+    Ok(serde_json::to_string_pretty(&value)?)
+}
+
+/// Parses Feast's `--tags` values: `key:value`, possibly several separated by commas.
+pub fn parse_tags(values: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut tags = BTreeMap::new();
+    for value in values {
+        for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, v)) = pair.split_once(':') else {
+                bail!("invalid tag filter \"{pair}\": write key:value");
+            };
+            tags.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    }
+    Ok(tags)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// `<kind> list`.
+pub fn list(
+    ctx: &RepoContext,
+    kind: ObjectKind,
+    tags: &BTreeMap<String, String>,
+    out: Output,
+) -> Result<String> {
+    let catalog = ctx.load_registry()?;
+    let project = ctx.project();
+    let objects = listed_objects(&catalog, kind, project, tags);
+    if out != Output::Table {
+        let items = serde_json::Value::Array(objects.iter().map(|o| o.json.clone()).collect());
+        return Ok(render_value(&items, out));
+    }
+    let (headers, rows): (&[&str], Vec<Vec<String>>) = match kind {
+        ObjectKind::Entity => (
+            &["NAME", "DESCRIPTION", "TYPE"],
+            objects.iter().map(|o| o.row.clone()).collect(),
+        ),
+        ObjectKind::DataSource => (
+            &["NAME", "CLASS"],
+            objects.iter().map(|o| o.row.clone()).collect(),
+        ),
+        ObjectKind::FeatureView => (
+            &["NAME", "ENTITIES", "TYPE", "ENABLED", "STATE"],
+            objects.iter().map(|o| o.row.clone()).collect(),
+        ),
+        ObjectKind::FeatureService => (
+            &["NAME", "FEATURES"],
+            objects.iter().map(|o| o.row.clone()).collect(),
+        ),
+        ObjectKind::Permission => (
+            &[
+                "NAME",
+                "TYPES",
+                "NAME_PATTERNS",
+                "ACTIONS",
+                "ROLES",
+                "REQUIRED_TAGS",
+            ],
+            objects.iter().map(|o| o.row.clone()).collect(),
+        ),
+        ObjectKind::Project => (
+            &["NAME", "DESCRIPTION", "TAGS", "OWNER"],
+            objects.iter().map(|o| o.row.clone()).collect(),
+        ),
+        _ => (&["NAME"], objects.iter().map(|o| o.row.clone()).collect()),
+    };
+    Ok(output::table(headers, &rows))
+}
+
+/// `<kind> describe NAME`: the object as YAML (or JSON) of its protobuf JSON, like Feast.
+pub fn describe(ctx: &RepoContext, kind: ObjectKind, name: &str, out: Output) -> Result<String> {
+    let catalog = ctx.load_registry()?;
+    let project = ctx.project();
+    let none = BTreeMap::new();
+    let found = listed_objects(&catalog, kind, project, &none)
+        .into_iter()
+        .find(|o| o.name == name);
+    match found {
+        Some(o) => Ok(render_value(
+            &o.json,
+            if out == Output::Table {
+                Output::Yaml
+            } else {
+                out
+            },
+        )),
+        None => bail!("{}", kind.not_found(name, project)),
+    }
+}
+
+fn render_value(value: &serde_json::Value, out: Output) -> String {
+    match out {
+        Output::Json => serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
+        _ => output::yaml(value),
+    }
+}
+
+struct Listed {
+    name: String,
+    row: Vec<String>,
+    json: serde_json::Value,
+}
+
+fn listed_objects(
+    catalog: &Catalog,
+    kind: ObjectKind,
+    project: &str,
+    tags: &BTreeMap<String, String>,
+) -> Vec<Listed> {
+    fn collect<T: RegistryObject>(
+        catalog: &Catalog,
+        project: &str,
+        tags: &BTreeMap<String, String>,
+        row: impl Fn(&T) -> Vec<String>,
+    ) -> Vec<Listed> {
+        catalog
+            .list::<T>(project, tags)
+            .map(|o| Listed {
+                name: o.name().to_owned(),
+                row: row(o),
+                json: message_to_json(o),
+            })
+            .collect()
+    }
+    match kind {
+        ObjectKind::Entity => collect::<core::Entity>(catalog, project, tags, |e| {
+            let spec = e.spec.clone().unwrap_or_default();
+            let vt = feast_proto::types::value_type::Enum::try_from(spec.value_type)
+                .map(|v| v.as_str_name().to_owned())
+                .unwrap_or_else(|_| "UNKNOWN".into());
+            vec![spec.name, spec.description, format!("ValueType.{vt}")]
+        })
+        .into_iter()
+        .filter(|l| l.name != DUMMY_ENTITY_NAME)
+        .collect(),
+        ObjectKind::DataSource => collect::<core::DataSource>(catalog, project, tags, |d| {
+            vec![
+                d.name.clone(),
+                format!("<class '{}'>", d.data_source_class_type),
+            ]
+        }),
+        ObjectKind::FeatureView => {
+            // Feast lists batch feature views and on-demand views together.
+            let mut rows = collect::<core::FeatureView>(catalog, project, tags, |v| {
+                let spec = v.spec.clone().unwrap_or_default();
+                let entities: Vec<&str> = spec
+                    .entities
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|e| *e != DUMMY_ENTITY_NAME)
+                    .collect();
+                let state = v
+                    .meta
+                    .as_ref()
+                    .and_then(|m| core::FeatureViewState::try_from(m.state).ok())
+                    .unwrap_or(core::FeatureViewState::StateUnspecified);
+                vec![
+                    spec.name.clone(),
+                    if entities.is_empty() {
+                        "n/a".into()
+                    } else {
+                        output::python_set(&entities)
+                    },
+                    "FeatureView".into(),
+                    if spec.disabled {
+                        "No".into()
+                    } else {
+                        "Yes".into()
+                    },
+                    state.as_str_name().into(),
+                ]
+            });
+            rows.extend(collect::<core::OnDemandFeatureView>(
+                catalog,
+                project,
+                tags,
+                |v| {
+                    let spec = v.spec.clone().unwrap_or_default();
+                    let mut entities: Vec<&str> = Vec::new();
+                    for source in spec.sources.values() {
+                        if let Some(core::on_demand_source::Source::FeatureViewProjection(p)) =
+                            &source.source
+                            && let Ok(fv) =
+                                catalog.get::<core::FeatureView>(&p.feature_view_name, project)
+                            && let Some(s) = &fv.spec
+                        {
+                            entities.extend(
+                                s.entities
+                                    .iter()
+                                    .map(String::as_str)
+                                    .filter(|e| *e != DUMMY_ENTITY_NAME),
+                            );
+                        }
+                    }
+                    entities.sort();
+                    entities.dedup();
+                    vec![
+                        spec.name.clone(),
+                        if entities.is_empty() {
+                            "n/a".into()
+                        } else {
+                            output::python_set(&entities)
+                        },
+                        "OnDemandFeatureView".into(),
+                        if spec.disabled {
+                            "No".into()
+                        } else {
+                            "Yes".into()
+                        },
+                        "STATE_UNSPECIFIED".into(),
+                    ]
+                },
+            ));
+            rows
+        }
+        ObjectKind::OnDemandFeatureView => {
+            collect::<core::OnDemandFeatureView>(catalog, project, tags, |v| {
+                vec![v.name().to_owned()]
+            })
+        }
+        ObjectKind::StreamFeatureView => {
+            collect::<core::StreamFeatureView>(catalog, project, tags, |v| {
+                vec![v.name().to_owned()]
+            })
+        }
+        ObjectKind::LabelView => {
+            collect::<core::LabelView>(catalog, project, tags, |v| vec![v.name().to_owned()])
+        }
+        ObjectKind::FeatureService => {
+            collect::<core::FeatureService>(catalog, project, tags, |s| {
+                let spec = s.spec.clone().unwrap_or_default();
+                let features: Vec<String> = spec
+                    .features
+                    .iter()
+                    .flat_map(|p| {
+                        let view = if p.feature_view_name_alias.is_empty() {
+                            &p.feature_view_name
+                        } else {
+                            &p.feature_view_name_alias
+                        };
+                        p.feature_columns
+                            .iter()
+                            .map(move |f| format!("{view}:{}", f.name))
+                    })
+                    .collect();
+                vec![spec.name, features.join(", ")]
+            })
+        }
+        ObjectKind::Permission => collect::<core::Permission>(catalog, project, tags, |p| {
+            let spec = p.spec.clone().unwrap_or_default();
+            let types: Vec<String> = spec
+                .types
+                .iter()
+                .filter_map(|t| core::permission_spec::Type::try_from(*t).ok())
+                .map(|t| t.as_str_name().to_owned())
+                .collect();
+            let actions: Vec<String> = spec
+                .actions
+                .iter()
+                .filter_map(|a| core::permission_spec::AuthzedAction::try_from(*a).ok())
+                .map(|a| a.as_str_name().to_owned())
+                .collect();
+            let roles = match spec.policy.as_ref().and_then(|p| p.policy_type.as_ref()) {
+                Some(core::policy::PolicyType::RoleBasedPolicy(r)) => output::python_list(&r.roles),
+                _ => "-".into(),
+            };
+            let required: Vec<String> = spec
+                .required_tags
+                .iter()
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect();
+            vec![
+                spec.name,
+                output::python_list(&types),
+                if spec.name_patterns.is_empty() {
+                    "-".into()
+                } else {
+                    output::python_list(&spec.name_patterns)
+                },
+                output::python_list(&actions),
+                roles,
+                if required.is_empty() {
+                    "-".into()
+                } else {
+                    required.join(", ")
+                },
+            ]
+        }),
+        ObjectKind::Project => catalog
+            .projects(tags)
+            .map(|p| {
+                let spec = p.spec.clone().unwrap_or_default();
+                let tags: Vec<String> = spec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                Listed {
+                    name: spec.name.clone(),
+                    row: vec![
+                        spec.name.clone(),
+                        spec.description.clone(),
+                        tags.join(", "),
+                        spec.owner.clone(),
+                    ],
+                    json: message_to_json(p),
+                }
+            })
+            .collect(),
+        ObjectKind::SavedDataset => {
+            collect::<core::SavedDataset>(catalog, project, tags, |v| vec![v.name().to_owned()])
+        }
+        ObjectKind::ValidationReference => {
+            collect::<core::ValidationReference>(catalog, project, tags, |v| {
+                vec![v.name().to_owned()]
+            })
+        }
+    }
+}
