@@ -330,13 +330,29 @@ impl RegistryObject for core::ValidationReference {
 /// Removes the server-managed `meta` of every `DataSource` nested anywhere in `message`
 /// (feature views embed their sources with timestamps; a declaration never has them).
 pub fn strip_data_source_meta<M: prost::Message + prost::Name + Default>(message: &mut M) {
+    for_each_data_source(message, &mut |source| source.meta = None);
+}
+
+/// Calls `f` on every `feast.core.DataSource` inside `message` (at any depth, including a
+/// push source's batch source), writing back what `f` changes. Generic over every Feast
+/// message through reflection, so new proto fields holding sources are covered too.
+pub fn for_each_data_source<M: prost::Message + prost::Name + Default>(
+    message: &mut M,
+    f: &mut dyn FnMut(&mut core::DataSource),
+) {
     use prost::Message as _;
     use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 
-    fn walk(msg: &mut DynamicMessage) {
-        let is_source = msg.descriptor().full_name() == "feast.core.DataSource";
-        if is_source {
-            msg.clear_field_by_name("meta");
+    fn walk(msg: &mut DynamicMessage, f: &mut dyn FnMut(&mut core::DataSource)) {
+        if msg.descriptor().full_name() == "feast.core.DataSource"
+            && let Ok(mut source) = msg.transcode_to::<core::DataSource>()
+        {
+            f(&mut source);
+            // transcode_from merges (repeated fields would append): start from empty.
+            msg.clear();
+            if msg.transcode_from(&source).is_err() {
+                return;
+            }
         }
         let fields: Vec<_> = msg.descriptor().fields().collect();
         for field in fields {
@@ -344,18 +360,18 @@ pub fn strip_data_source_meta<M: prost::Message + prost::Name + Default>(message
                 continue;
             }
             match msg.get_field_mut(&field) {
-                Value::Message(m) => walk(m),
+                Value::Message(m) => walk(m, f),
                 Value::List(items) => {
                     for item in items {
                         if let Value::Message(m) = item {
-                            walk(m);
+                            walk(m, f);
                         }
                     }
                 }
                 Value::Map(entries) => {
                     for value in entries.values_mut() {
                         if let Value::Message(m) = value {
-                            walk(m);
+                            walk(m, f);
                         }
                     }
                 }
@@ -371,9 +387,9 @@ pub fn strip_data_source_meta<M: prost::Message + prost::Name + Default>(message
     else {
         return;
     };
-    walk(&mut dynamic);
-    if let Ok(stripped) = M::decode(dynamic.encode_to_vec().as_slice()) {
-        *message = stripped;
+    walk(&mut dynamic, f);
+    if let Ok(updated) = M::decode(dynamic.encode_to_vec().as_slice()) {
+        *message = updated;
     }
 }
 

@@ -241,3 +241,51 @@ fn projects_are_isolated() {
             .is_err()
     );
 }
+
+#[test]
+fn embedded_sources_carry_the_registered_metadata_and_nothing_else() {
+    let text = r#"
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+data_sources:
+  - {name: stats, type: file, path: data/stats.parquet, timestamp_field: event_timestamp}
+  - name: req
+    type: request
+    schema: [{name: a, dtype: Int64}, {name: b, dtype: Int64}]
+feature_views:
+  - {name: driver_stats, entities: [driver], schema: [{name: x, dtype: Float32}], source: stats}
+on_demand_feature_views:
+  - {name: odfv, sources: [driver_stats, req], schema: [{name: y, dtype: Float64}]}
+"#;
+    let catalog = applied(text, 100);
+    let odfv = catalog
+        .get::<core::OnDemandFeatureView>("odfv", "demo")
+        .unwrap();
+    let sources = &odfv.spec.as_ref().unwrap().sources;
+    let Some(core::on_demand_source::Source::RequestDataSource(req)) = &sources["req"].source
+    else {
+        panic!("request source expected: {sources:?}");
+    };
+    let Some(core::data_source::Options::RequestDataOptions(opts)) = &req.options else {
+        panic!("request options expected");
+    };
+    assert_eq!(
+        opts.schema.len(),
+        2,
+        "rewriting embedded sources must not duplicate repeated fields"
+    );
+    let registered = catalog.get::<core::DataSource>("req", "demo").unwrap();
+    assert_eq!(req.meta, registered.meta);
+    assert!(req.meta.is_some());
+    let fv = catalog
+        .get::<core::FeatureView>("driver_stats", "demo")
+        .unwrap();
+    let batch = fv.spec.as_ref().unwrap().batch_source.as_ref().unwrap();
+    assert_eq!(
+        batch.meta,
+        catalog
+            .get::<core::DataSource>("stats", "demo")
+            .unwrap()
+            .meta
+    );
+}

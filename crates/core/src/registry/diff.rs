@@ -356,7 +356,26 @@ fn apply_changed<T: RegistryObject>(
     now: Timestamp,
 ) -> Result<(), FeastError> {
     for o in objects.iter().filter(|o| changed(T::KIND, o.name())) {
-        catalog.apply(o.clone(), project, now)?;
+        let mut object = o.clone();
+        if T::KIND != ObjectKind::DataSource {
+            copy_registered_source_meta(catalog, project, &mut object);
+        }
+        catalog.apply(object, project, now)?;
     }
     Ok(())
+}
+
+/// Gives every data source embedded in `object` the metadata of the registered source of
+/// the same name, as Feast's objects share one Python source object: a view written by
+/// feast-rs then compares equal in Feast's own `plan`.
+fn copy_registered_source_meta<T: RegistryObject>(
+    catalog: &Catalog,
+    project: &str,
+    object: &mut T,
+) {
+    crate::model::for_each_data_source(object, &mut |source| {
+        if let Ok(registered) = catalog.get::<core::DataSource>(&source.name, project) {
+            source.meta = registered.meta;
+        }
+    });
 }

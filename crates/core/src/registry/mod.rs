@@ -18,11 +18,13 @@ use crate::model::{ObjectKind, RegistryObject};
 /// `registry_schema_version` of a new registry (Feast's `REGISTRY_SCHEMA_VERSION`).
 pub const REGISTRY_SCHEMA_VERSION: &str = "1";
 
-/// Converts a chrono time to a protobuf timestamp.
+/// Converts a chrono time to a protobuf timestamp, at microsecond precision: Feast's
+/// timestamps come from Python `datetime`s, and a nanosecond that Python cannot represent
+/// would make the same object compare unequal after Feast round-trips it.
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
     Timestamp {
         seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
+        nanos: (t.timestamp_subsec_micros() * 1000) as i32,
     }
 }
 
