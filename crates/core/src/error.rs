@@ -94,43 +94,14 @@ impl FeastError {
         self.class.status()
     }
 
-    /// Feast's `to_error_detail()`: `json.dumps` output, i.e. Python's default separators
-    /// (`", "`, `": "`) and `ensure_ascii` escaping.
+    /// Feast's `to_error_detail()`: `json.dumps({"module", "class", "message"})`.
     pub fn to_error_detail(&self) -> String {
-        format!(
-            "{{\"module\": {}, \"class\": {}, \"message\": {}}}",
-            python_json_string("feast.errors"),
-            python_json_string(self.class.name()),
-            python_json_string(&self.message)
-        )
+        crate::json::python_dumps(&serde_json::json!({
+            "module": "feast.errors",
+            "class": self.class.name(),
+            "message": self.message,
+        }))
     }
-}
-
-/// A JSON string literal as Python's `json.dumps` writes it (non-ASCII as `\uXXXX`).
-pub fn python_json_string(s: &str) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 impl fmt::Display for FeastError {
@@ -164,11 +135,5 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&e.to_error_detail()).unwrap();
         assert_eq!(parsed["message"], "Permission error:\n\"x\"");
         assert_eq!(e.status(), StatusKind::PermissionDenied);
-    }
-
-    #[test]
-    fn non_ascii_is_escaped_like_python() {
-        assert_eq!(python_json_string("café 🚀"), r#""caf\u00e9 \ud83d\ude80""#);
-        assert_eq!(python_json_string("a\u{7f}"), r#""a\u007f""#);
     }
 }

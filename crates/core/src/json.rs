@@ -1,8 +1,11 @@
-//! Protobuf JSON for Feast messages, as Python's `MessageToDict`/`MessageToJson` write it
+//! JSON as Feast's Python writes it. Protobuf JSON for Feast messages, as Python's `MessageToDict`/`MessageToJson` write it
 //! (camelCase names, enums by name, 64-bit integers as strings, defaults omitted): used by
-//! `registry-dump`, `describe` and anything that must print a registry object like Feast.
+//! `registry-dump`, `describe` and anything that must print a registry object like Feast;
+//! and [`python_dumps`], byte-identical to Python's `json.dumps` defaults (error envelopes,
+//! stored source options).
 
 use prost_reflect::{DynamicMessage, SerializeOptions};
+use serde_json::Value as Json;
 
 /// Serializes any Feast message to protobuf JSON.
 pub fn message_to_json<M: prost::Message + prost::Name>(message: &M) -> serde_json::Value {
@@ -41,10 +44,89 @@ pub fn sort_keys(value: &mut serde_json::Value) {
     }
 }
 
+/// Python's `json.dumps(value)` with its defaults: `", "` and `": "` separators,
+/// `ensure_ascii` (`\uXXXX` escapes, surrogate pairs beyond the BMP), floats as `repr`.
+pub fn python_dumps(j: &Json) -> String {
+    let mut out = String::new();
+    write_python_json(j, &mut out);
+    out
+}
+
+fn write_python_json(j: &Json, out: &mut String) {
+    match j {
+        Json::Null => out.push_str("null"),
+        Json::Bool(true) => out.push_str("true"),
+        Json::Bool(false) => out.push_str("false"),
+        Json::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => out.push_str(&i.to_string()),
+            (None, Some(u), _) => out.push_str(&u.to_string()),
+            (None, None, Some(f)) => out.push_str(&crate::value::python_float_repr(f)),
+            _ => out.push_str(&n.to_string()),
+        },
+        Json::String(s) => write_python_json_str(s, out),
+        Json::Array(a) => {
+            out.push('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_json(v, out);
+            }
+            out.push(']');
+        }
+        Json::Object(o) => {
+            out.push('{');
+            for (i, (k, v)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_python_json_str(k, out);
+                out.push_str(": ");
+                write_python_json(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_python_json_str(s: &str, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use feast_proto::core;
+
+    #[test]
+    fn dumps_like_python() {
+        assert_eq!(
+            python_dumps(
+                &serde_json::json!({"k": "a\"\\\n\t\u{1}\u{7f}😀", "n": [1, -2], "f": 1.0})
+            ),
+            r#"{"k": "a\"\\\n\t\u0001\u007f\ud83d\ude00", "n": [1, -2], "f": 1.0}"#
+        );
+    }
 
     #[test]
     fn uses_message_to_dict_conventions() {

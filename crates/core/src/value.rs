@@ -842,7 +842,7 @@ fn to_json_text(j: &Json, vt: ValueType) -> R<String> {
             Ok(_) => Ok(s.clone()),
             Err(e) => bad_because(vt, j, format!("not valid JSON text: {e}")),
         },
-        other => Ok(python_json_dumps(other)),
+        other => Ok(crate::json::python_dumps(other)),
     }
 }
 
@@ -1072,75 +1072,6 @@ pub fn python_float_repr(f: f64) -> String {
         out.push_str(&format!("{:02}", exp.unsigned_abs()));
     }
     out
-}
-
-/// Python's `json.dumps(value)` with its defaults: `", "` and `": "` separators,
-/// `ensure_ascii` (`\uXXXX` escapes, surrogate pairs beyond the BMP), floats as `repr`.
-pub fn python_json_dumps(j: &Json) -> String {
-    let mut out = String::new();
-    write_python_json(j, &mut out);
-    out
-}
-
-fn write_python_json(j: &Json, out: &mut String) {
-    match j {
-        Json::Null => out.push_str("null"),
-        Json::Bool(true) => out.push_str("true"),
-        Json::Bool(false) => out.push_str("false"),
-        Json::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => out.push_str(&i.to_string()),
-            (None, Some(u), _) => out.push_str(&u.to_string()),
-            (None, None, Some(f)) => out.push_str(&python_float_repr(f)),
-            _ => out.push_str(&n.to_string()),
-        },
-        Json::String(s) => write_python_json_str(s, out),
-        Json::Array(a) => {
-            out.push('[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python_json(v, out);
-            }
-            out.push(']');
-        }
-        Json::Object(o) => {
-            out.push('{');
-            for (i, (k, v)) in o.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python_json_str(k, out);
-                out.push_str(": ");
-                write_python_json(v, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_python_json_str(s: &str, out: &mut String) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -1935,10 +1866,6 @@ mod tests {
         for (f, s) in cases {
             assert_eq!(python_float_repr(f), s, "{f}");
         }
-        assert_eq!(
-            python_json_dumps(&json!({"k": "a\"\\\n\t\u{1}\u{7f}😀", "n": [1, -2]})),
-            r#"{"k": "a\"\\\n\t\u0001\u007f\ud83d\ude00", "n": [1, -2]}"#
-        );
     }
 
     #[test]

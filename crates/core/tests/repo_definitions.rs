@@ -401,3 +401,29 @@ fn feastignore_and_feature_store_yaml_are_skipped() {
     let files = repo::definition_files(dir.path()).unwrap();
     assert_eq!(files, vec![dir.path().join("f.yaml")]);
 }
+
+#[test]
+fn postgres_source_is_stored_as_feasts_custom_source() {
+    let text = "data_sources:\n  - {name: trips_pg, type: postgres, table: trips, timestamp_field: event_ts}\n";
+    let state = load(&[("s.yaml", text)]).unwrap();
+    let src = &state.data_sources[0];
+    assert_eq!(
+        src.r#type,
+        core::data_source::SourceType::CustomSource as i32
+    );
+    assert_eq!(src.data_source_class_type, repo::POSTGRES_SOURCE_CLASS);
+    let Some(core::data_source::Options::CustomOptions(opts)) = &src.options else {
+        panic!("custom options expected");
+    };
+    // PostgreSQLOptions.to_proto(): json.dumps({"name", "query", "table"}).
+    assert_eq!(
+        String::from_utf8(opts.configuration.clone()).unwrap(),
+        r#"{"name": "trips_pg", "query": "", "table": "trips"}"#
+    );
+    let both = "data_sources:\n  - {name: p, type: postgres, table: t, query: SELECT 1, timestamp_field: ts}\n";
+    let errs = errors(&[("s.yaml", both)]);
+    assert!(
+        errs[0].contains("exactly one of `table` or `query`"),
+        "{errs:?}"
+    );
+}

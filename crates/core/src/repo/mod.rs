@@ -571,12 +571,11 @@ impl Builder<'_> {
                     src.r#type = ProtoSourceType::CustomSource as i32;
                     src.data_source_class_type = POSTGRES_SOURCE_CLASS.into();
                     // Feast stores PostgreSQLSource options as this JSON (json.dumps spacing).
-                    let configuration = format!(
-                        "{{\"name\": {}, \"query\": {}, \"table\": {}}}",
-                        crate::error::python_json_string(&d.name),
-                        crate::error::python_json_string(d.query.as_deref().unwrap_or("")),
-                        crate::error::python_json_string(d.table.as_deref().unwrap_or(""))
-                    );
+                    let configuration = crate::json::python_dumps(&serde_json::json!({
+                        "name": d.name,
+                        "query": d.query.as_deref().unwrap_or(""),
+                        "table": d.table.as_deref().unwrap_or(""),
+                    }));
                     src.options = Some(Options::CustomOptions(CustomSourceOptions {
                         configuration: configuration.into_bytes(),
                     }));
