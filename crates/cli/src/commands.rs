@@ -223,40 +223,24 @@ pub fn list(
         let items = serde_json::Value::Array(objects.iter().map(|o| o.json.clone()).collect());
         return Ok(render_value(&items, out));
     }
-    let (headers, rows): (&[&str], Vec<Vec<String>>) = match kind {
-        ObjectKind::Entity => (
-            &["NAME", "DESCRIPTION", "TYPE"],
-            objects.iter().map(|o| o.row.clone()).collect(),
-        ),
-        ObjectKind::DataSource => (
-            &["NAME", "CLASS"],
-            objects.iter().map(|o| o.row.clone()).collect(),
-        ),
-        ObjectKind::FeatureView => (
-            &["NAME", "ENTITIES", "TYPE", "ENABLED", "STATE"],
-            objects.iter().map(|o| o.row.clone()).collect(),
-        ),
-        ObjectKind::FeatureService => (
-            &["NAME", "FEATURES"],
-            objects.iter().map(|o| o.row.clone()).collect(),
-        ),
-        ObjectKind::Permission => (
-            &[
-                "NAME",
-                "TYPES",
-                "NAME_PATTERNS",
-                "ACTIONS",
-                "ROLES",
-                "REQUIRED_TAGS",
-            ],
-            objects.iter().map(|o| o.row.clone()).collect(),
-        ),
-        ObjectKind::Project => (
-            &["NAME", "DESCRIPTION", "TAGS", "OWNER"],
-            objects.iter().map(|o| o.row.clone()).collect(),
-        ),
-        _ => (&["NAME"], objects.iter().map(|o| o.row.clone()).collect()),
+    // Feast's column headers per kind (`feast <kind> list`).
+    let headers: &[&str] = match kind {
+        ObjectKind::Entity => &["NAME", "DESCRIPTION", "TYPE"],
+        ObjectKind::DataSource => &["NAME", "CLASS"],
+        ObjectKind::FeatureView => &["NAME", "ENTITIES", "TYPE", "ENABLED", "STATE"],
+        ObjectKind::FeatureService => &["NAME", "FEATURES"],
+        ObjectKind::Permission => &[
+            "NAME",
+            "TYPES",
+            "NAME_PATTERNS",
+            "ACTIONS",
+            "ROLES",
+            "REQUIRED_TAGS",
+        ],
+        ObjectKind::Project => &["NAME", "DESCRIPTION", "TAGS", "OWNER"],
+        _ => &["NAME"],
     };
+    let rows: Vec<Vec<String>> = objects.into_iter().map(|o| o.row).collect();
     Ok(output::table(headers, &rows))
 }
 

@@ -38,19 +38,6 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
-    /// Kinds in the order Feast's `apply` reports them (`FEAST_OBJECT_TYPES`).
-    pub const APPLY_ORDER: [ObjectKind; 9] = [
-        ObjectKind::Project,
-        ObjectKind::DataSource,
-        ObjectKind::Entity,
-        ObjectKind::FeatureView,
-        ObjectKind::OnDemandFeatureView,
-        ObjectKind::StreamFeatureView,
-        ObjectKind::LabelView,
-        ObjectKind::FeatureService,
-        ObjectKind::Permission,
-    ];
-
     /// Feast's `FeastObjectType` value, used in `apply`/`plan` output ("feature view").
     pub fn display_name(self) -> &'static str {
         match self {
@@ -436,5 +423,49 @@ impl FeatureViewExt for core::FeatureView {
         self.spec
             .as_ref()
             .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_view_accessors() {
+        let mut fv = core::FeatureView {
+            spec: Some(core::FeatureViewSpec {
+                name: "v".into(),
+                ttl: Some(Duration {
+                    seconds: 90,
+                    nanos: 500_000_000,
+                }),
+                entity_columns: vec![core::FeatureSpecV2 {
+                    name: "driver_id".into(),
+                    ..Default::default()
+                }],
+                features: vec![core::FeatureSpecV2 {
+                    name: "x".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            meta: None,
+        };
+        assert_eq!(fv.ttl(), Some(std::time::Duration::from_millis(90_500)));
+        assert_eq!(fv.join_keys(), ["driver_id"]);
+        assert_eq!(fv.feature_names(), ["x"]);
+        fv.spec.as_mut().unwrap().ttl = Some(Duration::default());
+        assert_eq!(fv.ttl(), None, "0s means no limit");
+        assert_eq!(core::FeatureView::default().ttl(), None);
+    }
+
+    #[test]
+    fn not_found_messages_are_feasts() {
+        let e = ObjectKind::Entity.not_found("driver", "demo");
+        assert_eq!(e.class, ErrorClass::EntityNotFoundException);
+        assert_eq!(e.message, "Entity driver does not exist in project demo");
+        let p = ObjectKind::Project.not_found("demo", "demo");
+        assert_eq!(p.message, "Project demo does not exist");
+        assert_eq!(p.class, ErrorClass::ProjectObjectNotFoundException);
     }
 }

@@ -240,6 +240,16 @@ struct Origin<T> {
     def: T,
 }
 
+impl<T> Origin<T> {
+    fn all(file: &Path, defs: Vec<T>) -> impl Iterator<Item = Origin<T>> {
+        let file = file.to_path_buf();
+        defs.into_iter().map(move |def| Origin {
+            file: file.clone(),
+            def,
+        })
+    }
+}
+
 impl Builder<'_> {
     fn err(
         &mut self,
@@ -271,30 +281,12 @@ impl Builder<'_> {
                     def: p,
                 });
             }
-            entities.extend(defs.entities.into_iter().map(|def| Origin {
-                file: file.clone(),
-                def,
-            }));
-            sources.extend(defs.data_sources.into_iter().map(|def| Origin {
-                file: file.clone(),
-                def,
-            }));
-            views.extend(defs.feature_views.into_iter().map(|def| Origin {
-                file: file.clone(),
-                def,
-            }));
-            odfvs.extend(defs.on_demand_feature_views.into_iter().map(|def| Origin {
-                file: file.clone(),
-                def,
-            }));
-            services.extend(defs.feature_services.into_iter().map(|def| Origin {
-                file: file.clone(),
-                def,
-            }));
-            permissions.extend(defs.permissions.into_iter().map(|def| Origin {
-                file: file.clone(),
-                def,
-            }));
+            entities.extend(Origin::all(&file, defs.entities));
+            sources.extend(Origin::all(&file, defs.data_sources));
+            views.extend(Origin::all(&file, defs.feature_views));
+            odfvs.extend(Origin::all(&file, defs.on_demand_feature_views));
+            services.extend(Origin::all(&file, defs.feature_services));
+            permissions.extend(Origin::all(&file, defs.permissions));
         }
 
         self.check_unique(
@@ -473,9 +465,7 @@ impl Builder<'_> {
     }
 
     fn data_sources(&mut self, defs: &[Origin<DataSourceDef>]) -> Vec<core::DataSource> {
-        use core::data_source::{
-            CustomSourceOptions, FileOptions, Options, PushOptions, RequestDataOptions,
-        };
+        use core::data_source::{CustomSourceOptions, FileOptions, Options, RequestDataOptions};
         let mut out: Vec<core::DataSource> = Vec::new();
         // Batch sources first: push sources embed them.
         let mut ordered: Vec<&Origin<DataSourceDef>> = defs
@@ -666,7 +656,6 @@ impl Builder<'_> {
                     }
                     // Feast embeds the batch source without its class path.
                     src.batch_source = batch.map(|b| Box::new(embedded(&b)));
-                    let _ = PushOptions::default();
                     misplaced.extend(unexpected("path", d.path.is_some(), "push"));
                     misplaced.extend(unexpected("schema", d.schema.is_some(), "push"));
                 }
