@@ -4,6 +4,7 @@
 mod commands;
 mod init;
 mod output;
+mod serve;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,8 @@ enum Command {
     Teardown,
     /// Print the project's registry contents as JSON.
     RegistryDump,
+    /// Serve the registry over gRPC (Feast's `feast serve_registry`).
+    ServeRegistry(ServeArgs),
     /// Print the feast-rs version.
     Version,
     /// Print the effective feature_store.yaml configuration.
@@ -97,6 +100,22 @@ enum InternalAction {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: String,
+    /// Port to bind.
+    #[arg(short, long, default_value_t = feast_registry::DEFAULT_PORT)]
+    port: u16,
+    /// TLS private key (PEM); with --cert, serves TLS.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -198,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plan => commands::plan(&open(&cli)?, color)?,
         Command::Teardown => commands::teardown(&open(&cli)?)?,
         Command::RegistryDump => println!("{}", commands::registry_dump(&open(&cli)?)?),
+        Command::ServeRegistry(args) => serve::registry(&open(&cli)?, args)?,
         Command::Version => {
             println!(
                 "feast-rs {} (Feast wire protocol 0.67)",

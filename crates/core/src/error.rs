@@ -33,6 +33,12 @@ pub enum StatusKind {
     PermissionDenied,
     InvalidArgument,
     Unprocessable,
+    /// A concurrent change won: the caller should reload and retry (gRPC ABORTED, HTTP 409).
+    Conflict,
+    /// A dependency (store, service) is unreachable for now (gRPC UNAVAILABLE, HTTP 503).
+    Unavailable,
+    /// The request is valid but this server does not implement it (gRPC UNIMPLEMENTED, HTTP 501).
+    Unimplemented,
 }
 
 impl ErrorClass {

@@ -9,6 +9,19 @@ use serde_json::Value as Json;
 
 /// Serializes any Feast message to protobuf JSON.
 pub fn message_to_json<M: prost::Message + prost::Name>(message: &M) -> serde_json::Value {
+    to_json(message, &SerializeOptions::new())
+}
+
+/// Like [`message_to_json`] with the proto field names (`created_timestamp`), which are the
+/// attribute names of Feast's Python objects.
+pub fn message_to_proto_json<M: prost::Message + prost::Name>(message: &M) -> serde_json::Value {
+    to_json(message, &SerializeOptions::new().use_proto_field_name(true))
+}
+
+fn to_json<M: prost::Message + prost::Name>(
+    message: &M,
+    options: &SerializeOptions,
+) -> serde_json::Value {
     let Some(descriptor) = feast_proto::descriptor_pool().get_message_by_name(&M::full_name())
     else {
         return serde_json::Value::Null;
@@ -18,10 +31,7 @@ pub fn message_to_json<M: prost::Message + prost::Name>(message: &M) -> serde_js
     };
     let mut buf = Vec::new();
     let mut ser = serde_json::Serializer::new(&mut buf);
-    if dynamic
-        .serialize_with_options(&mut ser, &SerializeOptions::new())
-        .is_err()
-    {
+    if dynamic.serialize_with_options(&mut ser, options).is_err() {
         return serde_json::Value::Null;
     }
     serde_json::from_slice(&buf).unwrap_or(serde_json::Value::Null)

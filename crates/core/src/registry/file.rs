@@ -76,6 +76,11 @@ impl FileRegistryStore {
 
     /// Atomically replaces the file with `catalog` (already stamped by the caller).
     pub fn save(&self, catalog: &Catalog) -> Result<(), FileRegistryError> {
+        self.save_proto(catalog.proto())
+    }
+
+    /// Atomically replaces the file with a registry proto.
+    pub fn save_proto(&self, registry: &core::Registry) -> Result<(), FileRegistryError> {
         let err = |source| FileRegistryError::Write {
             path: self.path.clone(),
             source,
@@ -85,7 +90,7 @@ impl FileRegistryStore {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&dir).map_err(err)?;
-        let bytes = catalog.proto().encode_to_vec();
+        let bytes = registry.encode_to_vec();
         let mut tmp = tempfile::Builder::new()
             .prefix(".registry.db.")
             .suffix(".tmp")

@@ -1,0 +1,93 @@
+//! `serve*` commands: each starts one service on a Tokio runtime and stops it gracefully
+//! on Ctrl-C or SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{Context, Result, bail};
+use feast_core::config::RegistryConfig;
+use feast_registry::{FileStore, RegistryService, ServiceOptions, TlsPem};
+
+use crate::ServeArgs;
+use crate::commands::RepoContext;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")
+}
+
+fn address(args: &ServeArgs) -> Result<SocketAddr> {
+    let host = args.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = match host {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        h => h
+            .parse()
+            .with_context(|| format!("--host {h} is not an IP address"))?,
+    };
+    Ok(SocketAddr::new(ip, args.port))
+}
+
+fn tls(args: &ServeArgs) -> Result<Option<TlsPem>> {
+    match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsPem {
+            cert: std::fs::read(cert)
+                .with_context(|| format!("reading --cert {}", cert.display()))?,
+            key: std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!(message = "shutting down");
+}
+
+/// `serve-registry`: the registry of the repository's feature_store.yaml over gRPC.
+pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
+    let addr = address(args)?;
+    let tls = tls(args)?;
+    let common = ctx.config.registry.common();
+    let options = ServiceOptions {
+        cache_ttl: std::time::Duration::from_secs(common.cache_ttl_seconds.max(0) as u64),
+        ..ServiceOptions::default()
+    };
+    let store = match &ctx.config.registry {
+        RegistryConfig::File(_) => {
+            let path = ctx.config.registry_path().context("file registry path")?;
+            FileStore::new(path)
+        }
+        other => bail!(
+            "serve-registry serves file registries for now; registry_type \"{}\" is not supported yet",
+            other.type_name()
+        ),
+    };
+    runtime()?.block_on(async move {
+        let service = RegistryService::open(Box::new(store), options).await?;
+        println!(
+            "feast-rs registry serving project registry on {addr} (gRPC{})",
+            if tls.is_some() { ", TLS" } else { "" }
+        );
+        feast_registry::serve(addr, service, tls, shutdown_signal()).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,100 @@
+//! feast-rs registry service: Feast's `feast.registry.RegistryServer` gRPC API (plus
+//! `grpc.health.v1` and server reflection) over a registry store, so the Feast SDK with
+//! `registry_type: remote` works against it unchanged.
+
+pub mod paginate;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use feast_proto::registry::registry_server_server::RegistryServerServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+pub use service::{RegistryService, ServiceOptions};
+pub use store::{FileStore, RegistryStore, StoreError, StoreVersion};
+
+/// Default port of Feast's registry server.
+pub const DEFAULT_PORT: u16 = 6570;
+/// Requests up to this size are accepted (`Proto`-sized applies of large registries).
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// TLS material for the server (`--cert`/`--key`), PEM encoded.
+#[derive(Clone)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Binds `addr` and serves until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    service: RegistryService,
+    tls: Option<TlsPem>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    serve_on(listener, service, tls, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0).
+pub async fn serve_on(
+    listener: TcpListener,
+    service: RegistryService,
+    tls: Option<TlsPem>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RegistryServerServer<RegistryService>>()
+        .await;
+    // Feast's server reports the overall service ("") as SERVING.
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(feast_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(feast_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(tls.cert, tls.key)))?;
+    }
+    let local = listener.local_addr().ok();
+    tracing::info!(message = "registry server listening", addr = ?local);
+    builder
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            RegistryServerServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

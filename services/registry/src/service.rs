@@ -1,0 +1,1187 @@
+//! `feast.registry.RegistryServer` with Feast's semantics (PROTOCOLS.md §1.3–1.4).
+//!
+//! The server holds one live registry: what is committed plus what clients staged with
+//! `commit=false` (as `feast apply` does before its final `UpdateInfra(commit=true)`).
+//! Every read sees the live registry, so staged changes are visible until they are
+//! committed or a `Refresh` drops them. Reads with `allow_cache=false` (the Feast SDK's
+//! default) first pick up changes made to the store by others, unless changes are staged.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use feast_core::error::{ErrorClass, FeastError, StatusKind};
+use feast_core::json::message_to_proto_json;
+use feast_core::model::{ObjectKind, RegistryObject};
+use feast_core::registry::{Catalog, timestamp};
+use feast_core::types::{ValueType, dtype_name};
+use feast_proto::core;
+use feast_proto::registry::registry_server_server::RegistryServer;
+use feast_proto::registry::*;
+use prost::Message;
+use prost_types::Timestamp;
+use tokio::sync::{RwLock, RwLockReadGuard};
+use tonic::{Request, Response, Status};
+
+use crate::paginate::paginate;
+use crate::store::{RegistryStore, StoreError, StoreVersion};
+
+/// Tunables of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// How long an `allow_cache=true` read may serve the registry without checking the
+    /// store for changes (`cache_ttl_seconds`; zero = only when a client asks).
+    pub cache_ttl: Duration,
+    /// Largest response sent; larger ones get an error pointing at the list RPCs
+    /// (grpcio clients, the Feast SDK's included, refuse messages over 4 MiB).
+    pub max_response_bytes: usize,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            cache_ttl: Duration::from_secs(600),
+            max_response_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+struct State {
+    catalog: Catalog,
+    /// Store version the committed part of `catalog` corresponds to.
+    version: StoreVersion,
+    /// Changes applied with `commit=false` and not yet committed.
+    dirty: bool,
+    checked_at: Instant,
+}
+
+/// The registry gRPC service over a [`RegistryStore`].
+pub struct RegistryService {
+    store: Box<dyn RegistryStore>,
+    state: RwLock<State>,
+    options: ServiceOptions,
+}
+
+fn code(kind: StatusKind) -> tonic::Code {
+    match kind {
+        StatusKind::Internal => tonic::Code::Internal,
+        StatusKind::NotFound => tonic::Code::NotFound,
+        StatusKind::PermissionDenied => tonic::Code::PermissionDenied,
+        StatusKind::InvalidArgument | StatusKind::Unprocessable => tonic::Code::InvalidArgument,
+        StatusKind::Conflict => tonic::Code::Aborted,
+        StatusKind::Unavailable => tonic::Code::Unavailable,
+        StatusKind::Unimplemented => tonic::Code::Unimplemented,
+    }
+}
+
+/// Feast's gRPC error contract: the status details are the `{"module","class","message"}`
+/// JSON, so the SDK re-raises the same exception class.
+pub fn to_status(e: FeastError) -> Status {
+    Status::new(code(e.status()), e.to_error_detail())
+}
+
+fn store_status(e: StoreError) -> Status {
+    let kind = match e {
+        StoreError::Conflict { .. } => StatusKind::Conflict,
+        StoreError::Io(_) => StatusKind::Unavailable,
+        StoreError::File(_) => StatusKind::Internal,
+    };
+    tracing::warn!(message = "registry store operation failed", error = %e);
+    Status::new(
+        code(kind),
+        FeastError::new(ErrorClass::FeastError, e.to_string()).to_error_detail(),
+    )
+}
+
+fn invalid(message: impl Into<String>) -> Status {
+    Status::new(
+        tonic::Code::InvalidArgument,
+        FeastError::new(ErrorClass::FeastError, message).to_error_detail(),
+    )
+}
+
+fn now() -> Timestamp {
+    timestamp(chrono::Utc::now())
+}
+
+impl RegistryService {
+    /// Loads the registry from `store`; an empty store gets an empty registry committed,
+    /// as Feast does on first start.
+    pub async fn open(
+        store: Box<dyn RegistryStore>,
+        options: ServiceOptions,
+    ) -> Result<Self, StoreError> {
+        let (loaded, mut version) = store.load().await?;
+        let catalog = match loaded {
+            Some(proto) => Catalog::from_proto(proto),
+            None => {
+                let mut catalog = Catalog::new();
+                catalog.stamp_commit(now());
+                version = store.commit(catalog.proto(), &version).await?;
+                catalog
+            }
+        };
+        tracing::info!(message = "registry loaded", location = %store.location(), version_id = %catalog.version_id());
+        Ok(Self {
+            store,
+            state: RwLock::new(State {
+                catalog,
+                version,
+                dirty: false,
+                checked_at: Instant::now(),
+            }),
+            options,
+        })
+    }
+
+    /// Reloads from the store when it changed and nothing is staged.
+    async fn sync(&self, force: bool) -> Result<(), Status> {
+        {
+            let state = self.state.read().await;
+            let fresh = !force
+                && (self.options.cache_ttl.is_zero()
+                    || state.checked_at.elapsed() < self.options.cache_ttl);
+            if state.dirty || fresh {
+                return Ok(());
+            }
+        }
+        let current = self.store.version().await.map_err(store_status)?;
+        let mut state = self.state.write().await;
+        state.checked_at = Instant::now();
+        if state.dirty || current == state.version {
+            return Ok(());
+        }
+        let (loaded, version) = self.store.load().await.map_err(store_status)?;
+        state.catalog = loaded.map(Catalog::from_proto).unwrap_or_default();
+        state.version = version;
+        tracing::info!(message = "registry reloaded after an external change", version_id = %state.catalog.version_id());
+        Ok(())
+    }
+
+    async fn view(&self, allow_cache: bool) -> Result<RwLockReadGuard<'_, State>, Status> {
+        self.sync(!allow_cache).await?;
+        Ok(self.state.read().await)
+    }
+
+    /// Applies a change to the live registry and commits when asked (or when the change
+    /// created a project, which Feast commits at once).
+    async fn mutate<R>(
+        &self,
+        commit: bool,
+        change: impl FnOnce(&mut Catalog, Timestamp) -> Result<R, FeastError>,
+    ) -> Result<R, Status> {
+        self.sync(false).await?;
+        let mut state = self.state.write().await;
+        let projects_before = state.catalog.proto().projects.len();
+        let out = change(&mut state.catalog, now()).map_err(to_status)?;
+        state.dirty = true;
+        if commit || state.catalog.proto().projects.len() > projects_before {
+            self.persist(&mut state).await?;
+        }
+        Ok(out)
+    }
+
+    /// Writes the live registry as a new version (fresh `version_id`, `last_updated`).
+    async fn persist(&self, state: &mut State) -> Result<(), Status> {
+        let mut stamped = state.catalog.clone();
+        stamped.stamp_commit(now());
+        let version = self
+            .store
+            .commit(stamped.proto(), &state.version)
+            .await
+            .map_err(store_status)?;
+        state.catalog = stamped;
+        state.version = version;
+        state.dirty = false;
+        state.checked_at = Instant::now();
+        Ok(())
+    }
+
+    async fn get_rpc<T: RegistryObject>(
+        &self,
+        name: &str,
+        project: &str,
+        allow_cache: bool,
+    ) -> R<T> {
+        let state = self.view(allow_cache).await?;
+        Ok(Response::new(Self::get::<T>(&state, name, project)?))
+    }
+
+    fn get<T: RegistryObject>(state: &State, name: &str, project: &str) -> Result<T, Status> {
+        state
+            .catalog
+            .get::<T>(name, project)
+            .cloned()
+            .map_err(to_status)
+    }
+
+    fn list<T: RegistryObject>(
+        state: &State,
+        project: &str,
+        tags: &BTreeMap<String, String>,
+        keep: impl Fn(&T) -> bool,
+        pagination: Option<&PaginationParams>,
+        sorting: Option<&SortingParams>,
+    ) -> (Vec<T>, Option<PaginationMetadata>) {
+        let items: Vec<T> = state
+            .catalog
+            .list::<T>(project, tags)
+            .filter(|o| keep(o))
+            .cloned()
+            .collect();
+        let (items, meta) = paginate(items, pagination, sorting, message_to_proto_json);
+        (items, Some(meta))
+    }
+
+    async fn apply<T: RegistryObject>(
+        &self,
+        object: Option<T>,
+        project: &str,
+        commit: bool,
+    ) -> Result<Response<()>, Status> {
+        let object =
+            object.ok_or_else(|| invalid(format!("the request carries no {}", T::KIND)))?;
+        self.mutate(commit, |catalog, now| catalog.apply(object, project, now))
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn delete<T: RegistryObject>(
+        &self,
+        name: &str,
+        project: &str,
+        commit: bool,
+    ) -> Result<Response<()>, Status> {
+        self.mutate(commit, |catalog, _| {
+            catalog.delete::<T>(name, project).map(drop)
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+
+    fn check_size<M: Message>(&self, message: &M, what: &str) -> Result<(), Status> {
+        let size = message.encoded_len();
+        if size > self.options.max_response_bytes {
+            return Err(Status::new(
+                tonic::Code::ResourceExhausted,
+                FeastError::new(
+                    ErrorClass::FeastError,
+                    format!(
+                        "the {what} response would be {size} bytes, more than the {} bytes gRPC clients accept by \
+                         default; use the List* RPCs (with pagination) for large registries",
+                        self.options.max_response_bytes
+                    ),
+                )
+                .to_error_detail(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `data_source_class_type` Feast's registry stamps on a source, from its type.
+fn data_source_class(source: &core::DataSource) -> &'static str {
+    use core::data_source::SourceType as T;
+    match T::try_from(source.r#type) {
+        Ok(T::BatchFile) => "feast.infra.offline_stores.file_source.FileSource",
+        Ok(T::BatchBigquery) => "feast.infra.offline_stores.bigquery_source.BigQuerySource",
+        Ok(T::BatchRedshift) => "feast.infra.offline_stores.redshift_source.RedshiftSource",
+        Ok(T::BatchSnowflake) => "feast.infra.offline_stores.snowflake_source.SnowflakeSource",
+        Ok(T::BatchTrino) => {
+            "feast.infra.offline_stores.contrib.trino_offline_store.trino_source.TrinoSource"
+        }
+        Ok(T::BatchSpark) => {
+            "feast.infra.offline_stores.contrib.spark_offline_store.spark_source.SparkSource"
+        }
+        Ok(T::BatchAthena) => {
+            "feast.infra.offline_stores.contrib.athena_offline_store.athena_source.AthenaSource"
+        }
+        Ok(T::BatchIceberg) => {
+            "feast.infra.data_sources.contrib.iceberg_catalog.iceberg_source.IcebergSource"
+        }
+        Ok(T::StreamKafka) => "feast.data_source.KafkaSource",
+        Ok(T::StreamKinesis) => "feast.data_source.KinesisSource",
+        Ok(T::RequestSource) => "feast.data_source.RequestSource",
+        Ok(T::PushSource) => "feast.data_source.PushSource",
+        _ => "",
+    }
+}
+
+fn any_view(view: AnyView) -> AnyFeatureView {
+    use any_feature_view::AnyFeatureView as A;
+    AnyFeatureView {
+        any_feature_view: Some(match view {
+            AnyView::Fv(v) => A::FeatureView(v),
+            AnyView::Sfv(v) => A::StreamFeatureView(v),
+            AnyView::Odfv(v) => A::OnDemandFeatureView(v),
+            AnyView::Lv(v) => A::LabelView(v),
+        }),
+    }
+}
+
+/// A feature view of any kind, with what the filters of `ListAllFeatureViews` look at.
+enum AnyView {
+    Fv(core::FeatureView),
+    Sfv(core::StreamFeatureView),
+    Odfv(core::OnDemandFeatureView),
+    Lv(core::LabelView),
+}
+
+impl AnyView {
+    fn name(&self) -> &str {
+        match self {
+            AnyView::Fv(v) => v.name(),
+            AnyView::Sfv(v) => v.name(),
+            AnyView::Odfv(v) => v.name(),
+            AnyView::Lv(v) => v.name(),
+        }
+    }
+    fn entities(&self) -> Vec<&str> {
+        match self {
+            AnyView::Fv(v) => v
+                .spec
+                .iter()
+                .flat_map(|s| s.entities.iter().map(String::as_str))
+                .collect(),
+            AnyView::Sfv(v) => v
+                .spec
+                .iter()
+                .flat_map(|s| s.entities.iter().map(String::as_str))
+                .collect(),
+            AnyView::Odfv(v) => v
+                .spec
+                .iter()
+                .flat_map(|s| s.entities.iter().map(String::as_str))
+                .collect(),
+            AnyView::Lv(v) => v
+                .spec
+                .iter()
+                .flat_map(|s| s.entities.iter().map(String::as_str))
+                .collect(),
+        }
+    }
+    fn features(&self) -> &[core::FeatureSpecV2] {
+        match self {
+            AnyView::Fv(v) => v.spec.as_ref().map_or(&[], |s| &s.features),
+            AnyView::Sfv(v) => v.spec.as_ref().map_or(&[], |s| &s.features),
+            AnyView::Odfv(v) => v.spec.as_ref().map_or(&[], |s| &s.features),
+            AnyView::Lv(v) => v.spec.as_ref().map_or(&[], |s| &s.features),
+        }
+    }
+    fn source_names(&self) -> Vec<&str> {
+        fn name(s: &Option<core::DataSource>) -> Option<&str> {
+            s.as_ref().map(|d| d.name.as_str())
+        }
+        match self {
+            AnyView::Fv(v) => v
+                .spec
+                .iter()
+                .flat_map(|s| [name(&s.batch_source), name(&s.stream_source)])
+                .flatten()
+                .collect(),
+            AnyView::Sfv(v) => v
+                .spec
+                .iter()
+                .flat_map(|s| [name(&s.batch_source), name(&s.stream_source)])
+                .flatten()
+                .collect(),
+            AnyView::Odfv(v) => v
+                .spec
+                .iter()
+                .flat_map(|s| s.sources.values())
+                .filter_map(|src| match &src.source {
+                    Some(core::on_demand_source::Source::RequestDataSource(d)) => {
+                        Some(d.name.as_str())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            AnyView::Lv(v) => v.spec.iter().filter_map(|s| name(&s.source)).collect(),
+        }
+    }
+    fn last_updated(&self) -> Option<&Timestamp> {
+        match self {
+            AnyView::Fv(v) => v.last_updated_timestamp(),
+            AnyView::Sfv(v) => v.last_updated_timestamp(),
+            AnyView::Odfv(v) => v.last_updated_timestamp(),
+            AnyView::Lv(v) => v.last_updated_timestamp(),
+        }
+    }
+    fn json(&self) -> serde_json::Value {
+        match self {
+            AnyView::Fv(v) => message_to_proto_json(v),
+            AnyView::Sfv(v) => message_to_proto_json(v),
+            AnyView::Odfv(v) => message_to_proto_json(v),
+            AnyView::Lv(v) => message_to_proto_json(v),
+        }
+    }
+    fn owner_and_times(&self) -> (String, Option<Timestamp>, Option<Timestamp>) {
+        match self {
+            AnyView::Fv(v) => (
+                v.spec.as_ref().map(|s| s.owner.clone()).unwrap_or_default(),
+                v.created_timestamp().copied(),
+                v.last_updated_timestamp().copied(),
+            ),
+            AnyView::Sfv(v) => (
+                v.spec.as_ref().map(|s| s.owner.clone()).unwrap_or_default(),
+                v.created_timestamp().copied(),
+                v.last_updated_timestamp().copied(),
+            ),
+            AnyView::Odfv(v) => (
+                v.spec.as_ref().map(|s| s.owner.clone()).unwrap_or_default(),
+                v.created_timestamp().copied(),
+                v.last_updated_timestamp().copied(),
+            ),
+            AnyView::Lv(v) => (
+                v.spec.as_ref().map(|s| s.owner.clone()).unwrap_or_default(),
+                v.created_timestamp().copied(),
+                v.last_updated_timestamp().copied(),
+            ),
+        }
+    }
+}
+
+/// Feature views of every kind in a project, in Feast's order (FV, SFV, ODFV, label views).
+fn all_views(
+    catalog: &Catalog,
+    project: &str,
+    tags: &BTreeMap<String, String>,
+    with_labels: bool,
+) -> Vec<AnyView> {
+    let mut out: Vec<AnyView> = catalog
+        .list::<core::FeatureView>(project, tags)
+        .cloned()
+        .map(AnyView::Fv)
+        .collect();
+    out.extend(
+        catalog
+            .list::<core::StreamFeatureView>(project, tags)
+            .cloned()
+            .map(AnyView::Sfv),
+    );
+    out.extend(
+        catalog
+            .list::<core::OnDemandFeatureView>(project, tags)
+            .cloned()
+            .map(AnyView::Odfv),
+    );
+    if with_labels {
+        out.extend(
+            catalog
+                .list::<core::LabelView>(project, tags)
+                .cloned()
+                .map(AnyView::Lv),
+        );
+    }
+    out
+}
+
+fn features_of(views: Vec<AnyView>, feature_view: &str, name: &str, kind: &str) -> Vec<Feature> {
+    let mut out = Vec::new();
+    for view in views {
+        let view_kind = if matches!(view, AnyView::Lv(_)) {
+            "label"
+        } else {
+            "feature"
+        };
+        if (!kind.is_empty() && kind != view_kind)
+            || (!feature_view.is_empty() && view.name() != feature_view)
+        {
+            continue;
+        }
+        let (owner, created, updated) = view.owner_and_times();
+        for f in view.features() {
+            if !name.is_empty() && f.name != name {
+                continue;
+            }
+            out.push(Feature {
+                name: f.name.clone(),
+                feature_view: view.name().to_owned(),
+                r#type: ValueType::try_from(f.value_type)
+                    .map(dtype_name)
+                    .unwrap_or_default(),
+                description: f.description.clone(),
+                owner: owner.clone(),
+                created_timestamp: created,
+                last_updated_timestamp: updated,
+                tags: f.tags.clone(),
+                kind: view_kind.to_owned(),
+            });
+        }
+    }
+    out
+}
+
+fn unimplemented_rpc(rpc: &str, reason: &str) -> Status {
+    Status::new(
+        tonic::Code::Unimplemented,
+        FeastError::new(
+            ErrorClass::FeastError,
+            format!("{rpc} is not implemented by feast-rs yet: {reason}"),
+        )
+        .to_error_detail(),
+    )
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl RegistryServer for RegistryService {
+    async fn apply_entity(&self, request: Request<ApplyEntityRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.apply(r.entity, &r.project, r.commit).await
+    }
+    async fn get_entity(&self, request: Request<GetEntityRequest>) -> R<core::Entity> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_entities(
+        &self,
+        request: Request<ListEntitiesRequest>,
+    ) -> R<ListEntitiesResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let (entities, pagination) = Self::list::<core::Entity>(
+            &state,
+            &r.project,
+            &r.tags,
+            |_| true,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListEntitiesResponse {
+            entities,
+            pagination,
+        }))
+    }
+    async fn delete_entity(&self, request: Request<DeleteEntityRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.delete::<core::Entity>(&r.name, &r.project, r.commit)
+            .await
+    }
+
+    async fn apply_data_source(&self, request: Request<ApplyDataSourceRequest>) -> R<()> {
+        let r = request.into_inner();
+        let mut source = r
+            .data_source
+            .ok_or_else(|| invalid("the request carries no data source"))?;
+        if source.data_source_class_type.is_empty() {
+            source.data_source_class_type = data_source_class(&source).to_owned();
+        }
+        let project = r.project;
+        self.mutate(r.commit, |catalog, now| {
+            // An unchanged source is left as it is (timestamps included), as Feast does.
+            if let Ok(existing) = catalog.get::<core::DataSource>(&source.name, &project)
+                && existing.declared() == source.declared()
+            {
+                return Ok(());
+            }
+            catalog.apply(source, &project, now)
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+    async fn get_data_source(&self, request: Request<GetDataSourceRequest>) -> R<core::DataSource> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_data_sources(
+        &self,
+        request: Request<ListDataSourcesRequest>,
+    ) -> R<ListDataSourcesResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let (data_sources, pagination) = Self::list::<core::DataSource>(
+            &state,
+            &r.project,
+            &r.tags,
+            |_| true,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListDataSourcesResponse {
+            data_sources,
+            pagination,
+        }))
+    }
+    async fn delete_data_source(&self, request: Request<DeleteDataSourceRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.delete::<core::DataSource>(&r.name, &r.project, r.commit)
+            .await
+    }
+
+    async fn apply_feature_view(&self, request: Request<ApplyFeatureViewRequest>) -> R<()> {
+        use apply_feature_view_request::BaseFeatureView as B;
+        let r = request.into_inner();
+        match r.base_feature_view {
+            Some(B::FeatureView(v)) => self.apply(Some(v), &r.project, r.commit).await,
+            Some(B::OnDemandFeatureView(v)) => self.apply(Some(v), &r.project, r.commit).await,
+            Some(B::StreamFeatureView(v)) => self.apply(Some(v), &r.project, r.commit).await,
+            Some(B::LabelView(v)) => self.apply(Some(v), &r.project, r.commit).await,
+            None => Err(invalid(
+                "ApplyFeatureView needs one of feature_view, on_demand_feature_view, stream_feature_view or label_view",
+            )),
+        }
+    }
+    async fn delete_feature_view(&self, request: Request<DeleteFeatureViewRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.mutate(r.commit, |catalog, _| {
+            catalog
+                .delete_any_feature_view(&r.name, &r.project)
+                .map(drop)
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+    async fn get_any_feature_view(
+        &self,
+        request: Request<GetAnyFeatureViewRequest>,
+    ) -> R<GetAnyFeatureViewResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let none = BTreeMap::new();
+        let found = all_views(&state.catalog, &r.project, &none, true)
+            .into_iter()
+            .find(|v| v.name() == r.name);
+        match found {
+            Some(v) => Ok(Response::new(GetAnyFeatureViewResponse {
+                any_feature_view: Some(any_view(v)),
+            })),
+            None => Err(to_status(
+                ObjectKind::FeatureView.not_found(&r.name, &r.project),
+            )),
+        }
+    }
+    async fn list_all_feature_views(
+        &self,
+        request: Request<ListAllFeatureViewsRequest>,
+    ) -> R<ListAllFeatureViewsResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let mut views = all_views(&state.catalog, &r.project, &r.tags, false);
+        if let Some(cutoff) = r.updated_since {
+            let key = |t: &Timestamp| (t.seconds, t.nanos);
+            views.retain(|v| v.last_updated().is_some_and(|t| key(t) >= key(&cutoff)));
+        }
+        if !r.entity.is_empty() {
+            views.retain(|v| v.entities().contains(&r.entity.as_str()));
+        }
+        if !r.feature.is_empty() {
+            views.retain(|v| v.features().iter().any(|f| f.name == r.feature));
+        }
+        if !r.feature_service.is_empty() {
+            let service =
+                Self::get::<core::FeatureService>(&state, &r.feature_service, &r.project)?;
+            let in_service: Vec<String> = service
+                .spec
+                .iter()
+                .flat_map(|s| s.features.iter().map(|p| p.feature_view_name.clone()))
+                .collect();
+            views.retain(|v| in_service.iter().any(|n| n == v.name()));
+        }
+        if !r.data_source.is_empty() {
+            views.retain(|v| v.source_names().contains(&r.data_source.as_str()));
+        }
+        let (views, pagination) = paginate(
+            views,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+            AnyView::json,
+        );
+        Ok(Response::new(ListAllFeatureViewsResponse {
+            feature_views: views.into_iter().map(any_view).collect(),
+            pagination: Some(pagination),
+        }))
+    }
+    async fn get_feature_view(
+        &self,
+        request: Request<GetFeatureViewRequest>,
+    ) -> R<core::FeatureView> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_feature_views(
+        &self,
+        request: Request<ListFeatureViewsRequest>,
+    ) -> R<ListFeatureViewsResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let (feature_views, pagination) = Self::list::<core::FeatureView>(
+            &state,
+            &r.project,
+            &r.tags,
+            |_| true,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListFeatureViewsResponse {
+            feature_views,
+            pagination,
+        }))
+    }
+    async fn get_stream_feature_view(
+        &self,
+        request: Request<GetStreamFeatureViewRequest>,
+    ) -> R<core::StreamFeatureView> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_stream_feature_views(
+        &self,
+        request: Request<ListStreamFeatureViewsRequest>,
+    ) -> R<ListStreamFeatureViewsResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let (stream_feature_views, pagination) = Self::list::<core::StreamFeatureView>(
+            &state,
+            &r.project,
+            &r.tags,
+            |_| true,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListStreamFeatureViewsResponse {
+            stream_feature_views,
+            pagination,
+        }))
+    }
+    async fn get_on_demand_feature_view(
+        &self,
+        request: Request<GetOnDemandFeatureViewRequest>,
+    ) -> R<core::OnDemandFeatureView> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_on_demand_feature_views(
+        &self,
+        request: Request<ListOnDemandFeatureViewsRequest>,
+    ) -> R<ListOnDemandFeatureViewsResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let (on_demand_feature_views, pagination) = Self::list::<core::OnDemandFeatureView>(
+            &state,
+            &r.project,
+            &r.tags,
+            |_| true,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListOnDemandFeatureViewsResponse {
+            on_demand_feature_views,
+            pagination,
+        }))
+    }
+    async fn get_label_view(&self, request: Request<GetLabelViewRequest>) -> R<core::LabelView> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_label_views(
+        &self,
+        request: Request<ListLabelViewsRequest>,
+    ) -> R<ListLabelViewsResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let (label_views, pagination) = Self::list::<core::LabelView>(
+            &state,
+            &r.project,
+            &r.tags,
+            |_| true,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListLabelViewsResponse {
+            label_views,
+            pagination,
+        }))
+    }
+
+    async fn apply_feature_service(&self, request: Request<ApplyFeatureServiceRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.apply(r.feature_service, &r.project, r.commit).await
+    }
+    async fn get_feature_service(
+        &self,
+        request: Request<GetFeatureServiceRequest>,
+    ) -> R<core::FeatureService> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_feature_services(
+        &self,
+        request: Request<ListFeatureServicesRequest>,
+    ) -> R<ListFeatureServicesResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let view = r.feature_view.as_str();
+        let (feature_services, pagination) = Self::list::<core::FeatureService>(
+            &state,
+            &r.project,
+            &r.tags,
+            |s| {
+                view.is_empty()
+                    || s.spec
+                        .iter()
+                        .flat_map(|s| &s.features)
+                        .any(|p| p.feature_view_name == view)
+            },
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListFeatureServicesResponse {
+            feature_services,
+            pagination,
+        }))
+    }
+    async fn delete_feature_service(&self, request: Request<DeleteFeatureServiceRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.delete::<core::FeatureService>(&r.name, &r.project, r.commit)
+            .await
+    }
+
+    async fn apply_saved_dataset(&self, request: Request<ApplySavedDatasetRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.apply(r.saved_dataset, &r.project, r.commit).await
+    }
+    async fn get_saved_dataset(
+        &self,
+        request: Request<GetSavedDatasetRequest>,
+    ) -> R<core::SavedDataset> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_saved_datasets(
+        &self,
+        request: Request<ListSavedDatasetsRequest>,
+    ) -> R<ListSavedDatasetsResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let (saved_datasets, pagination) = Self::list::<core::SavedDataset>(
+            &state,
+            &r.project,
+            &r.tags,
+            |d| {
+                let spec = d.spec.clone().unwrap_or_default();
+                (r.namespace.is_empty() || spec.namespace == r.namespace)
+                    && (r.collection.is_empty() || spec.collection == r.collection)
+            },
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListSavedDatasetsResponse {
+            saved_datasets,
+            pagination,
+        }))
+    }
+    async fn delete_saved_dataset(&self, request: Request<DeleteSavedDatasetRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.delete::<core::SavedDataset>(&r.name, &r.project, r.commit)
+            .await
+    }
+    async fn create_dataset_from_retrieval(
+        &self,
+        _request: Request<CreateDatasetFromRetrievalRequest>,
+    ) -> R<CreateDatasetFromRetrievalResponse> {
+        Err(unimplemented_rpc(
+            "CreateDatasetFromRetrieval",
+            "it needs the offline server (historical retrieval)",
+        ))
+    }
+    async fn get_dataset_data(
+        &self,
+        _request: Request<GetDatasetDataRequest>,
+    ) -> R<GetDatasetDataResponse> {
+        Err(unimplemented_rpc(
+            "GetDatasetData",
+            "it needs the offline server to read saved datasets",
+        ))
+    }
+    async fn get_dataset_job_status(
+        &self,
+        request: Request<GetDatasetJobStatusRequest>,
+    ) -> R<GetDatasetJobStatusResponse> {
+        // No dataset jobs can exist until CreateDatasetFromRetrieval is served.
+        let r = request.into_inner();
+        Err(to_status(FeastError::new(
+            ErrorClass::FeastObjectNotFoundException,
+            format!("Dataset job {} not found", r.job_id),
+        )))
+    }
+    async fn list_dataset_jobs(
+        &self,
+        _request: Request<ListDatasetJobsRequest>,
+    ) -> R<ListDatasetJobsResponse> {
+        Ok(Response::new(ListDatasetJobsResponse { jobs: vec![] }))
+    }
+
+    async fn apply_validation_reference(
+        &self,
+        request: Request<ApplyValidationReferenceRequest>,
+    ) -> R<()> {
+        let r = request.into_inner();
+        self.apply(r.validation_reference, &r.project, r.commit)
+            .await
+    }
+    async fn get_validation_reference(
+        &self,
+        request: Request<GetValidationReferenceRequest>,
+    ) -> R<core::ValidationReference> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_validation_references(
+        &self,
+        request: Request<ListValidationReferencesRequest>,
+    ) -> R<ListValidationReferencesResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let (validation_references, pagination) = Self::list::<core::ValidationReference>(
+            &state,
+            &r.project,
+            &r.tags,
+            |_| true,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListValidationReferencesResponse {
+            validation_references,
+            pagination,
+        }))
+    }
+    async fn delete_validation_reference(
+        &self,
+        request: Request<DeleteValidationReferenceRequest>,
+    ) -> R<()> {
+        let r = request.into_inner();
+        self.delete::<core::ValidationReference>(&r.name, &r.project, r.commit)
+            .await
+    }
+
+    async fn apply_permission(&self, request: Request<ApplyPermissionRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.apply(r.permission, &r.project, r.commit).await
+    }
+    async fn get_permission(&self, request: Request<GetPermissionRequest>) -> R<core::Permission> {
+        let r = request.into_inner();
+        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+    }
+    async fn list_permissions(
+        &self,
+        request: Request<ListPermissionsRequest>,
+    ) -> R<ListPermissionsResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let (permissions, pagination) = Self::list::<core::Permission>(
+            &state,
+            &r.project,
+            &r.tags,
+            |_| true,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+        );
+        Ok(Response::new(ListPermissionsResponse {
+            permissions,
+            pagination,
+        }))
+    }
+    async fn delete_permission(&self, request: Request<DeletePermissionRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.delete::<core::Permission>(&r.name, &r.project, r.commit)
+            .await
+    }
+
+    async fn apply_project(&self, request: Request<ApplyProjectRequest>) -> R<()> {
+        let r = request.into_inner();
+        let project = r
+            .project
+            .ok_or_else(|| invalid("the request carries no project"))?;
+        let name = project.name().to_owned();
+        self.apply(Some(project), &name, r.commit).await
+    }
+    async fn get_project(&self, request: Request<GetProjectRequest>) -> R<core::Project> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        Ok(Response::new(Self::get::<core::Project>(
+            &state, &r.name, &r.name,
+        )?))
+    }
+    async fn list_projects(
+        &self,
+        request: Request<ListProjectsRequest>,
+    ) -> R<ListProjectsResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let projects: Vec<core::Project> = state
+            .catalog
+            .projects(&r.tags)
+            .filter(|p| {
+                p.tags()
+                    .get("feast.dev/protected-project")
+                    .map(String::as_str)
+                    != Some("true")
+            })
+            .cloned()
+            .collect();
+        let (projects, pagination) = paginate(
+            projects,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+            message_to_proto_json,
+        );
+        Ok(Response::new(ListProjectsResponse {
+            projects,
+            pagination: Some(pagination),
+        }))
+    }
+    async fn delete_project(&self, request: Request<DeleteProjectRequest>) -> R<()> {
+        let r = request.into_inner();
+        self.mutate(r.commit, |catalog, _| catalog.delete_project(&r.name))
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn apply_materialization(&self, request: Request<ApplyMaterializationRequest>) -> R<()> {
+        let r = request.into_inner();
+        let name = r
+            .feature_view
+            .as_ref()
+            .map(|v| v.name().to_owned())
+            .unwrap_or_default();
+        let (start, end) = (
+            r.start_date.unwrap_or_default(),
+            r.end_date.unwrap_or_default(),
+        );
+        self.mutate(r.commit, |catalog, now| {
+            catalog.apply_materialization(&name, &r.project, start, end, now);
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+    async fn list_project_metadata(
+        &self,
+        request: Request<ListProjectMetadataRequest>,
+    ) -> R<ListProjectMetadataResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        #[allow(deprecated)]
+        let project_metadata = state
+            .catalog
+            .proto()
+            .project_metadata
+            .iter()
+            .filter(|m| m.project == r.project)
+            .cloned()
+            .collect();
+        Ok(Response::new(ListProjectMetadataResponse {
+            project_metadata,
+        }))
+    }
+    async fn update_infra(&self, request: Request<UpdateInfraRequest>) -> R<()> {
+        let r = request.into_inner();
+        let infra = r.infra.unwrap_or_default();
+        self.mutate(r.commit, |catalog, now| {
+            catalog.ensure_project(&r.project, now);
+            catalog.set_infra(infra);
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+    async fn get_infra(&self, request: Request<GetInfraRequest>) -> R<core::Infra> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        Ok(Response::new(
+            state.catalog.proto().infra.clone().unwrap_or_default(),
+        ))
+    }
+    async fn commit(&self, _request: Request<()>) -> R<()> {
+        let mut state = self.state.write().await;
+        self.persist(&mut state).await?;
+        Ok(Response::new(()))
+    }
+    async fn refresh(&self, _request: Request<RefreshRequest>) -> R<()> {
+        // Feast's refresh reloads from the store, dropping staged changes.
+        let (loaded, version) = self.store.load().await.map_err(store_status)?;
+        let mut state = self.state.write().await;
+        state.catalog = loaded.map(Catalog::from_proto).unwrap_or_default();
+        state.version = version;
+        state.dirty = false;
+        state.checked_at = Instant::now();
+        Ok(Response::new(()))
+    }
+    async fn proto(&self, _request: Request<()>) -> R<core::Registry> {
+        let state = self.view(false).await?;
+        let mut registry = state.catalog.proto().clone();
+        // As Feast's server: objects and projects, with the real version and time.
+        registry.infra = None;
+        #[allow(deprecated)]
+        registry.project_metadata.clear();
+        registry.feature_view_version_history = None;
+        self.check_size(&registry, "Proto")?;
+        Ok(Response::new(registry))
+    }
+
+    async fn get_registry_lineage(
+        &self,
+        _request: Request<GetRegistryLineageRequest>,
+    ) -> R<GetRegistryLineageResponse> {
+        Err(unimplemented_rpc(
+            "GetRegistryLineage",
+            "lineage is planned for the registry service",
+        ))
+    }
+    async fn get_object_relationships(
+        &self,
+        _request: Request<GetObjectRelationshipsRequest>,
+    ) -> R<GetObjectRelationshipsResponse> {
+        Err(unimplemented_rpc(
+            "GetObjectRelationships",
+            "lineage is planned for the registry service",
+        ))
+    }
+
+    async fn list_features(
+        &self,
+        request: Request<ListFeaturesRequest>,
+    ) -> R<ListFeaturesResponse> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let none = BTreeMap::new();
+        let features = features_of(
+            all_views(&state.catalog, &r.project, &none, true),
+            &r.feature_view,
+            &r.name,
+            &r.kind,
+        );
+        let (features, pagination) = paginate(
+            features,
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+            message_to_proto_json,
+        );
+        Ok(Response::new(ListFeaturesResponse {
+            features,
+            pagination: Some(pagination),
+        }))
+    }
+    async fn get_feature(&self, request: Request<GetFeatureRequest>) -> R<Feature> {
+        let r = request.into_inner();
+        let state = self.view(r.allow_cache).await?;
+        let none = BTreeMap::new();
+        let found = features_of(
+            all_views(&state.catalog, &r.project, &none, true),
+            &r.feature_view,
+            &r.name,
+            "",
+        );
+        match found.into_iter().next() {
+            Some(f) => Ok(Response::new(f)),
+            None => Err(to_status(FeastError::new(
+                ErrorClass::FeastObjectNotFoundException,
+                format!(
+                    "Feature {} not found in feature view {} in project {}",
+                    r.name, r.feature_view, r.project
+                ),
+            ))),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Where the registry lives. A store loads the whole `feast.core.Registry` and commits it
+//! back with optimistic concurrency: every load returns a [`StoreVersion`], and a commit
+//! succeeds only if the store is still at that version, so a write made meanwhile by another
+//! process is detected and refused instead of silently overwritten.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use feast_core::registry::file::{FileRegistryError, FileRegistryStore};
+use feast_proto::core;
+
+/// An opaque token naming one state of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreVersion(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    File(#[from] FileRegistryError),
+    #[error(
+        "the registry at {location} was changed by another writer since this server loaded it; \
+         the change was not written. Refresh and retry (feast-rs serves one file registry from \
+         one server; use the sql registry for several)"
+    )]
+    Conflict { location: String },
+    #[error("registry store I/O failed: {0}")]
+    Io(String),
+}
+
+#[tonic::async_trait]
+pub trait RegistryStore: Send + Sync + 'static {
+    /// The stored registry (None when nothing was ever committed) and its version.
+    async fn load(&self) -> Result<(Option<core::Registry>, StoreVersion), StoreError>;
+    /// The current version, cheaply (no full read).
+    async fn version(&self) -> Result<StoreVersion, StoreError>;
+    /// Writes `registry` if the store is still at `expected`; returns the new version.
+    async fn commit(
+        &self,
+        registry: &core::Registry,
+        expected: &StoreVersion,
+    ) -> Result<StoreVersion, StoreError>;
+    /// Where the registry lives, for logs and errors.
+    fn location(&self) -> String;
+}
+
+/// Feast's `registry.db` on local disk. The version is the file's identity and
+/// modification time, so any rewrite by another process changes it.
+pub struct FileStore {
+    file: FileRegistryStore,
+    /// Serializes commits from this process (check-then-rename must not interleave), and
+    /// holds the `version_id` this process last read or wrote: a second check at commit
+    /// time that also catches an in-place rewrite within one mtime tick.
+    commit_lock: tokio::sync::Mutex<String>,
+}
+
+impl FileStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            file: FileRegistryStore::new(path),
+            commit_lock: tokio::sync::Mutex::new(String::new()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    fn current_version(&self) -> Result<StoreVersion, StoreError> {
+        file_version(self.file.path())
+    }
+}
+
+fn file_version(path: &Path) -> Result<StoreVersion, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            use std::os::unix::fs::MetadataExt;
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            Ok(StoreVersion(format!(
+                "{}:{}:{}:{mtime}",
+                m.dev(),
+                m.ino(),
+                m.len()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoreVersion::default()),
+        Err(e) => Err(StoreError::Io(format!("{}: {e}", path.display()))),
+    }
+}
+
+#[tonic::async_trait]
+impl RegistryStore for FileStore {
+    async fn load(&self) -> Result<(Option<core::Registry>, StoreVersion), StoreError> {
+        // Version first: a write landing between the two reads makes the version stale,
+        // which only causes a harmless reload later.
+        let mut known = self.commit_lock.lock().await;
+        let version = self.current_version()?;
+        let registry = self.file.load()?.map(|c| c.into_proto());
+        *known = registry
+            .as_ref()
+            .map(|r| r.version_id.clone())
+            .unwrap_or_default();
+        Ok((registry, version))
+    }
+
+    async fn version(&self) -> Result<StoreVersion, StoreError> {
+        self.current_version()
+    }
+
+    async fn commit(
+        &self,
+        registry: &core::Registry,
+        expected: &StoreVersion,
+    ) -> Result<StoreVersion, StoreError> {
+        let mut known = self.commit_lock.lock().await;
+        let on_disk = self
+            .file
+            .load()?
+            .map(|c| c.proto().version_id.clone())
+            .unwrap_or_default();
+        if self.current_version()? != *expected || on_disk != *known {
+            return Err(StoreError::Conflict {
+                location: self.location(),
+            });
+        }
+        self.file.save_proto(registry)?;
+        *known = registry.version_id.clone();
+        self.current_version()
+    }
+
+    fn location(&self) -> String {
+        self.file.path().display().to_string()
+    }
+}
