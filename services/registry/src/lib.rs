@@ -14,7 +14,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use service::{RegistryService, ServiceOptions};
-pub use store::{FileStore, RegistryStore, StoreError, StoreVersion};
+pub use store::{Committed, FileStore, RegistryStore, StoreError, StoreVersion};
 
 /// Default port of Feast's registry server.
 pub const DEFAULT_PORT: u16 = 6570;

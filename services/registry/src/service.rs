@@ -116,7 +116,7 @@ impl RegistryService {
             None => {
                 let mut catalog = Catalog::new();
                 catalog.stamp_commit(now());
-                version = store.commit(catalog.proto(), &version).await?;
+                version = store.commit(catalog.proto(), &version).await?.version;
                 catalog
             }
         };
@@ -184,13 +184,16 @@ impl RegistryService {
     async fn persist(&self, state: &mut State) -> Result<(), Status> {
         let mut stamped = state.catalog.clone();
         stamped.stamp_commit(now());
-        let version = self
+        let committed = self
             .store
             .commit(stamped.proto(), &state.version)
             .await
             .map_err(store_status)?;
-        state.catalog = stamped;
-        state.version = version;
+        state.catalog = match committed.merged {
+            Some(merged) => Catalog::from_proto(merged),
+            None => stamped,
+        };
+        state.version = committed.version;
         state.dirty = false;
         state.checked_at = Instant::now();
         Ok(())

@@ -27,18 +27,31 @@ pub enum StoreError {
     Io(String),
 }
 
+/// The result of a successful commit.
+#[derive(Debug)]
+pub struct Committed {
+    /// The store's version after the commit.
+    pub version: StoreVersion,
+    /// Set when the store now holds more than what was committed (a store that merges
+    /// concurrent writers' changes to other objects returns the merged registry, which
+    /// the server then serves).
+    pub merged: Option<core::Registry>,
+}
+
 #[tonic::async_trait]
 pub trait RegistryStore: Send + Sync + 'static {
     /// The stored registry (None when nothing was ever committed) and its version.
     async fn load(&self) -> Result<(Option<core::Registry>, StoreVersion), StoreError>;
     /// The current version, cheaply (no full read).
     async fn version(&self) -> Result<StoreVersion, StoreError>;
-    /// Writes `registry` if the store is still at `expected`; returns the new version.
+    /// Writes `registry`, which was derived from the store at `expected`. A store must
+    /// refuse with [`StoreError::Conflict`] rather than lose a change another writer made
+    /// after `expected`; it may instead merge changes to different objects.
     async fn commit(
         &self,
         registry: &core::Registry,
         expected: &StoreVersion,
-    ) -> Result<StoreVersion, StoreError>;
+    ) -> Result<Committed, StoreError>;
     /// Where the registry lives, for logs and errors.
     fn location(&self) -> String;
 }
@@ -114,7 +127,7 @@ impl RegistryStore for FileStore {
         &self,
         registry: &core::Registry,
         expected: &StoreVersion,
-    ) -> Result<StoreVersion, StoreError> {
+    ) -> Result<Committed, StoreError> {
         let mut known = self.commit_lock.lock().await;
         let on_disk = self
             .file
@@ -128,7 +141,10 @@ impl RegistryStore for FileStore {
         }
         self.file.save_proto(registry)?;
         *known = registry.version_id.clone();
-        self.current_version()
+        Ok(Committed {
+            version: self.current_version()?,
+            merged: None,
+        })
     }
 
     fn location(&self) -> String {
