@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use feast_core::config::RepoConfig;
+use feast_core::config::{RegistryConfig, RepoConfig};
 use feast_core::json::{message_to_json, sort_keys};
 use feast_core::model::{DUMMY_ENTITY_NAME, ObjectKind, RegistryObject};
-use feast_core::registry::diff::{self, RegistryDiff};
+use feast_core::registry::diff::{self, RegistryDiff, Transition};
 use feast_core::registry::file::FileRegistryStore;
 use feast_core::registry::{Catalog, timestamp};
 use feast_core::repo;
 use feast_proto::core;
+use feast_registry::{RemoteOptions, RemoteRegistry};
 
 use crate::output;
 
@@ -19,6 +20,14 @@ use crate::output;
 pub struct RepoContext {
     pub repo: PathBuf,
     pub config: RepoConfig,
+}
+
+/// Where the repository's registry lives, as `registry:` says.
+pub enum RegistryHandle {
+    /// A `registry.db` read and written directly.
+    File(FileRegistryStore),
+    /// A registry server (`registry_type: remote`), reached over gRPC.
+    Remote(RemoteRegistry, tokio::runtime::Runtime),
 }
 
 impl RepoContext {
@@ -34,45 +43,141 @@ impl RepoContext {
         &self.config.project
     }
 
-    /// The registry store named by `registry:`.
-    pub fn registry_store(&self) -> Result<FileRegistryStore> {
-        match self.config.registry_path() {
-            Some(path) => Ok(FileRegistryStore::new(path)),
-            None => bail!(
+    /// Opens the registry named by `registry:`.
+    pub fn registry(&self) -> Result<RegistryHandle> {
+        match &self.config.registry {
+            RegistryConfig::File(_) => {
+                let path = self.config.registry_path().context("file registry path")?;
+                Ok(RegistryHandle::File(FileRegistryStore::new(path)))
+            }
+            RegistryConfig::Remote(remote) => {
+                let read = |p: &str| -> Result<Option<Vec<u8>>> {
+                    if p.is_empty() {
+                        return Ok(None);
+                    }
+                    let path = self.config.resolve_path(p);
+                    Ok(Some(
+                        std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    ))
+                };
+                let options = RemoteOptions {
+                    target: remote.path.clone(),
+                    ca_cert: read(&remote.cert)?,
+                    is_tls: remote.is_tls,
+                    client_identity: match (read(&remote.client_cert)?, read(&remote.client_key)?) {
+                        (Some(cert), Some(key)) => Some((cert, key)),
+                        _ => None,
+                    },
+                    authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
+                };
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the Tokio runtime")?;
+                let client = runtime.block_on(RemoteRegistry::connect(&options))?;
+                Ok(RegistryHandle::Remote(client, runtime))
+            }
+            other => bail!(
                 "registry type \"{}\" is not supported by the feast-rs CLI yet; use a file registry \
-                 (registry: data/registry.db)",
-                self.config.registry.type_name()
+                 (registry: data/registry.db) or a registry server (registry_type: remote)",
+                other.type_name()
             ),
         }
     }
 
     pub fn load_registry(&self) -> Result<Catalog> {
-        Ok(self.registry_store()?.load_or_empty()?)
+        self.registry()?.load(self.project())
     }
 }
 
+impl RegistryHandle {
+    /// The registry as the project sees it (a remote registry returns only that project's
+    /// objects, plus the project list).
+    pub fn load(&self, project: &str) -> Result<Catalog> {
+        match self {
+            RegistryHandle::File(store) => Ok(store.load_or_empty()?),
+            RegistryHandle::Remote(client, runtime) => {
+                Ok(runtime.block_on(client.load_project(project))?)
+            }
+        }
+    }
+
+    /// Persists the result of applying `plan` to the loaded registry: one atomic file
+    /// write, or every change staged on the server and committed at once.
+    pub fn commit(&self, project: &str, applied: &mut Catalog, plan: &RegistryDiff) -> Result<()> {
+        match self {
+            RegistryHandle::File(store) => {
+                applied.stamp_commit(timestamp(chrono::Utc::now()));
+                store.save(applied)?;
+            }
+            RegistryHandle::Remote(client, runtime) => {
+                let pick = |t: Transition| -> Vec<(ObjectKind, String)> {
+                    plan.objects
+                        .iter()
+                        .filter(|o| o.transition == t)
+                        .map(|o| (o.kind, o.name.clone()))
+                        .collect()
+                };
+                let mut upserts = pick(Transition::Create);
+                upserts.extend(pick(Transition::Update));
+                let order = |k: &ObjectKind| {
+                    OBJECT_ORDER
+                        .iter()
+                        .position(|o| o == k)
+                        .unwrap_or(usize::MAX)
+                };
+                upserts.sort_by_key(|(k, _)| order(k));
+                runtime.block_on(client.apply_changes(
+                    project,
+                    applied,
+                    &upserts,
+                    &pick(Transition::Delete),
+                ))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Apply order: what others reference goes first.
+const OBJECT_ORDER: [ObjectKind; 9] = [
+    ObjectKind::Project,
+    ObjectKind::DataSource,
+    ObjectKind::Entity,
+    ObjectKind::FeatureView,
+    ObjectKind::StreamFeatureView,
+    ObjectKind::OnDemandFeatureView,
+    ObjectKind::LabelView,
+    ObjectKind::FeatureService,
+    ObjectKind::Permission,
+];
+
 /// Computes the plan for the repository's definitions against the registry.
-fn plan_repo(ctx: &RepoContext) -> Result<(Catalog, diff::DesiredState, RegistryDiff)> {
+fn plan_repo(
+    ctx: &RepoContext,
+    registry: &RegistryHandle,
+) -> Result<(Catalog, diff::DesiredState, RegistryDiff)> {
     let desired = repo::load_repo(&ctx.repo, ctx.project())?;
-    let catalog = ctx.load_registry()?;
+    let catalog = registry.load(ctx.project())?;
     let plan = diff::diff(&catalog, ctx.project(), &desired);
     Ok((catalog, desired, plan))
 }
 
 pub fn plan(ctx: &RepoContext, color: bool) -> Result<()> {
-    let (_, _, plan) = plan_repo(ctx)?;
+    let (_, _, plan) = plan_repo(ctx, &ctx.registry()?)?;
     print!("{}", plan.render(color));
     Ok(())
 }
 
 pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
-    let (mut catalog, desired, plan) = plan_repo(ctx)?;
+    let registry = ctx.registry()?;
+    let (mut catalog, desired, plan) = plan_repo(ctx, &registry)?;
     println!("Applying changes for project {}", ctx.project());
     if plan.has_changes() {
         let now = timestamp(chrono::Utc::now());
         diff::apply_diff(&mut catalog, ctx.project(), &desired, &plan, now)?;
-        catalog.stamp_commit(now);
-        ctx.registry_store()?.save(&catalog)?;
+        registry.commit(ctx.project(), &mut catalog, &plan)?;
     }
     print!("{}", plan.render(color));
     Ok(plan)
@@ -81,7 +186,18 @@ pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
 /// Removes everything `apply` registered for the project; the registry file goes away when
 /// no project is left in it.
 pub fn teardown(ctx: &RepoContext) -> Result<()> {
-    let store = ctx.registry_store()?;
+    let store = match ctx.registry()? {
+        RegistryHandle::File(store) => store,
+        RegistryHandle::Remote(client, runtime) => {
+            runtime.block_on(client.delete_project(ctx.project()))?;
+            println!(
+                "Removed project {} from the registry at {}",
+                ctx.project(),
+                client.target()
+            );
+            return Ok(());
+        }
+    };
     let Some(mut catalog) = store.load()? else {
         println!(
             "Nothing to tear down: {} does not exist",

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, Result, bail};
 use feast_core::config::RegistryConfig;
-use feast_registry::{FileStore, RegistryService, ServiceOptions, TlsPem};
+use feast_registry::{FileStore, RegistryService, RegistryStore, ServiceOptions, TlsPem};
 
 use crate::ServeArgs;
 use crate::commands::RepoContext;
@@ -81,13 +81,18 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
             other.type_name()
         ),
     };
+    let location = store.location();
     runtime()?.block_on(async move {
         let service = RegistryService::open(Box::new(store), options).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let bound = listener.local_addr()?;
         println!(
-            "feast-rs registry serving project registry on {addr} (gRPC{})",
-            if tls.is_some() { ", TLS" } else { "" }
+            "feast-rs registry server listening on {bound} (gRPC{}), registry {location}",
+            if tls.is_some() { " with TLS" } else { "" }
         );
-        feast_registry::serve(addr, service, tls, shutdown_signal()).await?;
+        feast_registry::serve_on(listener, service, tls, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -221,3 +221,122 @@ fn demo_runs_from_scratch() {
     let again = ok(&["demo", dir.path().to_str().unwrap()], dir.path());
     assert!(again.contains("No changes to registry"), "{again}");
 }
+
+/// A `feast-rs serve-registry` child process on an ephemeral port, stopped on drop.
+struct RegistryServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RegistryServer {
+    fn start(repo: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_feast-rs"))
+            .args([
+                "-c",
+                repo.to_str().unwrap(),
+                "serve-registry",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start serve-registry");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from serve-registry: {line:?}"));
+        RegistryServer { child, port }
+    }
+}
+
+impl Drop for RegistryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn cli_against_a_registry_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_repo = dir.path().join("server");
+    std::fs::create_dir_all(&server_repo).unwrap();
+    std::fs::write(
+        server_repo.join("feature_store.yaml"),
+        "project: demo_proj\nregistry: data/registry.db\n",
+    )
+    .unwrap();
+    let server = RegistryServer::start(&server_repo);
+
+    let repo = demo_repo(dir.path());
+    let r = repo.to_str().unwrap();
+    let config = std::fs::read_to_string(repo.join("feature_store.yaml"))
+        .unwrap()
+        .replace(
+            "registry: data/registry.db",
+            &format!(
+                "registry:\n  registry_type: remote\n  path: 127.0.0.1:{}",
+                server.port
+            ),
+        );
+    std::fs::write(repo.join("feature_store.yaml"), config).unwrap();
+
+    let applied = ok(&["-c", r, "apply"], dir.path());
+    assert!(
+        applied.contains("Created feature view driver_hourly_stats"),
+        "{applied}"
+    );
+    assert!(
+        !repo.join("data/registry.db").exists(),
+        "a remote registry writes nothing locally"
+    );
+    assert!(server_repo.join("data/registry.db").exists());
+    assert_eq!(
+        ok(&["-c", r, "plan"], dir.path()),
+        "No changes to registry\n"
+    );
+    let views = ok(&["-c", r, "feature-views", "list"], dir.path());
+    assert!(views.contains("driver_hourly_stats_fresh"), "{views}");
+
+    // An update goes through the server too.
+    let features = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    std::fs::write(
+        repo.join("features.yaml"),
+        features.replacen("ttl: 1d", "ttl: 2d", 1),
+    )
+    .unwrap();
+    let updated = ok(&["-c", r, "apply"], dir.path());
+    assert!(
+        updated.contains("Updated feature view driver_hourly_stats\n\tttl: 86400s -> 172800s"),
+        "{updated}"
+    );
+    let described = ok(
+        &[
+            "-c",
+            r,
+            "feature-views",
+            "describe",
+            "driver_hourly_stats",
+            "-o",
+            "json",
+        ],
+        dir.path(),
+    );
+    assert!(described.contains("\"172800s\""), "{described}");
+
+    let torn = ok(&["-c", r, "teardown"], dir.path());
+    assert!(torn.contains("Removed project demo_proj"), "{torn}");
+    let empty = ok(&["-c", r, "feature-views", "list"], dir.path());
+    assert_eq!(empty.lines().count(), 1, "{empty}");
+}

@@ -2,6 +2,7 @@
 //! `grpc.health.v1` and server reflection) over a registry store, so the Feast SDK with
 //! `registry_type: remote` works against it unchanged.
 
+pub mod client;
 pub mod paginate;
 pub mod service;
 pub mod store;
@@ -13,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+pub use client::{ClientError, RemoteOptions, RemoteRegistry};
 pub use service::{RegistryService, ServiceOptions};
 pub use store::{Committed, FileStore, RegistryStore, StoreError, StoreVersion};
 
