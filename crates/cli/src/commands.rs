@@ -27,7 +27,7 @@ pub enum RegistryHandle {
     /// A `registry.db` read and written directly.
     File(FileRegistryStore),
     /// A registry server (`registry_type: remote`), reached over gRPC.
-    Remote(RemoteRegistry, tokio::runtime::Runtime),
+    Remote(Box<RemoteRegistry>, tokio::runtime::Runtime),
 }
 
 impl RepoContext {
@@ -76,7 +76,7 @@ impl RepoContext {
                     .build()
                     .context("starting the Tokio runtime")?;
                 let client = runtime.block_on(RemoteRegistry::connect(&options))?;
-                Ok(RegistryHandle::Remote(client, runtime))
+                Ok(RegistryHandle::Remote(Box::new(client), runtime))
             }
             other => bail!(
                 "registry type \"{}\" is not supported by the feast-rs CLI yet; use a file registry \

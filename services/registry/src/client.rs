@@ -152,92 +152,94 @@ impl RemoteRegistry {
     pub async fn load_project(&self, project: &str) -> Result<Catalog, ClientError> {
         let mut c = self.client.clone();
         let p = project.to_owned();
-        let mut registry = core::Registry::default();
-        registry.projects = c
-            .list_projects(ListProjectsRequest::default())
-            .await?
-            .into_inner()
-            .projects;
-        registry.entities = c
-            .list_entities(ListEntitiesRequest {
-                project: p.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .entities;
-        registry.data_sources = c
-            .list_data_sources(ListDataSourcesRequest {
-                project: p.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .data_sources;
-        registry.feature_views = c
-            .list_feature_views(ListFeatureViewsRequest {
-                project: p.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .feature_views;
-        registry.stream_feature_views = c
-            .list_stream_feature_views(ListStreamFeatureViewsRequest {
-                project: p.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .stream_feature_views;
-        registry.on_demand_feature_views = c
-            .list_on_demand_feature_views(ListOnDemandFeatureViewsRequest {
-                project: p.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .on_demand_feature_views;
-        registry.label_views = c
-            .list_label_views(ListLabelViewsRequest {
-                project: p.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .label_views;
-        registry.feature_services = c
-            .list_feature_services(ListFeatureServicesRequest {
-                project: p.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .feature_services;
-        registry.permissions = c
-            .list_permissions(ListPermissionsRequest {
-                project: p.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .permissions;
-        registry.saved_datasets = c
-            .list_saved_datasets(ListSavedDatasetsRequest {
-                project: p.clone(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .saved_datasets;
-        registry.validation_references = c
-            .list_validation_references(ListValidationReferencesRequest {
-                project: p,
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .validation_references;
+        let registry = core::Registry {
+            projects: c
+                .list_projects(ListProjectsRequest::default())
+                .await?
+                .into_inner()
+                .projects,
+            entities: c
+                .list_entities(ListEntitiesRequest {
+                    project: p.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .entities,
+            data_sources: c
+                .list_data_sources(ListDataSourcesRequest {
+                    project: p.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .data_sources,
+            feature_views: c
+                .list_feature_views(ListFeatureViewsRequest {
+                    project: p.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .feature_views,
+            stream_feature_views: c
+                .list_stream_feature_views(ListStreamFeatureViewsRequest {
+                    project: p.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .stream_feature_views,
+            on_demand_feature_views: c
+                .list_on_demand_feature_views(ListOnDemandFeatureViewsRequest {
+                    project: p.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .on_demand_feature_views,
+            label_views: c
+                .list_label_views(ListLabelViewsRequest {
+                    project: p.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .label_views,
+            feature_services: c
+                .list_feature_services(ListFeatureServicesRequest {
+                    project: p.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .feature_services,
+            permissions: c
+                .list_permissions(ListPermissionsRequest {
+                    project: p.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .permissions,
+            saved_datasets: c
+                .list_saved_datasets(ListSavedDatasetsRequest {
+                    project: p.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .saved_datasets,
+            validation_references: c
+                .list_validation_references(ListValidationReferencesRequest {
+                    project: p,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .validation_references,
+            ..Default::default()
+        };
         Ok(Catalog::from_proto(registry))
     }
 
