@@ -7,6 +7,7 @@
 //! default) first pick up changes made to the store by others, unless changes are staged.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use feast_core::error::{ErrorClass, FeastError, StatusKind};
@@ -51,7 +52,6 @@ struct State {
     version: StoreVersion,
     /// Changes applied with `commit=false` and not yet committed.
     dirty: bool,
-    checked_at: Instant,
 }
 
 /// The registry gRPC service over a [`RegistryStore`].
@@ -59,6 +59,9 @@ pub struct RegistryService {
     store: Box<dyn RegistryStore>,
     state: RwLock<State>,
     options: ServiceOptions,
+    started: Instant,
+    /// When the store's version was last checked (ms since `started`).
+    checked_ms: AtomicU64,
 }
 
 fn code(kind: StatusKind) -> tonic::Code {
@@ -127,34 +130,49 @@ impl RegistryService {
                 catalog,
                 version,
                 dirty: false,
-                checked_at: Instant::now(),
             }),
             options,
+            started: Instant::now(),
+            checked_ms: AtomicU64::new(0),
         })
     }
 
     /// Reloads from the store when it changed and nothing is staged.
     async fn sync(&self, force: bool) -> Result<(), Status> {
+        let since_check = Duration::from_millis(
+            self.elapsed_ms()
+                .saturating_sub(self.checked_ms.load(Ordering::Relaxed)),
+        );
+        let fresh =
+            !force && (self.options.cache_ttl.is_zero() || since_check < self.options.cache_ttl);
+        if fresh || self.state.read().await.dirty {
+            return Ok(());
+        }
+        // The common case (nothing changed) costs one stat and a shared lock.
+        let current = self.store.version().await.map_err(store_status)?;
+        self.checked_ms.store(self.elapsed_ms(), Ordering::Relaxed);
         {
             let state = self.state.read().await;
-            let fresh = !force
-                && (self.options.cache_ttl.is_zero()
-                    || state.checked_at.elapsed() < self.options.cache_ttl);
-            if state.dirty || fresh {
+            if state.dirty || current == state.version {
                 return Ok(());
             }
         }
-        let current = self.store.version().await.map_err(store_status)?;
         let mut state = self.state.write().await;
-        state.checked_at = Instant::now();
         if state.dirty || current == state.version {
             return Ok(());
         }
         let (loaded, version) = self.store.load().await.map_err(store_status)?;
         state.catalog = loaded.map(Catalog::from_proto).unwrap_or_default();
         state.version = version;
-        tracing::info!(message = "registry reloaded after an external change", version_id = %state.catalog.version_id());
+        tracing::info!(
+            message = "registry reloaded after an external change",
+            version_id = %state.catalog.version_id()
+        );
         Ok(())
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     async fn view(&self, allow_cache: bool) -> Result<RwLockReadGuard<'_, State>, Status> {
@@ -195,7 +213,6 @@ impl RegistryService {
         };
         state.version = committed.version;
         state.dirty = false;
-        state.checked_at = Instant::now();
         Ok(())
     }
 
@@ -1108,7 +1125,6 @@ impl RegistryServer for RegistryService {
         state.catalog = loaded.map(Catalog::from_proto).unwrap_or_default();
         state.version = version;
         state.dirty = false;
-        state.checked_at = Instant::now();
         Ok(Response::new(()))
     }
     async fn proto(&self, _request: Request<()>) -> R<core::Registry> {
