@@ -2,6 +2,7 @@
 //! `grpc.health.v1` and server reflection) over a registry store, so the Feast SDK with
 //! `registry_type: remote` works against it unchanged.
 
+pub mod lineage;
 pub mod paginate;
 pub mod service;
 pub mod store;
