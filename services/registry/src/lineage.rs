@@ -414,6 +414,16 @@ fn indirect_relationships(catalog: &Catalog, project: &str, direct: &[Relation])
     out
 }
 
+/// What Feast's sorting sees of a relationship (`sort_by` is a dot path into its Python
+/// dataclass, so `source.name`, `target.type` always exist, empty or not).
+pub fn sort_view(relation: &EntityRelation) -> serde_json::Value {
+    let end = |r: &Option<EntityReference>| {
+        let r = r.clone().unwrap_or_default();
+        serde_json::json!({"type": r.r#type, "name": r.name})
+    };
+    serde_json::json!({"source": end(&relation.source), "target": end(&relation.target)})
+}
+
 /// Python's `repr()` of a string (for error messages Feast builds with `!r`): single
 /// quotes unless the text has a single quote and no double quote; backslashes, the quote
 /// and control characters escaped.
@@ -881,6 +891,21 @@ mod tests {
         let name = batch_source_name(Some(&unnamed));
         assert!(name.starts_with("unnamed_source_") && name != "unnamed_source_0");
         assert_eq!(name, batch_source_name(Some(&unnamed)));
+    }
+
+    #[test]
+    fn sort_view_has_every_attribute_even_when_empty() {
+        let rel = Relation::new(
+            ObjectRef::new(ObjectType::Entity, ""),
+            ObjectRef::new(ObjectType::FeatureView, "v"),
+        );
+        assert_eq!(
+            sort_view(&rel.to_proto()),
+            serde_json::json!({
+                "source": {"type": "entity", "name": ""},
+                "target": {"type": "featureView", "name": "v"},
+            })
+        );
     }
 
     #[test]

@@ -1141,7 +1141,7 @@ impl RegistryServer for RegistryService {
                 relations.iter().map(lineage::Relation::to_proto).collect(),
                 r.pagination.as_ref(),
                 r.sorting.as_ref(),
-                message_to_proto_json,
+                lineage::sort_view,
             )
         };
         let (relationships, relationships_pagination) = page(lineage.direct);
@@ -1180,7 +1180,7 @@ impl RegistryServer for RegistryService {
             relations.iter().map(lineage::Relation::to_proto).collect(),
             r.pagination.as_ref(),
             r.sorting.as_ref(),
-            message_to_proto_json,
+            lineage::sort_view,
         );
         let response = GetObjectRelationshipsResponse {
             relationships,
