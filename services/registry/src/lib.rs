@@ -3,6 +3,7 @@
 //! `registry_type: remote` works against it unchanged.
 
 pub mod client;
+pub mod lineage;
 pub mod paginate;
 pub mod service;
 pub mod store;

@@ -23,6 +23,7 @@ use prost_types::Timestamp;
 use tokio::sync::{RwLock, RwLockReadGuard};
 use tonic::{Request, Response, Status};
 
+use crate::lineage;
 use crate::paginate::paginate;
 use crate::store::{RegistryStore, StoreError, StoreVersion};
 
@@ -1141,21 +1142,67 @@ impl RegistryServer for RegistryService {
 
     async fn get_registry_lineage(
         &self,
-        _request: Request<GetRegistryLineageRequest>,
+        request: Request<GetRegistryLineageRequest>,
     ) -> R<GetRegistryLineageResponse> {
-        Err(unimplemented_rpc(
-            "GetRegistryLineage",
-            "lineage is planned for the registry service",
-        ))
+        // Feast first checks DESCRIBE on the project and ignores a missing project; without
+        // auth there is nothing to check.
+        let r = request.into_inner();
+        let lineage = {
+            let state = self.view(r.allow_cache).await?;
+            lineage::registry_lineage(&state.catalog, &r.project)
+        }
+        .filtered(&r.filter_object_type, &r.filter_object_name);
+        let page = |relations: Vec<lineage::Relation>| {
+            paginate(
+                relations.iter().map(lineage::Relation::to_proto).collect(),
+                r.pagination.as_ref(),
+                r.sorting.as_ref(),
+                lineage::sort_view,
+            )
+        };
+        let (relationships, relationships_pagination) = page(lineage.direct);
+        let (indirect_relationships, indirect_relationships_pagination) = page(lineage.indirect);
+        let response = GetRegistryLineageResponse {
+            relationships,
+            indirect_relationships,
+            relationships_pagination: Some(relationships_pagination),
+            indirect_relationships_pagination: Some(indirect_relationships_pagination),
+        };
+        Ok(Response::new(response))
     }
     async fn get_object_relationships(
         &self,
-        _request: Request<GetObjectRelationshipsRequest>,
+        request: Request<GetObjectRelationshipsRequest>,
     ) -> R<GetObjectRelationshipsResponse> {
-        Err(unimplemented_rpc(
-            "GetObjectRelationships",
-            "lineage is planned for the registry service",
-        ))
+        let r = request.into_inner();
+        let relations = {
+            let state = self.view(r.allow_cache).await?;
+            lineage::object_relationships(
+                &state.catalog,
+                &r.project,
+                &r.object_type,
+                &r.object_name,
+                r.include_indirect,
+            )
+        }
+        // Feast raises a plain ValueError here, which grpcio answers with UNKNOWN.
+        .map_err(|e| {
+            Status::new(
+                tonic::Code::Unknown,
+                format!("Exception calling application: {e}"),
+            )
+        })?;
+        let (relationships, pagination) = paginate(
+            relations.iter().map(lineage::Relation::to_proto).collect(),
+            r.pagination.as_ref(),
+            r.sorting.as_ref(),
+            lineage::sort_view,
+        );
+        let response = GetObjectRelationshipsResponse {
+            relationships,
+            pagination: Some(pagination),
+        };
+        Ok(Response::new(response))
     }
 
     async fn list_features(

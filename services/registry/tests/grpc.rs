@@ -499,3 +499,149 @@ async fn oversized_proto_is_refused_with_advice_and_health_is_served() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn lineage_and_object_relationships_are_sorted_and_paginated() {
+    let mut s = start(ServiceOptions::default()).await;
+    let mut fv = feature_view("stats");
+    let spec = fv.spec.as_mut().unwrap();
+    spec.features = ["conv_rate", "acc_rate"]
+        .iter()
+        .map(|n| core::FeatureSpecV2 {
+            name: (*n).into(),
+            ..Default::default()
+        })
+        .collect();
+    spec.batch_source = Some(core::DataSource {
+        name: "stats_source".into(),
+        ..Default::default()
+    });
+    use apply_feature_view_request::BaseFeatureView;
+    s.client
+        .apply_feature_view(ApplyFeatureViewRequest {
+            base_feature_view: Some(BaseFeatureView::FeatureView(fv)),
+            project: "demo".into(),
+            commit: false,
+        })
+        .await
+        .unwrap();
+    s.client
+        .apply_feature_service(ApplyFeatureServiceRequest {
+            feature_service: Some(core::FeatureService {
+                spec: Some(core::FeatureServiceSpec {
+                    name: "svc".into(),
+                    features: vec![core::FeatureViewProjection {
+                        feature_view_name: "stats".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                meta: None,
+            }),
+            project: "demo".into(),
+            commit: true,
+        })
+        .await
+        .unwrap();
+    let pair = |r: &EntityRelation| {
+        let (a, b) = (r.source.clone().unwrap(), r.target.clone().unwrap());
+        format!("{}:{}->{}:{}", a.r#type, a.name, b.r#type, b.name)
+    };
+
+    let lineage = s
+        .client
+        .get_registry_lineage(GetRegistryLineageRequest {
+            project: "demo".into(),
+            allow_cache: true,
+            pagination: Some(PaginationParams { page: 1, limit: 3 }),
+            sorting: Some(SortingParams {
+                sort_by: "source.name".into(),
+                sort_order: "desc".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let direct: Vec<String> = lineage.relationships.iter().map(pair).collect();
+    assert_eq!(
+        direct,
+        [
+            "dataSource:stats_source->featureView:stats",
+            "featureView:stats->featureService:svc",
+            "entity:driver->featureView:stats",
+        ]
+    );
+    let meta = lineage.relationships_pagination.unwrap();
+    assert_eq!(
+        (meta.total_count, meta.total_pages, meta.has_next),
+        (5, 2, true)
+    );
+    let indirect: Vec<String> = lineage.indirect_relationships.iter().map(pair).collect();
+    assert_eq!(
+        indirect,
+        [
+            "dataSource:stats_source->featureService:svc",
+            // Ties keep their lineage order, as Python's stable sort (reverse included).
+            "entity:driver->featureService:svc",
+            "entity:driver->dataSource:stats_source",
+        ]
+    );
+    let meta = lineage.indirect_relationships_pagination.unwrap();
+    assert_eq!((meta.total_count, meta.total_pages), (5, 2));
+
+    let related = s
+        .client
+        .get_object_relationships(GetObjectRelationshipsRequest {
+            project: "demo".into(),
+            object_type: "entity".into(),
+            object_name: "driver".into(),
+            include_indirect: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let related: Vec<String> = related.relationships.iter().map(pair).collect();
+    assert_eq!(
+        related,
+        [
+            "entity:driver->featureView:stats",
+            "entity:driver->featureService:svc",
+            "entity:driver->dataSource:stats_source",
+        ]
+    );
+
+    let unknown = s
+        .client
+        .get_object_relationships(GetObjectRelationshipsRequest {
+            project: "demo".into(),
+            object_type: "view".into(),
+            object_name: "stats".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::Unknown);
+    assert_eq!(
+        unknown.message(),
+        "Exception calling application: 'view' is not a valid FeastObjectType"
+    );
+
+    // An unknown project is no error: there is simply no lineage.
+    let empty = s
+        .client
+        .get_registry_lineage(GetRegistryLineageRequest {
+            project: "missing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(empty.relationships.is_empty() && empty.indirect_relationships.is_empty());
+    assert_eq!(
+        empty.relationships_pagination,
+        Some(PaginationMetadata::default())
+    );
+    s.stop().await;
+}
