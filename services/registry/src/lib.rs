@@ -4,6 +4,7 @@
 
 pub mod paginate;
 pub mod service;
+pub mod sql;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use service::{RegistryService, ServiceOptions};
+pub use sql::{SqlStore, SqlStoreOptions};
 pub use store::{Committed, FileStore, RegistryStore, StoreError, StoreVersion};
 
 /// Default port of Feast's registry server.
