@@ -521,7 +521,7 @@ fn rand_jitter() -> u32 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() / 1000)
+        .map_or(0, |d| d.subsec_micros())
 }
 
 backend!(pg, sqlx::Postgres, true, PG_MIGRATIONS);
