@@ -460,6 +460,30 @@ async fn two_stores_merge_other_objects_and_refuse_the_same_one() {
     }
 }
 
+#[tokio::test]
+async fn schema_mode_verify_names_missing_tables_and_accepts_a_full_schema() {
+    let db = TestDb::sqlite();
+    let verify = SqlStoreOptions {
+        schema_mode: feast_core::config::SchemaMode::Verify,
+        ..SqlStoreOptions::default()
+    };
+    let err = SqlStore::connect_url(&db.url, verify.clone())
+        .await
+        .err()
+        .expect("tables are missing");
+    let message = err.to_string();
+    assert!(
+        message.contains("missing tables") && message.contains("feature_views"),
+        "{message}"
+    );
+    db.store().await.close().await;
+    SqlStore::connect_url(&db.url, verify)
+        .await
+        .unwrap()
+        .close()
+        .await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Through the gRPC service
 
@@ -668,17 +692,25 @@ async fn concurrent_servers(db: &TestDb, views_per_client: usize) {
     );
 }
 
+/// Views each client applies (`FEAST_RS_SQL_STRESS_VIEWS` raises it for a longer run).
+fn views_per_client(default: usize) -> usize {
+    std::env::var("FEAST_RS_SQL_STRESS_VIEWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_eight_clients_on_postgres_lose_nothing() {
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    concurrent_servers(&db, 6).await;
+    concurrent_servers(&db, views_per_client(6)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_eight_clients_on_sqlite_lose_nothing() {
-    concurrent_servers(&TestDb::sqlite(), 4).await;
+    concurrent_servers(&TestDb::sqlite(), views_per_client(4)).await;
 }
 
 // ---------------------------------------------------------------------------------------
