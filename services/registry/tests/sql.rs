@@ -342,8 +342,20 @@ async fn feast_schema_names_and_indexes() {
             );
         }
         assert!(indexes.contains(&"idx_fv_version_history_project_id".to_owned()));
-        // Opening again (schema present) is a no-op.
+        // Opening again (schema present) is a no-op; every URL form Feast accepts works.
         db.store().await.close().await;
+        if backend == "postgres" {
+            for driver in ["+psycopg", "+psycopg2"] {
+                let url = db
+                    .url
+                    .replacen("postgresql", &format!("postgresql{driver}"), 1);
+                SqlStore::connect_url(&url, SqlStoreOptions::default())
+                    .await
+                    .unwrap()
+                    .close()
+                    .await;
+            }
+        }
     }
 }
 
