@@ -11,10 +11,10 @@ VENV="${FEAST_RS_VENV:-/var/tmp/feast-rs-venv}"
 PY="$VENV/bin/python"
 
 if ! "$PY" - <<'PYCHECK' 2>/dev/null; then
-import feast, grpc, pytest
+import feast, grpc, psycopg, pytest
 assert feast.__version__ == "0.67.0", feast.__version__
 PYCHECK
-  echo "==> creating the compatibility-test venv at $VENV (feast==0.67.0)"
+  echo "==> creating or completing the compatibility-test venv at $VENV (feast==0.67.0)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
 fi

@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, Result, bail};
 use feast_core::config::RegistryConfig;
-use feast_registry::{FileStore, RegistryService, RegistryStore, ServiceOptions, TlsPem};
+use feast_registry::{
+    FileStore, RegistryService, RegistryStore, ServiceOptions, SqlStore, SqlStoreOptions, TlsPem,
+};
 
 use crate::ServeArgs;
 use crate::commands::RepoContext;
@@ -71,19 +73,38 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
         cache_ttl: std::time::Duration::from_secs(common.cache_ttl_seconds.max(0) as u64),
         ..ServiceOptions::default()
     };
-    let store = match &ctx.config.registry {
-        RegistryConfig::File(_) => {
-            let path = ctx.config.registry_path().context("file registry path")?;
-            FileStore::new(path)
-        }
-        other => bail!(
-            "serve-registry serves file registries for now; registry_type \"{}\" is not supported yet",
-            other.type_name()
+    let file = match &ctx.config.registry {
+        RegistryConfig::File(_) => Some(ctx.config.registry_path().context("file registry path")?),
+        RegistryConfig::Sql(_) => None,
+        RegistryConfig::Remote(r) => bail!(
+            "serve-registry cannot serve `registry_type: remote` ({}): that registry is itself a \
+             registry server. Point this server's feature_store.yaml at the registry's storage \
+             (`registry_type: file` or `registry_type: sql`)",
+            r.path
         ),
     };
-    let location = store.location();
     runtime()?.block_on(async move {
-        let service = RegistryService::open(Box::new(store), options).await?;
+        let store: Box<dyn RegistryStore> = match (&ctx.config.registry, file) {
+            (_, Some(path)) => Box::new(FileStore::new(path)),
+            (RegistryConfig::Sql(sql), None) => {
+                let url = sql.url().map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
+                if sql.read_path.is_some() {
+                    tracing::warn!(
+                        message = "registry read_path is not used: feast-rs reads and commits on `path`, \
+                                   so a commit's optimistic check and the reads it is based on see the same data"
+                    );
+                }
+                let options = SqlStoreOptions {
+                    schema_mode: sql.schema_mode,
+                    purge_feast_metadata: sql.purge_feast_metadata,
+                    ..SqlStoreOptions::default()
+                };
+                Box::new(SqlStore::connect(&url, options).await.context("opening the SQL registry")?)
+            }
+            _ => unreachable!("checked above"),
+        };
+        let location = store.location();
+        let service = RegistryService::open(store, options).await?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;

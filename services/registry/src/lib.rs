@@ -6,6 +6,7 @@ pub mod client;
 pub mod lineage;
 pub mod paginate;
 pub mod service;
+pub mod sql;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use client::{ClientError, RemoteOptions, RemoteRegistry};
 pub use service::{RegistryService, ServiceOptions};
+pub use sql::{SqlStore, SqlStoreOptions};
 pub use store::{Committed, FileStore, RegistryStore, StoreError, StoreVersion};
 
 /// Default port of Feast's registry server.

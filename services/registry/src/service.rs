@@ -86,8 +86,8 @@ pub fn to_status(e: FeastError) -> Status {
 fn store_status(e: StoreError) -> Status {
     let kind = match e {
         StoreError::Conflict { .. } => StatusKind::Conflict,
-        StoreError::Io(_) => StatusKind::Unavailable,
-        StoreError::File(_) => StatusKind::Internal,
+        StoreError::Io(_) | StoreError::Database(_) => StatusKind::Unavailable,
+        StoreError::File(_) | StoreError::Invalid(_) => StatusKind::Internal,
     };
     tracing::warn!(message = "registry store operation failed", error = %e);
     Status::new(
@@ -120,8 +120,9 @@ impl RegistryService {
             None => {
                 let mut catalog = Catalog::new();
                 catalog.stamp_commit(now());
-                version = store.commit(catalog.proto(), &version).await?.version;
-                catalog
+                let committed = store.commit(catalog.proto(), &version).await?;
+                version = committed.version;
+                committed.merged.map_or(catalog, Catalog::from_proto)
             }
         };
         tracing::info!(message = "registry loaded", location = %store.location(), version_id = %catalog.version_id());
@@ -203,11 +204,22 @@ impl RegistryService {
     async fn persist(&self, state: &mut State) -> Result<(), Status> {
         let mut stamped = state.catalog.clone();
         stamped.stamp_commit(now());
-        let committed = self
-            .store
-            .commit(stamped.proto(), &state.version)
-            .await
-            .map_err(store_status)?;
+        let committed = match self.store.commit(stamped.proto(), &state.version).await {
+            Ok(committed) => committed,
+            Err(e) => {
+                if matches!(e, StoreError::Conflict { .. }) {
+                    // The staged changes cannot be written over the other writer's: drop
+                    // them and serve what the store holds, so the client's retry applies
+                    // its change onto the current registry.
+                    if let Ok((loaded, version)) = self.store.load().await {
+                        state.catalog = loaded.map(Catalog::from_proto).unwrap_or_default();
+                        state.version = version;
+                        state.dirty = false;
+                    }
+                }
+                return Err(store_status(e));
+            }
+        };
         state.catalog = match committed.merged {
             Some(merged) => Catalog::from_proto(merged),
             None => stamped,

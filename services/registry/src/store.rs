@@ -17,14 +17,23 @@ pub struct StoreVersion(pub String);
 pub enum StoreError {
     #[error("{0}")]
     File(#[from] FileRegistryError),
+    /// Another writer changed what this commit changes; nothing was written. Retryable:
+    /// the service reloads the registry, and the same change applied again goes through.
     #[error(
-        "the registry at {location} was changed by another writer since this server loaded it; \
-         the change was not written. Refresh and retry (feast-rs serves one file registry from \
-         one server; use the sql registry for several)"
+        "the registry at {location} was changed by another writer since this server loaded it \
+         ({detail}); the change was not written. Retry: the server has reloaded the registry"
     )]
-    Conflict { location: String },
+    Conflict { location: String, detail: String },
     #[error("registry store I/O failed: {0}")]
     Io(String),
+    /// The database could not be reached or a statement failed (a dependency problem:
+    /// clients may retry).
+    #[error("registry database error: {0}")]
+    Database(String),
+    /// The store holds something feast-rs cannot use (undecodable rows, missing tables,
+    /// an unusable URL).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The result of a successful commit.
@@ -137,6 +146,9 @@ impl RegistryStore for FileStore {
         if self.current_version()? != *expected || on_disk != *known {
             return Err(StoreError::Conflict {
                 location: self.location(),
+                detail: "feast-rs serves one file registry from one server; use the sql \
+                         registry for several"
+                    .to_owned(),
             });
         }
         self.file.save_proto(registry)?;
