@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use feast_core::config::{RegistryConfig, RepoConfig};
@@ -12,7 +13,9 @@ use feast_core::registry::file::FileRegistryStore;
 use feast_core::registry::{Catalog, timestamp};
 use feast_core::repo;
 use feast_proto::core;
-use feast_registry::{RemoteOptions, RemoteRegistry};
+use feast_registry::{
+    RegistryStore, RemoteOptions, RemoteRegistry, SqlStore, SqlStoreOptions, StoreVersion,
+};
 
 use crate::output;
 
@@ -28,6 +31,9 @@ pub enum RegistryHandle {
     File(FileRegistryStore),
     /// A registry server (`registry_type: remote`), reached over gRPC.
     Remote(Box<RemoteRegistry>, tokio::runtime::Runtime),
+    /// A SQL registry database (`registry_type: sql`) read and written directly; the
+    /// version it was loaded at guards the commit against concurrent writers.
+    Sql(Box<SqlStore>, tokio::runtime::Runtime, Mutex<StoreVersion>),
 }
 
 impl RepoContext {
@@ -71,24 +77,42 @@ impl RepoContext {
                     },
                     authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
                 };
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting the Tokio runtime")?;
+                let runtime = current_thread_runtime()?;
                 let client = runtime.block_on(RemoteRegistry::connect(&options))?;
                 Ok(RegistryHandle::Remote(Box::new(client), runtime))
             }
-            other => bail!(
-                "registry type \"{}\" is not supported by the feast-rs CLI yet; use a file registry \
-                 (registry: data/registry.db) or a registry server (registry_type: remote)",
-                other.type_name()
-            ),
+            RegistryConfig::Sql(sql) => {
+                let url = sql
+                    .url()
+                    .map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
+                let options = SqlStoreOptions {
+                    schema_mode: sql.schema_mode,
+                    purge_feast_metadata: sql.purge_feast_metadata,
+                    ..SqlStoreOptions::default()
+                };
+                let runtime = current_thread_runtime()?;
+                let store = runtime
+                    .block_on(SqlStore::connect(&url, options))
+                    .context("opening the SQL registry")?;
+                Ok(RegistryHandle::Sql(
+                    Box::new(store),
+                    runtime,
+                    Mutex::new(StoreVersion::default()),
+                ))
+            }
         }
     }
 
     pub fn load_registry(&self) -> Result<Catalog> {
         self.registry()?.load(self.project())
     }
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")
 }
 
 impl RegistryHandle {
@@ -100,6 +124,11 @@ impl RegistryHandle {
             RegistryHandle::Remote(client, runtime) => {
                 Ok(runtime.block_on(client.load_project(project))?)
             }
+            RegistryHandle::Sql(store, runtime, version) => {
+                let (registry, loaded) = runtime.block_on(store.load())?;
+                *version.lock().unwrap_or_else(|e| e.into_inner()) = loaded;
+                Ok(registry.map(Catalog::from_proto).unwrap_or_default())
+            }
         }
     }
 
@@ -110,6 +139,11 @@ impl RegistryHandle {
             RegistryHandle::File(store) => {
                 applied.stamp_commit(timestamp(chrono::Utc::now()));
                 store.save(applied)?;
+            }
+            RegistryHandle::Sql(store, runtime, version) => {
+                applied.stamp_commit(timestamp(chrono::Utc::now()));
+                let expected = version.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                runtime.block_on(store.commit(applied.proto(), &expected))?;
             }
             RegistryHandle::Remote(client, runtime) => {
                 let pick = |t: Transition| -> Vec<(ObjectKind, String)> {
@@ -188,6 +222,19 @@ pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
 pub fn teardown(ctx: &RepoContext) -> Result<()> {
     let store = match ctx.registry()? {
         RegistryHandle::File(store) => store,
+        sql @ RegistryHandle::Sql(..) => {
+            let mut catalog = sql.load(ctx.project())?;
+            if catalog.delete_project(ctx.project()).is_err() {
+                println!(
+                    "Nothing to tear down: project {} is not in the registry",
+                    ctx.project()
+                );
+                return Ok(());
+            }
+            sql.commit(ctx.project(), &mut catalog, &RegistryDiff::default())?;
+            println!("Removed project {} from the SQL registry", ctx.project());
+            return Ok(());
+        }
         RegistryHandle::Remote(client, runtime) => {
             runtime.block_on(client.delete_project(ctx.project()))?;
             println!(

@@ -340,3 +340,46 @@ fn cli_against_a_registry_server() {
     let empty = ok(&["-c", r, "feature-views", "list"], dir.path());
     assert_eq!(empty.lines().count(), 1, "{empty}");
 }
+
+#[test]
+fn cli_on_a_sql_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = demo_repo(dir.path());
+    let r = repo.to_str().unwrap();
+    let db = dir.path().join("registry.sqlite");
+    let config = std::fs::read_to_string(repo.join("feature_store.yaml"))
+        .unwrap()
+        .replace(
+            "registry: data/registry.db",
+            &format!(
+                "registry:\n  registry_type: sql\n  path: sqlite:///{}",
+                db.display()
+            ),
+        );
+    std::fs::write(repo.join("feature_store.yaml"), config).unwrap();
+
+    let applied = ok(&["-c", r, "apply"], dir.path());
+    assert!(
+        applied.contains("Created feature view driver_hourly_stats"),
+        "{applied}"
+    );
+    assert!(db.exists());
+    assert_eq!(
+        ok(&["-c", r, "plan"], dir.path()),
+        "No changes to registry\n"
+    );
+    let features = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
+    std::fs::write(
+        repo.join("features.yaml"),
+        features.replacen("ttl: 1d", "ttl: 3h", 1),
+    )
+    .unwrap();
+    let updated = ok(&["-c", r, "apply"], dir.path());
+    assert!(updated.contains("\tttl: 86400s -> 10800s"), "{updated}");
+    let views = ok(&["-c", r, "feature-views", "list"], dir.path());
+    assert!(views.contains("driver_hourly_stats_fresh"), "{views}");
+
+    ok(&["-c", r, "teardown"], dir.path());
+    let empty = ok(&["-c", r, "feature-views", "list"], dir.path());
+    assert_eq!(empty.lines().count(), 1, "{empty}");
+}
