@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of feast-rs on a fresh machine: the Rust workspace tests and the Feast-SDK
 # compatibility tests (tests/compat), after making sure the Python venv with feast==0.67.0
-# exists. Needs the Rust toolchain and Python 3; Redis/Postgres tests (later) use the
-# servers on 127.0.0.1.
+# exists. Needs the Rust toolchain and Python 3; the PostgreSQL tests use the server on
+# 127.0.0.1:5432 (FEAST_RS_TEST_POSTGRES overrides the URL) and must find it when CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
