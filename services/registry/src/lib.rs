@@ -2,6 +2,7 @@
 //! `grpc.health.v1` and server reflection) over a registry store, so the Feast SDK with
 //! `registry_type: remote` works against it unchanged.
 
+pub mod cache;
 pub mod client;
 pub mod lineage;
 pub mod paginate;
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+pub use cache::{CacheSource, CacheStats, RegistryCache, Snapshot};
 pub use client::{ClientError, RemoteOptions, RemoteRegistry};
 pub use service::{RegistryService, ServiceOptions};
 pub use sql::{SqlStore, SqlStoreOptions};
