@@ -294,42 +294,44 @@ pub fn registry_dump(ctx: &RepoContext) -> Result<String> {
     }
     let mut dump = serde_json::Map::new();
     dump.insert("project".into(), project.into());
-    dump.insert(
-        "dataSources".into(),
-        sorted::<core::DataSource>(&catalog, project, &none),
-    );
-    dump.insert(
-        "entities".into(),
-        sorted::<core::Entity>(&catalog, project, &none),
-    );
-    dump.insert(
-        "featureViews".into(),
-        sorted::<core::FeatureView>(&catalog, project, &none),
-    );
-    dump.insert(
-        "featureServices".into(),
-        sorted::<core::FeatureService>(&catalog, project, &none),
-    );
-    dump.insert(
-        "onDemandFeatureViews".into(),
-        sorted::<core::OnDemandFeatureView>(&catalog, project, &none),
-    );
-    dump.insert(
-        "streamFeatureViews".into(),
-        sorted::<core::StreamFeatureView>(&catalog, project, &none),
-    );
-    dump.insert(
-        "labelViews".into(),
-        sorted::<core::LabelView>(&catalog, project, &none),
-    );
-    dump.insert(
-        "savedDatasets".into(),
-        sorted::<core::SavedDataset>(&catalog, project, &none),
-    );
-    dump.insert(
-        "permissions".into(),
-        sorted::<core::Permission>(&catalog, project, &none),
-    );
+    let sections = [
+        (
+            "dataSources",
+            sorted::<core::DataSource>(&catalog, project, &none),
+        ),
+        ("entities", sorted::<core::Entity>(&catalog, project, &none)),
+        (
+            "featureViews",
+            sorted::<core::FeatureView>(&catalog, project, &none),
+        ),
+        (
+            "featureServices",
+            sorted::<core::FeatureService>(&catalog, project, &none),
+        ),
+        (
+            "onDemandFeatureViews",
+            sorted::<core::OnDemandFeatureView>(&catalog, project, &none),
+        ),
+        (
+            "streamFeatureViews",
+            sorted::<core::StreamFeatureView>(&catalog, project, &none),
+        ),
+        (
+            "labelViews",
+            sorted::<core::LabelView>(&catalog, project, &none),
+        ),
+        (
+            "savedDatasets",
+            sorted::<core::SavedDataset>(&catalog, project, &none),
+        ),
+        (
+            "permissions",
+            sorted::<core::Permission>(&catalog, project, &none),
+        ),
+    ];
+    for (key, objects) in sections {
+        dump.insert(key.into(), objects);
+    }
     #[allow(deprecated)]
     let metadata: Vec<serde_json::Value> = catalog
         .proto()

@@ -239,6 +239,23 @@ impl RegistryService {
         Ok(Response::new(Self::get::<T>(&state, name, project)?))
     }
 
+    /// A plain list RPC: the objects of one kind in the request's project, tag-filtered,
+    /// sorted and paginated.
+    async fn list_std<T: RegistryObject, Q: ListRequest>(
+        &self,
+        r: &Q,
+    ) -> Result<(Vec<T>, Option<PaginationMetadata>), Status> {
+        let state = self.view(r.allow_cache()).await?;
+        Ok(Self::list::<T>(
+            &state,
+            r.project(),
+            r.tags(),
+            |_| true,
+            r.pagination(),
+            r.sorting(),
+        ))
+    }
+
     fn get<T: RegistryObject>(state: &State, name: &str, project: &str) -> Result<T, Status> {
         state
             .catalog
@@ -544,6 +561,38 @@ fn features_of(views: Vec<AnyView>, feature_view: &str, name: &str, kind: &str) 
     out
 }
 
+/// The fields every plain `List*` request shares.
+trait ListRequest {
+    fn project(&self) -> &str;
+    fn allow_cache(&self) -> bool;
+    fn tags(&self) -> &BTreeMap<String, String>;
+    fn pagination(&self) -> Option<&PaginationParams>;
+    fn sorting(&self) -> Option<&SortingParams>;
+}
+
+macro_rules! list_requests {
+    ($($request:ty),* $(,)?) => {$(
+        impl ListRequest for $request {
+            fn project(&self) -> &str { &self.project }
+            fn allow_cache(&self) -> bool { self.allow_cache }
+            fn tags(&self) -> &BTreeMap<String, String> { &self.tags }
+            fn pagination(&self) -> Option<&PaginationParams> { self.pagination.as_ref() }
+            fn sorting(&self) -> Option<&SortingParams> { self.sorting.as_ref() }
+        }
+    )*};
+}
+
+list_requests!(
+    ListEntitiesRequest,
+    ListDataSourcesRequest,
+    ListFeatureViewsRequest,
+    ListStreamFeatureViewsRequest,
+    ListOnDemandFeatureViewsRequest,
+    ListLabelViewsRequest,
+    ListValidationReferencesRequest,
+    ListPermissionsRequest,
+);
+
 fn unimplemented_rpc(rpc: &str, reason: &str) -> Status {
     Status::new(
         tonic::Code::Unimplemented,
@@ -571,16 +620,7 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListEntitiesRequest>,
     ) -> R<ListEntitiesResponse> {
-        let r = request.into_inner();
-        let state = self.view(r.allow_cache).await?;
-        let (entities, pagination) = Self::list::<core::Entity>(
-            &state,
-            &r.project,
-            &r.tags,
-            |_| true,
-            r.pagination.as_ref(),
-            r.sorting.as_ref(),
-        );
+        let (entities, pagination) = self.list_std::<core::Entity, _>(request.get_ref()).await?;
         Ok(Response::new(ListEntitiesResponse {
             entities,
             pagination,
@@ -621,16 +661,9 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListDataSourcesRequest>,
     ) -> R<ListDataSourcesResponse> {
-        let r = request.into_inner();
-        let state = self.view(r.allow_cache).await?;
-        let (data_sources, pagination) = Self::list::<core::DataSource>(
-            &state,
-            &r.project,
-            &r.tags,
-            |_| true,
-            r.pagination.as_ref(),
-            r.sorting.as_ref(),
-        );
+        let (data_sources, pagination) = self
+            .list_std::<core::DataSource, _>(request.get_ref())
+            .await?;
         Ok(Response::new(ListDataSourcesResponse {
             data_sources,
             pagination,
@@ -736,16 +769,9 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListFeatureViewsRequest>,
     ) -> R<ListFeatureViewsResponse> {
-        let r = request.into_inner();
-        let state = self.view(r.allow_cache).await?;
-        let (feature_views, pagination) = Self::list::<core::FeatureView>(
-            &state,
-            &r.project,
-            &r.tags,
-            |_| true,
-            r.pagination.as_ref(),
-            r.sorting.as_ref(),
-        );
+        let (feature_views, pagination) = self
+            .list_std::<core::FeatureView, _>(request.get_ref())
+            .await?;
         Ok(Response::new(ListFeatureViewsResponse {
             feature_views,
             pagination,
@@ -762,16 +788,9 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListStreamFeatureViewsRequest>,
     ) -> R<ListStreamFeatureViewsResponse> {
-        let r = request.into_inner();
-        let state = self.view(r.allow_cache).await?;
-        let (stream_feature_views, pagination) = Self::list::<core::StreamFeatureView>(
-            &state,
-            &r.project,
-            &r.tags,
-            |_| true,
-            r.pagination.as_ref(),
-            r.sorting.as_ref(),
-        );
+        let (stream_feature_views, pagination) = self
+            .list_std::<core::StreamFeatureView, _>(request.get_ref())
+            .await?;
         Ok(Response::new(ListStreamFeatureViewsResponse {
             stream_feature_views,
             pagination,
@@ -788,16 +807,9 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListOnDemandFeatureViewsRequest>,
     ) -> R<ListOnDemandFeatureViewsResponse> {
-        let r = request.into_inner();
-        let state = self.view(r.allow_cache).await?;
-        let (on_demand_feature_views, pagination) = Self::list::<core::OnDemandFeatureView>(
-            &state,
-            &r.project,
-            &r.tags,
-            |_| true,
-            r.pagination.as_ref(),
-            r.sorting.as_ref(),
-        );
+        let (on_demand_feature_views, pagination) = self
+            .list_std::<core::OnDemandFeatureView, _>(request.get_ref())
+            .await?;
         Ok(Response::new(ListOnDemandFeatureViewsResponse {
             on_demand_feature_views,
             pagination,
@@ -811,16 +823,9 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListLabelViewsRequest>,
     ) -> R<ListLabelViewsResponse> {
-        let r = request.into_inner();
-        let state = self.view(r.allow_cache).await?;
-        let (label_views, pagination) = Self::list::<core::LabelView>(
-            &state,
-            &r.project,
-            &r.tags,
-            |_| true,
-            r.pagination.as_ref(),
-            r.sorting.as_ref(),
-        );
+        let (label_views, pagination) = self
+            .list_std::<core::LabelView, _>(request.get_ref())
+            .await?;
         Ok(Response::new(ListLabelViewsResponse {
             label_views,
             pagination,
@@ -964,16 +969,9 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListValidationReferencesRequest>,
     ) -> R<ListValidationReferencesResponse> {
-        let r = request.into_inner();
-        let state = self.view(r.allow_cache).await?;
-        let (validation_references, pagination) = Self::list::<core::ValidationReference>(
-            &state,
-            &r.project,
-            &r.tags,
-            |_| true,
-            r.pagination.as_ref(),
-            r.sorting.as_ref(),
-        );
+        let (validation_references, pagination) = self
+            .list_std::<core::ValidationReference, _>(request.get_ref())
+            .await?;
         Ok(Response::new(ListValidationReferencesResponse {
             validation_references,
             pagination,
@@ -1000,16 +998,9 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListPermissionsRequest>,
     ) -> R<ListPermissionsResponse> {
-        let r = request.into_inner();
-        let state = self.view(r.allow_cache).await?;
-        let (permissions, pagination) = Self::list::<core::Permission>(
-            &state,
-            &r.project,
-            &r.tags,
-            |_| true,
-            r.pagination.as_ref(),
-            r.sorting.as_ref(),
-        );
+        let (permissions, pagination) = self
+            .list_std::<core::Permission, _>(request.get_ref())
+            .await?;
         Ok(Response::new(ListPermissionsResponse {
             permissions,
             pagination,
