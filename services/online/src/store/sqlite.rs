@@ -119,8 +119,9 @@ fn quote_id(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-/// Feast's `CREATE TABLE` for an online table, verbatim (including its double spaces, which
-/// SQLite keeps in `sqlite_master.sql`).
+/// The `CREATE TABLE` of Feast's `SqliteOnlineStore.update`, verbatim (double spaces included;
+/// SQLite keeps the text in `sqlite_master.sql`). `feast apply` creates the same structure
+/// through another path (the `SqliteTable` infra object: unquoted name, multi-line text).
 fn create_table_sql(table: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {} (entity_key BLOB, feature_name TEXT, value BLOB, \
