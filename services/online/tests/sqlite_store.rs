@@ -462,3 +462,37 @@ async fn corrupt_values_are_invalid_not_unavailable() {
         .unwrap_err();
     assert!(matches!(err, OnlineStoreError::Invalid(_)), "{err}");
 }
+
+async fn write_and_read(store: &SqliteOnlineStore, table: &TableRef, base: i64) {
+    let rows: Vec<WriteRow> = (0..50)
+        .map(|i| row(base + i, 10, &[("a", Val::Int64Val(i))]))
+        .collect();
+    let keys: Vec<Vec<u8>> = (0..50).map(|i| key(base + i)).collect();
+    for _ in 0..10 {
+        assert_eq!(store.online_write_batch(table, &rows).await.unwrap(), 50);
+        let read = store
+            .online_read(table, &keys, &names(&["a"]))
+            .await
+            .unwrap();
+        assert!(read.iter().all(Option::is_some));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_on_one_file_wait_for_each_other() {
+    let (dir, store, table) = store_with_table().await;
+    // A second store on the same file stands in for another process (Feast, a replica).
+    let other = SqliteOnlineStore::open(dir.path().join("data/online.db"))
+        .await
+        .unwrap();
+    tokio::join!(
+        write_and_read(&store, &table, 0),
+        write_and_read(&other, &table, 1000),
+        write_and_read(&store, &table, 2000)
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM proj_driver_stats")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 150);
+}

@@ -109,7 +109,8 @@ pub trait OnlineStore: Send + Sync + 'static {
 
     /// Prepares the store for `project`'s feature views after an apply, as Feast's
     /// `OnlineStore.update`: creates what `tables_to_keep` need (idempotently) and removes
-    /// `tables_to_delete` with their data.
+    /// `tables_to_delete` with their data. `project` is for stores keeping per-project state;
+    /// tables are addressed by their [`TableRef`] alone.
     async fn update(
         &self,
         project: &str,

@@ -268,7 +268,8 @@ impl OnlineStore for SqliteOnlineStore {
         let mut found: Vec<Option<Found>> = (0..unique.len()).map(|_| None).collect();
 
         if !unique.is_empty() {
-            let mut conn = self.pool.acquire().await.map_err(|e| db_error(&name, e))?;
+            // One read transaction, so every chunk sees the same snapshot.
+            let mut conn = self.pool.begin().await.map_err(|e| db_error(&name, e))?;
             for chunk in unique.chunks(KEYS_PER_SELECT) {
                 let sql = format!(
                     "SELECT entity_key, feature_name, value, CAST(event_ts AS TEXT) FROM {} \
