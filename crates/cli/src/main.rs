@@ -3,6 +3,7 @@
 
 mod commands;
 mod init;
+mod online_hook;
 mod output;
 mod serve;
 
@@ -100,6 +101,9 @@ enum InternalAction {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Test hooks driving the online stores directly (see online_hook.rs).
+    #[command(flatten)]
+    Online(online_hook::OnlineHook),
 }
 
 #[derive(clap::Args)]
@@ -245,6 +249,9 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::write(out, feast_proto::FILE_DESCRIPTOR_SET)
                 .with_context(|| format!("writing {}", out.display()))?;
         }
+        Command::Internal {
+            action: InternalAction::Online(hook),
+        } => online_hook::run(hook)?,
     }
     Ok(())
 }

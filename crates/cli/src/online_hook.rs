@@ -1,0 +1,193 @@
+//! `feast-rs internal online-*`: a test hook that drives feast-online's stores directly, so
+//! the compatibility tests can check the SQLite online store against Feast before the online
+//! server exists. Not a user interface: keys and values travel as hex (serialized entity
+//! keys, serialized `feast.types.Value`s) so the tests compare exact bytes.
+//!
+//! - `online-read --db F --project P --view V --features a,b --entity-keys-hex k1,k2`
+//!   prints a JSON array aligned with the keys: `null` (not found) or
+//!   `{"event_ts": {"seconds", "nanos"}, "values": [hex or null, ...]}`.
+//! - `online-write --db F --project P --view V` reads a JSON array of
+//!   `{"entity_key": hex, "event_ts": {"seconds", "nanos"?}, "created_ts": {...} | null,
+//!   "features": {"name": hex, ...}}` from stdin and prints `{"written": n}`.
+//! - `online-update --db F --project P [--keep v1,v2] [--delete v3]` runs the store's
+//!   `update` (Feast's table DDL).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use feast_online::{OnlineStore, SqliteOnlineStore, TableRef, WriteRow};
+use feast_proto::types::Value;
+use prost::Message;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// The SQLite online store file.
+    #[arg(long)]
+    db: PathBuf,
+    #[arg(long)]
+    project: String,
+}
+
+#[derive(clap::Subcommand)]
+pub enum OnlineHook {
+    /// Read entities of one feature view (hex keys in, hex values out).
+    #[command(name = "online-read")]
+    Read {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        view: String,
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        entity_keys_hex: Vec<String>,
+    },
+    /// Write rows (JSON on stdin) to one feature view.
+    #[command(name = "online-write")]
+    Write {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        view: String,
+    },
+    /// Create (--keep) and drop (--delete) feature-view tables.
+    #[command(name = "online-update")]
+    Update {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_delimiter = ',')]
+        keep: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        delete: Vec<String>,
+    },
+}
+
+#[derive(Deserialize)]
+struct Ts {
+    seconds: i64,
+    #[serde(default)]
+    nanos: i32,
+}
+
+impl From<Ts> for prost_types::Timestamp {
+    fn from(t: Ts) -> Self {
+        prost_types::Timestamp {
+            seconds: t.seconds,
+            nanos: t.nanos,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct JsonRow {
+    entity_key: String,
+    event_ts: Ts,
+    #[serde(default)]
+    created_ts: Option<Ts>,
+    features: serde_json::Map<String, serde_json::Value>,
+}
+
+fn from_hex(s: &str) -> Result<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        bail!("odd-length hex {s:?}");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).with_context(|| format!("bad hex {s:?}")))
+        .collect()
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn tables(project: &str, views: &[String]) -> Vec<TableRef> {
+    views
+        .iter()
+        .filter(|v| !v.is_empty())
+        .map(|v| TableRef::new(project, v.as_str()))
+        .collect()
+}
+
+pub fn run(hook: &OnlineHook) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        match hook {
+            OnlineHook::Read {
+                store,
+                view,
+                features,
+                entity_keys_hex,
+            } => {
+                let db = SqliteOnlineStore::open(&store.db).await?;
+                let keys = entity_keys_hex
+                    .iter()
+                    .map(|k| from_hex(k))
+                    .collect::<Result<Vec<_>>>()?;
+                let rows = db
+                    .online_read(&TableRef::new(&store.project, view), &keys, features)
+                    .await?;
+                let out: Vec<serde_json::Value> = rows
+                    .into_iter()
+                    .map(|r| match r {
+                        None => serde_json::Value::Null,
+                        Some(r) => json!({
+                            "event_ts": {"seconds": r.event_ts.seconds, "nanos": r.event_ts.nanos},
+                            "values": r.values.iter()
+                                .map(|v| v.as_ref().map(|v| to_hex(&v.encode_to_vec())))
+                                .collect::<Vec<_>>(),
+                        }),
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(out));
+            }
+            OnlineHook::Write { store, view } => {
+                let mut input = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut input)
+                    .context("reading rows from stdin")?;
+                let json_rows: Vec<JsonRow> =
+                    serde_json::from_str(&input).context("parsing rows from stdin")?;
+                let mut rows = Vec::with_capacity(json_rows.len());
+                for r in json_rows {
+                    let mut features = Vec::with_capacity(r.features.len());
+                    for (name, v) in r.features {
+                        let hex = v.as_str().context("feature values are hex strings")?;
+                        features.push((name, Value::decode(from_hex(hex)?.as_slice())?));
+                    }
+                    rows.push(WriteRow {
+                        entity_key: from_hex(&r.entity_key)?,
+                        features,
+                        event_ts: r.event_ts.into(),
+                        created_ts: r.created_ts.map(Into::into),
+                    });
+                }
+                let db = SqliteOnlineStore::open(&store.db).await?;
+                let written = db
+                    .online_write_batch(&TableRef::new(&store.project, view), &rows)
+                    .await?;
+                println!("{}", json!({ "written": written }));
+            }
+            OnlineHook::Update {
+                store,
+                keep,
+                delete,
+            } => {
+                let db = SqliteOnlineStore::open(&store.db).await?;
+                db.update(
+                    &store.project,
+                    &tables(&store.project, keep),
+                    &tables(&store.project, delete),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,166 @@
+//! Online stores: where the latest feature values per entity live.
+//!
+//! An [`OnlineStore`] reads and writes rows of one feature view's table, addressed by a
+//! [`TableRef`] and by *serialized* entity keys (the bytes of
+//! [`feast_core::entity_key::serialize_entity_key`]; use [`serialize_entity_key`] here to get
+//! them with the store's configured `entity_key_serialization_version`). Keeping the keys
+//! serialized lets the server deduplicate and look them up without re-encoding, and is what
+//! every Feast layout stores anyway.
+
+pub mod sqlite;
+
+use feast_proto::types::{EntityKey, Value};
+use prost_types::Timestamp;
+
+/// One feature view's table in the online store. Feast names it `{project}_{view}`
+/// ([`TableRef::table_name`]); with `enable_online_feature_view_versioning` and a version
+/// above 0, pass `view` as `{name}_v{N}`, as Feast does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableRef {
+    pub project: String,
+    pub view: String,
+}
+
+impl TableRef {
+    pub fn new(project: impl Into<String>, view: impl Into<String>) -> Self {
+        TableRef {
+            project: project.into(),
+            view: view.into(),
+        }
+    }
+
+    /// Feast's table name: `{project}_{view}`.
+    pub fn table_name(&self) -> String {
+        format!("{}_{}", self.project, self.view)
+    }
+}
+
+/// What the store holds for one entity of one feature view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRow {
+    /// The entity's event timestamp, as the store keeps it (SQLite: whole seconds).
+    pub event_ts: Timestamp,
+    /// Aligned with the requested feature names; `None` when the entity has no stored value
+    /// for that feature (the server reports it as NOT_FOUND).
+    pub values: Vec<Option<Value>>,
+}
+
+/// One entity's feature values to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteRow {
+    /// The serialized entity key (see [`serialize_entity_key`]).
+    pub entity_key: Vec<u8>,
+    pub features: Vec<(String, Value)>,
+    pub event_ts: Timestamp,
+    pub created_ts: Option<Timestamp>,
+}
+
+/// Why an online-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OnlineStoreError {
+    /// The store cannot be reached or used (connection, I/O, lock timeout, full disk, ...):
+    /// retrying later may succeed. Servers map it to UNAVAILABLE / 503.
+    #[error("online store unavailable: {0}")]
+    Unavailable(String),
+    /// The request or the stored data is malformed (an entity key that cannot be
+    /// serialized, a stored value that is not a `feast.types.Value`, ...).
+    #[error("invalid online store data: {0}")]
+    Invalid(String),
+    /// A write went to a feature view whose table does not exist: the view was never applied
+    /// to this store (Feast creates the tables in `feast apply`, see [`OnlineStore::update`]).
+    #[error("online store table {0:?} does not exist; apply the feature view first")]
+    NoSuchTable(String),
+}
+
+/// Serializes an entity key as the store's keys are stored, with the repository's
+/// `entity_key_serialization_version` (Feast's default is
+/// [`feast_core::entity_key::DEFAULT_ENTITY_KEY_SERIALIZATION_VERSION`]).
+pub fn serialize_entity_key(key: &EntityKey, version: u32) -> Result<Vec<u8>, OnlineStoreError> {
+    feast_core::entity_key::serialize_entity_key(key, version)
+        .map_err(|e| OnlineStoreError::Invalid(e.to_string()))
+}
+
+/// An online store. Object safe: the server holds a `Box<dyn OnlineStore>` /
+/// `Arc<dyn OnlineStore>` chosen by `online_store.type`.
+#[tonic::async_trait]
+pub trait OnlineStore: Send + Sync + 'static {
+    /// Reads `features` of the entities `entity_keys` (serialized) from `table`.
+    ///
+    /// The result is aligned with `entity_keys` (duplicates allowed): `None` when the store
+    /// has nothing for that entity (NOT_FOUND), else the entity's event timestamp and the
+    /// values aligned with `features`.
+    async fn online_read(
+        &self,
+        table: &TableRef,
+        entity_keys: &[Vec<u8>],
+        features: &[String],
+    ) -> Result<Vec<Option<FeatureRow>>, OnlineStoreError>;
+
+    /// Writes `rows` to `table` in one transaction and returns how many rows were written.
+    ///
+    /// Newer wins: a row whose event timestamp is older than what the store already holds
+    /// for that entity (including rows earlier in the same batch) is skipped. A row with the
+    /// same timestamp overwrites. Rows without features write nothing and are not counted.
+    async fn online_write_batch(
+        &self,
+        table: &TableRef,
+        rows: &[WriteRow],
+    ) -> Result<usize, OnlineStoreError>;
+
+    /// Prepares the store for `project`'s feature views after an apply, as Feast's
+    /// `OnlineStore.update`: creates what `tables_to_keep` need (idempotently) and removes
+    /// `tables_to_delete` with their data. `project` is for stores keeping per-project state;
+    /// tables are addressed by their [`TableRef`] alone.
+    async fn update(
+        &self,
+        project: &str,
+        tables_to_keep: &[TableRef],
+        tables_to_delete: &[TableRef],
+    ) -> Result<(), OnlineStoreError>;
+
+    /// Removes `tables` of `project` and their data (`feast teardown`).
+    async fn teardown(&self, project: &str, tables: &[TableRef]) -> Result<(), OnlineStoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use feast_proto::types::value::Val;
+
+    #[test]
+    fn table_name_is_project_underscore_view() {
+        assert_eq!(
+            TableRef::new("compat", "driver_hourly_stats").table_name(),
+            "compat_driver_hourly_stats"
+        );
+    }
+
+    #[test]
+    fn serializes_entity_keys_with_the_configured_version() {
+        let key = EntityKey {
+            join_keys: vec!["driver_id".into()],
+            entity_values: vec![Value {
+                val: Some(Val::Int64Val(1001)),
+            }],
+        };
+        let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(serialize_entity_key(&key, 3).unwrap()),
+            "0100000002000000090000006472697665725f69640400000008000000e903000000000000"
+        );
+        assert_eq!(
+            hex(serialize_entity_key(&key, 2).unwrap()),
+            "020000006472697665725f69640400000008000000e903000000000000"
+        );
+        let bad = EntityKey {
+            join_keys: vec!["x".into()],
+            entity_values: vec![Value {
+                val: Some(Val::DoubleVal(1.0)),
+            }],
+        };
+        assert!(matches!(
+            serialize_entity_key(&bad, 3),
+            Err(OnlineStoreError::Invalid(_))
+        ));
+    }
+}
