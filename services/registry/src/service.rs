@@ -246,14 +246,16 @@ impl RegistryService {
         r: &Q,
     ) -> Result<(Vec<T>, Option<PaginationMetadata>), Status> {
         let state = self.view(r.allow_cache()).await?;
-        Ok(Self::list::<T>(
+        let (items, pagination) = Self::list::<T>(
             &state,
             r.project(),
             r.tags(),
             |_| true,
             r.pagination(),
             r.sorting(),
-        ))
+        );
+        self.check_items(&items, &format!("List {}", T::KIND))?;
+        Ok((items, pagination))
     }
 
     fn get<T: RegistryObject>(state: &State, name: &str, project: &str) -> Result<T, Status> {
@@ -309,7 +311,24 @@ impl RegistryService {
     }
 
     fn check_size<M: Message>(&self, message: &M, what: &str) -> Result<(), Status> {
-        let size = message.encoded_len();
+        self.check_bytes(
+            message.encoded_len(),
+            what,
+            "use the List* RPCs (with pagination)",
+        )
+    }
+
+    /// The same limit for a list response (its items' size).
+    fn check_items<M: Message>(&self, items: &[M], what: &str) -> Result<(), Status> {
+        let size = items.iter().map(|i| i.encoded_len() + 8).sum();
+        self.check_bytes(
+            size,
+            what,
+            "request it in pages (`pagination.page`/`limit`)",
+        )
+    }
+
+    fn check_bytes(&self, size: usize, what: &str, advice: &str) -> Result<(), Status> {
         if size > self.options.max_response_bytes {
             return Err(Status::new(
                 tonic::Code::ResourceExhausted,
@@ -317,7 +336,7 @@ impl RegistryService {
                     ErrorClass::FeastError,
                     format!(
                         "the {what} response would be {size} bytes, more than the {} bytes gRPC clients accept by \
-                         default; use the List* RPCs (with pagination) for large registries",
+                         default; {advice}",
                         self.options.max_response_bytes
                     ),
                 )
@@ -753,8 +772,10 @@ impl RegistryServer for RegistryService {
             r.sorting.as_ref(),
             AnyView::json,
         );
+        let feature_views: Vec<AnyFeatureView> = views.into_iter().map(any_view).collect();
+        self.check_items(&feature_views, "ListAllFeatureViews")?;
         Ok(Response::new(ListAllFeatureViewsResponse {
-            feature_views: views.into_iter().map(any_view).collect(),
+            feature_views,
             pagination: Some(pagination),
         }))
     }
@@ -864,6 +885,7 @@ impl RegistryServer for RegistryService {
             r.pagination.as_ref(),
             r.sorting.as_ref(),
         );
+        self.check_items(&feature_services, "ListFeatureServices")?;
         Ok(Response::new(ListFeatureServicesResponse {
             feature_services,
             pagination,
@@ -904,6 +926,7 @@ impl RegistryServer for RegistryService {
             r.pagination.as_ref(),
             r.sorting.as_ref(),
         );
+        self.check_items(&saved_datasets, "ListSavedDatasets")?;
         Ok(Response::new(ListSavedDatasetsResponse {
             saved_datasets,
             pagination,
@@ -1050,6 +1073,7 @@ impl RegistryServer for RegistryService {
             r.sorting.as_ref(),
             message_to_proto_json,
         );
+        self.check_items(&projects, "ListProjects")?;
         Ok(Response::new(ListProjectsResponse {
             projects,
             pagination: Some(pagination),
@@ -1227,6 +1251,7 @@ impl RegistryServer for RegistryService {
             r.sorting.as_ref(),
             message_to_proto_json,
         );
+        self.check_items(&features, "ListFeatures")?;
         Ok(Response::new(ListFeaturesResponse {
             features,
             pagination: Some(pagination),

@@ -481,6 +481,23 @@ async fn oversized_proto_is_refused_with_advice_and_health_is_served() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(err.message().contains("List"), "{}", err.message());
 
+    // Lists are held to the same limit, and advise paging, which then works.
+    let list = |pagination| ListEntitiesRequest {
+        project: "demo".into(),
+        pagination,
+        ..Default::default()
+    };
+    let err = s.client.list_entities(list(None)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("pages"), "{}", err.message());
+    let page = s
+        .client
+        .list_entities(list(Some(PaginationParams { page: 1, limit: 1 })))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.entities.len(), 1);
+
     let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel.clone());
     for service in ["", "feast.registry.RegistryServer"] {
         let status = health
