@@ -82,6 +82,13 @@ def test_same_objects_as_feast(tmp_path, feast_rs_bin, feast_cli):
                     lineterm="",
                 )
                 raise AssertionError(f"{collection}/{name} differs:\n" + "\n".join(diff))
+    def history(reg):
+        return sorted(
+            (r.feature_view_name, r.version_number, r.feature_view_type)
+            for r in reg.feature_view_version_history.records
+        )
+
+    assert history(ours) == history(theirs)
     assert ours.registry_schema_version == "1"
     assert ours.version_id and ours.HasField("last_updated")
 

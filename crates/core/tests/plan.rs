@@ -289,3 +289,72 @@ on_demand_feature_views:
             .meta
     );
 }
+
+#[test]
+fn schema_changes_make_feature_view_versions() {
+    let versions = |c: &Catalog| -> Vec<(String, i32, String)> {
+        let mut v: Vec<_> = c
+            .proto()
+            .feature_view_version_history
+            .as_ref()
+            .map(|h| {
+                h.records
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.feature_view_name.clone(),
+                            r.version_number,
+                            r.feature_view_type.clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let current = |c: &Catalog| {
+        c.get::<core::FeatureView>("driver_stats", "demo")
+            .unwrap()
+            .meta
+            .as_ref()
+            .unwrap()
+            .current_version_number
+    };
+    let mut catalog = applied(DEFS, 100);
+    assert_eq!(
+        versions(&catalog),
+        [
+            ("driver_stats".into(), 0, "feature_view".into()),
+            ("other".into(), 0, "feature_view".into())
+        ]
+    );
+    // ttl is configuration, not schema: no new version.
+    apply(&mut catalog, &DEFS.replace("ttl: 1d", "ttl: 3d"), 200);
+    assert_eq!(versions(&catalog).len(), 2);
+    assert_eq!(current(&catalog), 0);
+    // A new feature is a schema change: version 1.
+    let more = DEFS.replace(
+        "schema: [{name: conv_rate, dtype: Float32}]",
+        "schema: [{name: conv_rate, dtype: Float32}, {name: trips, dtype: Int64}]",
+    );
+    apply(&mut catalog, &more, 300);
+    assert!(versions(&catalog).contains(&("driver_stats".into(), 1, "feature_view".into())));
+    assert_eq!(current(&catalog), 1);
+    let record = catalog
+        .proto()
+        .feature_view_version_history
+        .as_ref()
+        .unwrap()
+        .records
+        .iter()
+        .find(|r| r.feature_view_name == "driver_stats" && r.version_number == 1)
+        .unwrap();
+    let snapshot =
+        <core::FeatureView as prost::Message>::decode(record.feature_view_proto.as_slice())
+            .unwrap();
+    assert_eq!(snapshot.spec.unwrap().features.len(), 2);
+    // Deleting a view drops its history, as Feast does.
+    apply(&mut catalog, &more.replace("  - name: other\n    entities: [driver]\n    schema: [{name: x, dtype: Int64}]\n    source: stats\n", ""), 400);
+    assert!(versions(&catalog).iter().all(|(n, _, _)| n != "other"));
+}

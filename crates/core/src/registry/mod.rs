@@ -10,6 +10,7 @@ pub mod file;
 use std::collections::BTreeMap;
 
 use feast_proto::core;
+use prost::Message;
 use prost_types::Timestamp;
 
 use crate::error::{ErrorClass, FeastError};
@@ -198,14 +199,75 @@ impl Catalog {
             .or_else(|| object.created_timestamp().copied())
             .unwrap_or(now);
         object.set_timestamps(Some(created), Some(now));
+        let previous = existing.map(|i| {
+            carry_server_state(&collection[i], &mut object);
+            collection[i].clone()
+        });
+        if T::KIND.is_feature_view() {
+            self.record_version(previous.as_ref(), &mut object, project, now);
+        }
+        let collection = T::collection_mut(&mut self.proto);
         match existing {
-            Some(i) => {
-                carry_server_state(&collection[i], &mut object);
-                collection[i] = object;
-            }
+            Some(i) => collection[i] = object,
             None => collection.push(object),
         }
         Ok(())
+    }
+
+    /// Feast's feature-view version history: a new view is recorded as version 0; a view
+    /// whose schema (features, entities, or transformation) changed gets the next version,
+    /// with the old definition saved as version 0 if nothing was recorded before. Other
+    /// changes (description, tags, ttl, sources) do not make a version.
+    fn record_version<T: RegistryObject>(
+        &mut self,
+        previous: Option<&T>,
+        object: &mut T,
+        project: &str,
+        now: Timestamp,
+    ) {
+        let name = object.name().to_owned();
+        let Some((kind, fingerprint)) = version_fingerprint(object) else {
+            return;
+        };
+        let history = self
+            .proto
+            .feature_view_version_history
+            .get_or_insert_with(Default::default);
+        let recorded: Vec<i32> = history
+            .records
+            .iter()
+            .filter(|r| r.feature_view_name == name && r.project_id == project)
+            .map(|r| r.version_number)
+            .collect();
+        let next = match previous {
+            None if recorded.is_empty() => 0,
+            None => recorded.iter().max().map_or(0, |m| m + 1),
+            Some(old) => {
+                if version_fingerprint(old).map(|(_, f)| f) == Some(fingerprint) {
+                    return;
+                }
+                if recorded.is_empty() {
+                    history.records.push(version_record(
+                        &name,
+                        project,
+                        0,
+                        kind,
+                        old.encode_to_vec(),
+                        now,
+                    ));
+                }
+                recorded.iter().max().map_or(1, |m| m + 1)
+            }
+        };
+        set_current_version(object, next);
+        history.records.push(version_record(
+            &name,
+            project,
+            next,
+            kind,
+            object.encode_to_vec(),
+            now,
+        ));
     }
 
     /// Removes an object; a missing one is Feast's not-found error for the kind.
@@ -215,13 +277,22 @@ impl Catalog {
         project: &str,
     ) -> Result<T, FeastError> {
         let collection = T::collection_mut(&mut self.proto);
-        match collection
+        let removed = match collection
             .iter()
             .position(|o| o.name() == name && o.project() == project)
         {
-            Some(i) => Ok(collection.remove(i)),
-            None => Err(T::KIND.not_found(name, project)),
+            Some(i) => collection.remove(i),
+            None => return Err(T::KIND.not_found(name, project)),
+        };
+        if T::KIND.is_feature_view()
+            && let Some(history) = self.proto.feature_view_version_history.as_mut()
+        {
+            // Feast's delete_feature_view drops the view's version history too.
+            history
+                .records
+                .retain(|r| !(r.feature_view_name == name && r.project_id == project));
         }
+        Ok(removed)
     }
 
     /// Deletes a feature view of any kind (Feast's `delete_feature_view`).
@@ -394,6 +465,127 @@ pub fn has_all_tags(
     requested: &BTreeMap<String, String>,
 ) -> bool {
     requested.iter().all(|(k, v)| object_tags.get(k) == Some(v))
+}
+
+fn version_record(
+    name: &str,
+    project: &str,
+    version_number: i32,
+    kind: &str,
+    proto: Vec<u8>,
+    now: Timestamp,
+) -> core::FeatureViewVersionRecord {
+    core::FeatureViewVersionRecord {
+        feature_view_name: name.to_owned(),
+        project_id: project.to_owned(),
+        version_number,
+        feature_view_type: kind.to_owned(),
+        feature_view_proto: proto,
+        created_timestamp: Some(now),
+        description: String::new(),
+        version_id: uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+/// What makes a new feature-view version (Feast's `_schema_or_udf_changed`): the features,
+/// and for the kinds that have them the entities, entity columns and transformation source.
+fn version_fingerprint<T: RegistryObject>(object: &T) -> Option<(&'static str, Vec<Vec<u8>>)> {
+    use std::any::Any;
+    fn sorted<M: Message>(items: &[M]) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = items.iter().map(Message::encode_to_vec).collect();
+        out.sort();
+        out
+    }
+    fn names(items: &[String]) -> Vec<Vec<u8>> {
+        let mut out: Vec<Vec<u8>> = items.iter().map(|s| s.as_bytes().to_vec()).collect();
+        out.sort();
+        out
+    }
+    let any: &dyn Any = object;
+    let sep = || vec![b"|".to_vec()];
+    if let Some(spec) = any
+        .downcast_ref::<core::FeatureView>()
+        .and_then(|v| v.spec.as_ref())
+    {
+        let parts = [
+            sorted(&spec.features),
+            sep(),
+            names(&spec.entities),
+            sep(),
+            sorted(&spec.entity_columns),
+            sep(),
+            sorted(&spec.source_views),
+        ];
+        return Some(("feature_view", parts.concat()));
+    }
+    if let Some(spec) = any
+        .downcast_ref::<core::StreamFeatureView>()
+        .and_then(|v| v.spec.as_ref())
+    {
+        let parts = [
+            sorted(&spec.features),
+            sep(),
+            names(&spec.entities),
+            sep(),
+            sorted(&spec.entity_columns),
+        ];
+        return Some(("stream_feature_view", parts.concat()));
+    }
+    if let Some(spec) = any
+        .downcast_ref::<core::OnDemandFeatureView>()
+        .and_then(|v| v.spec.as_ref())
+    {
+        let udf = match spec
+            .feature_transformation
+            .as_ref()
+            .and_then(|t| t.transformation.as_ref())
+        {
+            Some(core::feature_transformation_v2::Transformation::UserDefinedFunction(u)) => {
+                u.body_text.clone().into_bytes()
+            }
+            Some(core::feature_transformation_v2::Transformation::SubstraitTransformation(t)) => {
+                t.encode_to_vec()
+            }
+            None => Vec::new(),
+        };
+        return Some((
+            "on_demand_feature_view",
+            [sorted(&spec.features), sep(), vec![udf]].concat(),
+        ));
+    }
+    if let Some(spec) = any
+        .downcast_ref::<core::LabelView>()
+        .and_then(|v| v.spec.as_ref())
+    {
+        let parts = [
+            sorted(&spec.features),
+            sep(),
+            names(&spec.entities),
+            sep(),
+            sorted(&spec.entity_columns),
+        ];
+        return Some(("label_view", parts.concat()));
+    }
+    None
+}
+
+/// Sets `meta.current_version_number` on the view kinds that carry it.
+fn set_current_version<T: RegistryObject>(object: &mut T, version: i32) {
+    use std::any::Any;
+    let any: &mut dyn Any = object;
+    if let Some(v) = any.downcast_mut::<core::FeatureView>() {
+        v.meta
+            .get_or_insert_with(Default::default)
+            .current_version_number = version;
+    } else if let Some(v) = any.downcast_mut::<core::StreamFeatureView>() {
+        v.meta
+            .get_or_insert_with(Default::default)
+            .current_version_number = version;
+    } else if let Some(v) = any.downcast_mut::<core::OnDemandFeatureView>() {
+        v.meta
+            .get_or_insert_with(Default::default)
+            .current_version_number = version;
+    }
 }
 
 /// Keeps what the server owns (materialization intervals, version, state) when a feature
