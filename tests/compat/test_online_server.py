@@ -21,7 +21,11 @@ import yaml
 
 from conftest import copy_repo, run
 from feast import FeatureStore
-from feast.errors import FeastError, FeatureServiceNotFoundException, FeatureViewNotFoundException
+from feast.errors import (
+    FeastError,
+    FeatureNameCollisionError,
+    FeatureViewNotFoundException,
+)
 
 UTC = timezone.utc
 FEATURES = [
@@ -211,7 +215,14 @@ def test_errors_are_feast_exceptions(served):
         json={"entities": {"driver_id": [1]}, "feature_service": "nope"},
     )
     assert r.status_code == 404
-    assert "FeatureServiceNotFoundException" in r.json()
+    assert '"class": "FeatureServiceNotFoundException"' in r.json()
+    # The same output name twice: Feast's own exception on both sides.
+    for store in served[:2]:
+        with pytest.raises(FeatureNameCollisionError, match="Duplicate features named conv_rate"):
+            store.get_online_features(
+                features=["driver_hourly_stats:conv_rate", "driver_stats_fresh:conv_rate"],
+                entity_rows=[{"driver_id": 1001}],
+            )
     # On-demand views are not executed yet: a clear 4xx the client raises as a FeastError.
     with pytest.raises(FeastError, match="on-demand"):
         remote.get_online_features(

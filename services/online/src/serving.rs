@@ -8,7 +8,8 @@
 //!   the stale value (it only checks the age on the precomputed-vector path).
 //! - A requested feature missing from a view is a 404 `FeastObjectNotFoundException`
 //!   (Feast raises a `KeyError`, i.e. a 500 the client retries).
-//! - A missing join key or an entity value of the wrong type is a 422 (Feast: 500).
+//! - A missing join key or an entity value of the wrong type is a 422 (Feast: 500), and so
+//!   is a feature-name collision (Feast's `FeatureNameCollisionError`, a 500 there).
 //! - On-demand feature views are not executed: naming one is a 422.
 
 use std::collections::HashMap;
@@ -52,6 +53,9 @@ pub enum ServeError {
     /// The request is well-formed JSON but cannot be served (missing join key, wrong type,
     /// unsupported feature): 422.
     Unprocessable(String),
+    /// A Feast exception for a request that can never succeed, sent with status 422 (Feast
+    /// says 500, which its client retries) so the client re-raises it at once.
+    Rejected(FeastError),
     /// The registry was never loaded or the online store is unreachable: 503.
     Unavailable(String),
     /// Stored data that cannot be decoded: 500.
@@ -71,7 +75,7 @@ impl ServeError {
                 StatusKind::Unimplemented => 501,
                 StatusKind::Internal => 500,
             },
-            ServeError::Unprocessable(_) => 422,
+            ServeError::Unprocessable(_) | ServeError::Rejected(_) => 422,
             ServeError::Unavailable(_) => 503,
             ServeError::Internal(_) => 500,
         }
@@ -81,7 +85,7 @@ impl ServeError {
     /// Python client re-raises it with this message.
     pub fn to_feast(&self) -> FeastError {
         match self {
-            ServeError::Feast(e) => e.clone(),
+            ServeError::Feast(e) | ServeError::Rejected(e) => e.clone(),
             ServeError::Unprocessable(m) | ServeError::Unavailable(m) | ServeError::Internal(m) => {
                 FeastError::new(ErrorClass::FeastError, m.clone())
             }
@@ -175,6 +179,7 @@ fn resolve<'a>(
                     .collect(),
             });
         }
+        check_collisions(&reads, request.full_feature_names)?;
         return Ok(reads);
     }
     for reference in &request.features {
@@ -209,11 +214,60 @@ fn resolve<'a>(
                 format!("Feature {feature} not found in projection {view}"),
             )));
         }
-        if !read.features.iter().any(|f| f == feature) {
-            read.features.push(feature.to_string());
+        read.features.push(feature.to_string());
+    }
+    check_collisions(&reads, request.full_feature_names)?;
+    Ok(reads)
+}
+
+/// Feast's `_validate_feature_refs`: output names must be unique (the bare feature names, or
+/// the full `view__feature` names with `full_feature_names`), so a ref requested twice is an
+/// error too.
+fn check_collisions(reads: &[ViewRead<'_>], full: bool) -> Result<(), ServeError> {
+    let refs: Vec<(&str, &str)> = reads
+        .iter()
+        .flat_map(|r| {
+            r.features
+                .iter()
+                .map(|f| (r.name_to_use.as_str(), f.as_str()))
+        })
+        .collect();
+    let key = |(v, f): (&str, &str)| {
+        if full {
+            format!("{v}__{f}")
+        } else {
+            f.to_string()
+        }
+    };
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in &refs {
+        *counts.entry(key(*r)).or_default() += 1;
+    }
+    let mut collided: Vec<String> = Vec::new();
+    for r in &refs {
+        let k = key(*r);
+        if counts[&k] > 1 && !collided.contains(&k) {
+            collided.push(k);
         }
     }
-    Ok(reads)
+    if collided.is_empty() {
+        return Ok(());
+    }
+    let hint = if full {
+        "To resolve this collision, please ensure that the feature views or their own features \
+         have different names. If you're intentionally joining the same feature view twice on \
+         different sets of entities, please rename one of the feature views with '.with_name'."
+    } else {
+        "To resolve this collision, either use the full feature name by setting \
+         'full_feature_names=True', or ensure that the features in question have different names."
+    };
+    Err(ServeError::Rejected(FeastError::new(
+        ErrorClass::FeatureNameCollisionError,
+        format!(
+            "Duplicate features named {} found.\n{hint}",
+            collided.join(", ")
+        ),
+    )))
 }
 
 fn lookup_view<'a>(
@@ -422,7 +476,12 @@ pub async fn get_online_features(
                 key.join_keys.push(jk.to_string());
                 key.entity_values.push(value);
             }
-            keys.push(serialize_entity_key(&key, key_version)?);
+            keys.push(serialize_entity_key(&key, key_version).map_err(|e| {
+                ServeError::Unprocessable(format!(
+                    "entity row {row} of feature view {}: {e}",
+                    spec.name
+                ))
+            })?);
         }
         let table = TableRef::new(project, spec.name.clone());
         let found = if rows == 0 {

@@ -360,3 +360,32 @@ async fn unavailable_until_the_registry_loads() {
     .await;
     assert_eq!(status, 503);
 }
+
+#[tokio::test]
+async fn feature_name_collisions_are_feasts_error() {
+    let s = start(true).await;
+    let (status, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": [1]}, "features": ["stats:rate", "short:rate"]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let inner: String = serde_json::from_str(&body).unwrap();
+    let e: Json = serde_json::from_str(&inner).unwrap();
+    assert_eq!(e["class"], json!("FeatureNameCollisionError"));
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Duplicate features named rate found.\n")
+    );
+    // With full names the two views' features are distinct.
+    let (status, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": [1]}, "features": ["stats:rate", "short:rate"],
+               "full_feature_names": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""feature_names":["driver_id","stats__rate","short__rate"]"#));
+}
