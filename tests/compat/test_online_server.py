@@ -229,6 +229,11 @@ def test_errors_are_feast_exceptions(served):
             features=["transformed_conv_rate:conv_rate_plus_val1"],
             entity_rows=[{"driver_id": 1001, "val_to_add": 1, "val_to_add_2": 2}],
         )
+    with pytest.raises(FeastError, match="transformed_conv_rate is an on-demand feature view"):
+        remote.get_online_features(
+            features=remote.get_feature_service("driver_activity_v1"),
+            entity_rows=[{"driver_id": 1001, "val_to_add": 1, "val_to_add_2": 2}],
+        )
     # Wrong entity type and missing join key: 422 with a message.
     r = requests.post(
         f"http://127.0.0.1:{port}/get-online-features",
