@@ -62,6 +62,8 @@ enum Command {
     RegistryDump,
     /// Serve the registry over gRPC (Feast's `feast serve_registry`).
     ServeRegistry(ServeArgs),
+    /// Serve online features over HTTP (Feast's `feast serve`).
+    Serve(FeatureServeArgs),
     /// Print the feast-rs version.
     Version,
     /// Print the effective feature_store.yaml configuration.
@@ -120,6 +122,19 @@ struct ServeArgs {
     /// TLS certificate chain (PEM).
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct FeatureServeArgs {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to bind.
+    #[arg(short, long, default_value_t = 6566)]
+    port: u16,
+    /// How often the registry is refreshed, in seconds (0: never).
+    #[arg(long, default_value_t = 5)]
+    registry_ttl_sec: u64,
 }
 
 #[derive(clap::Args)]
@@ -222,6 +237,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Teardown => commands::teardown(&open(&cli)?)?,
         Command::RegistryDump => println!("{}", commands::registry_dump(&open(&cli)?)?),
         Command::ServeRegistry(args) => serve::registry(&open(&cli)?, args)?,
+        Command::Serve(args) => serve::feature_server(&open(&cli)?, args)?,
         Command::Version => {
             println!(
                 "feast-rs {} (Feast wire protocol 0.67)",

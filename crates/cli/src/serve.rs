@@ -117,3 +117,101 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
         Ok(())
     })
 }
+
+/// `serve`: the online feature server over HTTP (Feast's `feast serve`).
+pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Result<()> {
+    use feast_core::config::OnlineStoreConfig;
+    use feast_registry::{CacheSource, RegistryCache, RemoteOptions, RemoteRegistry};
+
+    let host = args.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = match host {
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        h => h
+            .parse()
+            .with_context(|| format!("--host {h} is not an IP address"))?,
+    };
+    let addr = SocketAddr::new(ip, args.port);
+    let store_path = match &ctx.config.online_store {
+        Some(OnlineStoreConfig::Sqlite(_)) => ctx
+            .config
+            .sqlite_online_store_path()
+            .context("sqlite online store path")?,
+        Some(other) => bail!(
+            "online_store type `{}` is not supported by `feast-rs serve` yet; only `sqlite` is",
+            other.type_name()
+        ),
+        None => bail!("feature_store.yaml has `online_store: null`: there is nothing to serve"),
+    };
+    let project = ctx.config.project.clone();
+    let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
+    runtime()?.block_on(async move {
+        let source = match &ctx.config.registry {
+            RegistryConfig::File(_) => CacheSource::Store(Box::new(FileStore::new(
+                ctx.config.registry_path().context("file registry path")?,
+            ))),
+            RegistryConfig::Sql(sql) => {
+                let url = sql
+                    .url()
+                    .map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
+                let options = SqlStoreOptions {
+                    schema_mode: sql.schema_mode,
+                    purge_feast_metadata: sql.purge_feast_metadata,
+                    ..SqlStoreOptions::default()
+                };
+                CacheSource::Store(Box::new(
+                    SqlStore::connect(&url, options)
+                        .await
+                        .context("opening the SQL registry")?,
+                ))
+            }
+            RegistryConfig::Remote(remote) => {
+                let read = |p: &str| -> Result<Option<Vec<u8>>> {
+                    if p.is_empty() {
+                        return Ok(None);
+                    }
+                    let path = ctx.config.resolve_path(p);
+                    Ok(Some(
+                        std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    ))
+                };
+                let options = RemoteOptions {
+                    target: remote.path.clone(),
+                    ca_cert: read(&remote.cert)?,
+                    is_tls: remote.is_tls,
+                    client_identity: match (read(&remote.client_cert)?, read(&remote.client_key)?) {
+                        (Some(cert), Some(key)) => Some((cert, key)),
+                        _ => None,
+                    },
+                    authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
+                };
+                CacheSource::Remote {
+                    client: RemoteRegistry::connect(&options).await?,
+                    project: project.clone(),
+                }
+            }
+        };
+        let registry = RegistryCache::start(source, ttl).await;
+        if registry.snapshot().is_none() {
+            tracing::warn!(
+                message = "the registry could not be loaded; serving 503 until a refresh succeeds"
+            );
+        }
+        let store = feast_online::SqliteOnlineStore::open(&store_path)
+            .await
+            .with_context(|| format!("opening the SQLite online store {}", store_path.display()))?;
+        let server = feast_online::http::FeatureServer {
+            registry,
+            store: std::sync::Arc::new(store),
+            project,
+            entity_key_serialization_version: ctx.config.entity_key_serialization_version,
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let bound = listener.local_addr()?;
+        println!("feast-rs feature server listening on {bound}");
+        feast_online::http::serve(listener, server, shutdown_signal()).await?;
+        Ok(())
+    })
+}

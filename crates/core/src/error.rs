@@ -21,6 +21,8 @@ pub enum ErrorClass {
     PermissionObjectNotFoundException,
     ProjectObjectNotFoundException,
     ConflictingFeatureViewNames,
+    /// Two requested features would get the same output name.
+    FeatureNameCollisionError,
     FeastPermissionError,
     PushSourceNotFoundException,
 }
@@ -56,6 +58,7 @@ impl ErrorClass {
             Self::PermissionObjectNotFoundException => "PermissionObjectNotFoundException",
             Self::ProjectObjectNotFoundException => "ProjectObjectNotFoundException",
             Self::ConflictingFeatureViewNames => "ConflictingFeatureViewNames",
+            Self::FeatureNameCollisionError => "FeatureNameCollisionError",
             Self::FeastPermissionError => "FeastPermissionError",
             Self::PushSourceNotFoundException => "PushSourceNotFoundException",
         }
@@ -76,7 +79,9 @@ impl ErrorClass {
             | Self::ProjectObjectNotFoundException => StatusKind::NotFound,
             Self::FeastPermissionError => StatusKind::PermissionDenied,
             Self::PushSourceNotFoundException => StatusKind::Unprocessable,
-            Self::FeastError | Self::ConflictingFeatureViewNames => StatusKind::Internal,
+            Self::FeastError
+            | Self::ConflictingFeatureViewNames
+            | Self::FeatureNameCollisionError => StatusKind::Internal,
         }
     }
 }

@@ -4,7 +4,12 @@
 //! server will read and write through, and [`store::sqlite::SqliteOnlineStore`], which
 //! shares Feast's SQLite online-store file (PROTOCOLS.md §6.3) with Feast itself: what Feast
 //! materializes, feast-rs reads, and what feast-rs writes, Feast reads.
+//!
+//! [`serving`] answers Feast's `get-online-features` request from a cached registry
+//! snapshot and an online store; [`http`] serves it over HTTP as Feast's feature server.
 
+pub mod http;
+pub mod serving;
 pub mod store;
 
 pub use store::sqlite::SqliteOnlineStore;

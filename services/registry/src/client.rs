@@ -70,6 +70,7 @@ pub fn feast_error_of(status: &tonic::Status) -> Option<FeastError> {
         ErrorClass::PermissionObjectNotFoundException,
         ErrorClass::ProjectObjectNotFoundException,
         ErrorClass::ConflictingFeatureViewNames,
+        ErrorClass::FeatureNameCollisionError,
         ErrorClass::FeastPermissionError,
         ErrorClass::PushSourceNotFoundException,
     ]
