@@ -450,16 +450,17 @@ pub async fn get_online_features(
     let mut view_metadata: Vec<Json> = Vec::new();
     for r in &reads {
         let spec = r.fv.spec_ref();
+        // Entity-less views are keyed by Feast's placeholder `__dummy_id` = "" (their entity
+        // columns hold it, or nothing in registries that omit it); no request column feeds it.
         let mut join_keys: Vec<&str> = r.fv.join_keys();
-        let dummy = join_keys.is_empty();
-        if dummy {
+        if join_keys.is_empty() {
             join_keys = vec![DUMMY_ENTITY_ID];
         }
         let mut keys = Vec::with_capacity(rows);
         for row in 0..rows {
             let mut key = EntityKey::default();
             for jk in &join_keys {
-                let value = if dummy {
+                let value = if *jk == DUMMY_ENTITY_ID {
                     Value {
                         val: Some(Val::StringVal(DUMMY_ENTITY_VAL.to_string())),
                     }

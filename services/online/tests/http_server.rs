@@ -49,6 +49,15 @@ fn view(name: &str, ttl_secs: i64, state: i32) -> core::FeatureView {
     }
 }
 
+/// An entity-less view, as Feast and feast-rs register it (`__dummy` / `__dummy_id`).
+fn global_view() -> core::FeatureView {
+    let mut v = view("global", 0, 0);
+    let spec = v.spec.as_mut().unwrap();
+    spec.entities = vec!["__dummy".into()];
+    spec.entity_columns = vec![self::spec("__dummy_id", STRING)];
+    v
+}
+
 fn registry() -> core::Registry {
     core::Registry {
         entities: vec![core::Entity {
@@ -65,6 +74,7 @@ fn registry() -> core::Registry {
             view("stats", 0, 0),
             view("short", 3600, 0),
             view("busy", 0, core::FeatureViewState::Materializing as i32),
+            global_view(),
         ],
         feature_services: vec![core::FeatureService {
             spec: Some(core::FeatureServiceSpec {
@@ -150,7 +160,7 @@ async fn start(with_registry: bool) -> Server {
     let store = SqliteOnlineStore::open(dir.path().join("online.db"))
         .await
         .unwrap();
-    let tables: Vec<_> = ["stats", "short", "busy"]
+    let tables: Vec<_> = ["stats", "short", "busy", "global"]
         .iter()
         .map(|v| TableRef::new(PROJECT, *v))
         .collect();
@@ -177,6 +187,22 @@ async fn start(with_registry: bool) -> Server {
                 write(2, now - 60, 3.0, "new"),
             ],
         )
+        .await
+        .unwrap();
+    let dummy_key = serialize_entity_key(
+        &EntityKey {
+            join_keys: vec!["__dummy_id".into()],
+            entity_values: vec![Value {
+                val: Some(Val::StringVal(String::new())),
+            }],
+        },
+        3,
+    )
+    .unwrap();
+    let mut global = write(0, 1_714_557_600, 7.5, "all");
+    global.entity_key = dummy_key;
+    store
+        .online_write_batch(&tables[3], &[global])
         .await
         .unwrap();
     let registry = RegistryCache::start(
@@ -388,4 +414,22 @@ async fn feature_name_collisions_are_feasts_error() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""feature_names":["driver_id","stats__rate","short__rate"]"#));
+}
+
+#[tokio::test]
+async fn entity_less_views_are_read_with_the_placeholder_key() {
+    let s = start(true).await;
+    let (status, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": [1, 2]}, "features": ["global:rate", "stats:label"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let body: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["results"][1]["values"], json!([7.5, 7.5]), "{body}");
+    assert_eq!(
+        body["results"][1]["statuses"],
+        json!(["PRESENT", "PRESENT"])
+    );
+    assert_eq!(body["results"][2]["values"], json!(["a", "b"]));
 }
