@@ -154,8 +154,9 @@ def test_feast_rs_serves_a_registry_feast_wrote(tmp_path, sql_url, feast_rs_bin,
         direct.delete_feature_service("driver_activity_v2")
         assert names(client.list_feature_services()) == ["driver_activity_v1"]
 
-        # A write through feast-rs touches only its object's row and the project's
-        # feast_metadata timestamp: Feast's other rows stay byte for byte as Feast wrote them.
+        # A write through feast-rs touches only its object's rows (the view and, as Feast's
+        # delete_feature_view does, its version history) and the project's feast_metadata
+        # timestamp: Feast's other rows stay byte for byte as Feast wrote them.
         before = table_rows(sql_url)
         client.delete_feature_view("customer_driver_affinity")
         after = table_rows(sql_url)
@@ -163,7 +164,10 @@ def test_feast_rs_serves_a_registry_feast_wrote(tmp_path, sql_url, feast_rs_bin,
         added = {r[:3] for r in after - before}
         # (The timestamp is in whole seconds, so it may not have moved since Feast's write.)
         bumped = {("feast_metadata", "compat", "last_updated_timestamp")}
-        assert removed - bumped == {("feature_views", "customer_driver_affinity", "compat")}, before ^ after
+        assert removed - bumped == {
+            ("feature_views", "customer_driver_affinity", "compat"),
+            ("feature_view_version_history", "customer_driver_affinity", "compat"),
+        }, before ^ after
         assert added <= bumped, before ^ after
         assert names(direct.list_feature_views()) == ["driver_hourly_stats", "driver_stats_fresh"]
 
