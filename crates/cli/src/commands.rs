@@ -12,6 +12,7 @@ use feast_core::registry::diff::{self, RegistryDiff, Transition};
 use feast_core::registry::file::FileRegistryStore;
 use feast_core::registry::{Catalog, timestamp};
 use feast_core::repo;
+use feast_online::{OnlineStore, SqliteOnlineStore, TableRef};
 use feast_proto::core;
 use feast_registry::{
     RegistryStore, RemoteOptions, RemoteRegistry, SqlStore, SqlStoreOptions, StoreVersion,
@@ -135,6 +136,7 @@ impl RegistryHandle {
     /// Persists the result of applying `plan` to the loaded registry: one atomic file
     /// write, or every change staged on the server and committed at once.
     pub fn commit(&self, project: &str, applied: &mut Catalog, plan: &RegistryDiff) -> Result<()> {
+        let infra = applied.proto().infra.clone();
         match self {
             RegistryHandle::File(store) => {
                 applied.stamp_commit(timestamp(chrono::Utc::now()));
@@ -167,6 +169,7 @@ impl RegistryHandle {
                     applied,
                     &upserts,
                     &pick(Transition::Delete),
+                    infra.as_ref(),
                 ))?;
             }
         }
@@ -199,8 +202,19 @@ fn plan_repo(
 }
 
 pub fn plan(ctx: &RepoContext, color: bool) -> Result<()> {
-    let (_, _, plan) = plan_repo(ctx, &ctx.registry()?)?;
+    let (catalog, desired, plan) = plan_repo(ctx, &ctx.registry()?)?;
     print!("{}", plan.render(color));
+    let online = online_infra(ctx, &desired);
+    let lines = online
+        .as_ref()
+        .map(|o| {
+            infra_changes(
+                catalog.proto().infra.as_ref(),
+                &merged_infra(catalog.proto().infra.as_ref(), ctx.project(), o),
+            )
+        })
+        .unwrap_or_default();
+    print_infra(&lines, online.is_some());
     Ok(())
 }
 
@@ -208,18 +222,173 @@ pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
     let registry = ctx.registry()?;
     let (mut catalog, desired, plan) = plan_repo(ctx, &registry)?;
     println!("Applying changes for project {}", ctx.project());
-    if plan.has_changes() {
+    let online = online_infra(ctx, &desired);
+    let infra = online
+        .as_ref()
+        .map(|o| merged_infra(catalog.proto().infra.as_ref(), ctx.project(), o));
+    let infra_changed = infra.is_some() && infra != catalog.proto().infra;
+    let infra_lines = infra
+        .as_ref()
+        .map(|i| infra_changes(catalog.proto().infra.as_ref(), i))
+        .unwrap_or_default();
+    if plan.has_changes() || infra_changed {
         let now = timestamp(chrono::Utc::now());
         diff::apply_diff(&mut catalog, ctx.project(), &desired, &plan, now)?;
+        if let Some(infra) = infra {
+            catalog.set_infra(infra);
+        }
         registry.commit(ctx.project(), &mut catalog, &plan)?;
     }
+    if let Some(online) = &online {
+        // Feast's `update`: tables for every view, dropped for the views removed.
+        let removed: Vec<TableRef> = plan
+            .objects
+            .iter()
+            .filter(|o| o.transition == Transition::Delete && o.kind.is_feature_view())
+            .map(|o| TableRef::new(ctx.project(), o.name.clone()))
+            .collect();
+        let runtime = current_thread_runtime()?;
+        runtime.block_on(async {
+            let store = SqliteOnlineStore::open(&online.db).await?;
+            store
+                .update(ctx.project(), &online.tables, &removed)
+                .await?;
+            store.close().await;
+            Ok::<_, feast_online::OnlineStoreError>(())
+        })?;
+    }
     print!("{}", plan.render(color));
+    print_infra(&infra_lines, online.is_some());
     Ok(plan)
+}
+
+/// Drops the SQLite online-store tables of the project's registered views (Feast's
+/// teardown of the online store; other projects' tables stay).
+fn drop_online_tables(ctx: &RepoContext) -> Result<()> {
+    let Some(db) = ctx.config.sqlite_online_store_path() else {
+        return Ok(());
+    };
+    if !db.exists() {
+        return Ok(());
+    }
+    let catalog = ctx.load_registry()?;
+    let none = BTreeMap::new();
+    let tables: Vec<TableRef> = catalog
+        .list::<core::FeatureView>(ctx.project(), &none)
+        .map(|v| TableRef::new(ctx.project(), v.name()))
+        .chain(
+            catalog
+                .list::<core::StreamFeatureView>(ctx.project(), &none)
+                .map(|v| TableRef::new(ctx.project(), v.name())),
+        )
+        .collect();
+    let runtime = current_thread_runtime()?;
+    runtime.block_on(async {
+        let store = SqliteOnlineStore::open(&db).await?;
+        store.teardown(ctx.project(), &tables).await?;
+        store.close().await;
+        Ok::<_, feast_online::OnlineStoreError>(())
+    })?;
+    Ok(())
+}
+
+/// The SQLite online store's tables for the declared views (Feast creates one per feature
+/// view and stream feature view, online or not) and the file they live in.
+struct OnlineInfra {
+    db: PathBuf,
+    tables: Vec<TableRef>,
+}
+
+fn online_infra(ctx: &RepoContext, desired: &diff::DesiredState) -> Option<OnlineInfra> {
+    let db = ctx.config.sqlite_online_store_path()?;
+    let db = std::path::absolute(&db).unwrap_or(db);
+    let mut tables: Vec<TableRef> = desired
+        .feature_views
+        .iter()
+        .map(|v| TableRef::new(ctx.project(), v.name()))
+        .chain(
+            desired
+                .stream_feature_views
+                .iter()
+                .map(|v| TableRef::new(ctx.project(), v.name())),
+        )
+        .collect();
+    tables.sort_by(|a, b| a.view.cmp(&b.view));
+    Some(OnlineInfra { db, tables })
+}
+
+const SQLITE_TABLE_CLASS: &str = "feast.infra.online_stores.sqlite.SqliteTable";
+
+/// The registry's infra with this project's SQLite tables replaced by `online`'s (Feast
+/// keeps one infra for the registry; other projects' objects are kept).
+fn merged_infra(old: Option<&core::Infra>, project: &str, online: &OnlineInfra) -> core::Infra {
+    use core::infra_object::InfraObject as Object;
+    let prefix = format!("{project}_");
+    let mut objects: Vec<core::InfraObject> = old
+        .map(|i| i.infra_objects.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| !matches!(&o.infra_object, Some(Object::SqliteTable(t)) if t.name.starts_with(&prefix)))
+        .collect();
+    objects.extend(online.tables.iter().map(|t| core::InfraObject {
+        infra_object_class_type: SQLITE_TABLE_CLASS.into(),
+        infra_object: Some(Object::SqliteTable(core::SqliteTable {
+            path: online.db.display().to_string(),
+            name: t.table_name(),
+        })),
+    }));
+    core::Infra {
+        infra_objects: objects,
+    }
+}
+
+/// Feast's infra diff lines: `Created sqlite table X` / `Deleted sqlite table X`.
+fn infra_changes(old: Option<&core::Infra>, new: &core::Infra) -> Vec<String> {
+    use core::infra_object::InfraObject as Object;
+    let names = |infra: Option<&core::Infra>| -> std::collections::BTreeSet<String> {
+        infra
+            .map(|i| {
+                i.infra_objects
+                    .iter()
+                    .filter_map(|o| match &o.infra_object {
+                        Some(Object::SqliteTable(t)) => Some(t.name.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (before, after) = (names(old), names(Some(new)));
+    let mut lines: Vec<String> = after
+        .difference(&before)
+        .map(|t| format!("Created sqlite table {t}"))
+        .collect();
+    lines.extend(
+        before
+            .difference(&after)
+            .map(|t| format!("Deleted sqlite table {t}")),
+    );
+    lines
+}
+
+fn print_infra(lines: &[String], has_infra: bool) {
+    if !has_infra {
+        return;
+    }
+    if lines.is_empty() {
+        println!("No changes to infrastructure");
+    } else {
+        println!();
+        for line in lines {
+            println!("{line}");
+        }
+    }
 }
 
 /// Removes everything `apply` registered for the project; the registry file goes away when
 /// no project is left in it.
 pub fn teardown(ctx: &RepoContext) -> Result<()> {
+    drop_online_tables(ctx)?;
     let store = match ctx.registry()? {
         RegistryHandle::File(store) => store,
         sql @ RegistryHandle::Sql(..) => {

@@ -64,6 +64,29 @@ fn init_apply_list_plan_teardown() {
         applied.contains("Created feature service driver_activity_v1\n"),
         "{applied}"
     );
+    assert!(
+        applied.contains("\nCreated sqlite table demo_proj_driver_hourly_stats\n"),
+        "{applied}"
+    );
+    let tables = |db: &Path| -> Vec<String> {
+        let script = "import sqlite3,sys; print(' '.join(sorted(r[0] for r in sqlite3.connect(sys.argv[1]).execute(\"select name from sqlite_master where type='table'\"))))";
+        let out = Command::new("python3")
+            .args(["-c", script, db.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        tables(&repo.join("data/online_store.db")),
+        [
+            "demo_proj_driver_hourly_stats",
+            "demo_proj_driver_hourly_stats_fresh"
+        ]
+    );
     assert!(repo.join("data/registry.db").exists());
 
     let views = ok(&["-c", r, "feature-views", "list"], dir.path());
@@ -121,7 +144,7 @@ fn init_apply_list_plan_teardown() {
 
     assert_eq!(
         ok(&["-c", r, "plan"], dir.path()),
-        "No changes to registry\n"
+        "No changes to registry\nNo changes to infrastructure\n"
     );
     let dump: serde_json::Value =
         serde_json::from_str(&ok(&["-c", r, "registry-dump"], dir.path())).unwrap();
@@ -134,6 +157,10 @@ fn init_apply_list_plan_teardown() {
 
     let torn = ok(&["-c", r, "teardown"], dir.path());
     assert!(torn.contains("Removed the registry"), "{torn}");
+    assert!(
+        tables(&repo.join("data/online_store.db")).is_empty(),
+        "teardown drops the project's tables"
+    );
     assert!(!repo.join("data/registry.db").exists());
 }
 
@@ -304,7 +331,7 @@ fn cli_against_a_registry_server() {
     assert!(server_repo.join("data/registry.db").exists());
     assert_eq!(
         ok(&["-c", r, "plan"], dir.path()),
-        "No changes to registry\n"
+        "No changes to registry\nNo changes to infrastructure\n"
     );
     let views = ok(&["-c", r, "feature-views", "list"], dir.path());
     assert!(views.contains("driver_hourly_stats_fresh"), "{views}");
@@ -366,7 +393,7 @@ fn cli_on_a_sql_registry() {
     assert!(db.exists());
     assert_eq!(
         ok(&["-c", r, "plan"], dir.path()),
-        "No changes to registry\n"
+        "No changes to registry\nNo changes to infrastructure\n"
     );
     let features = std::fs::read_to_string(repo.join("features.yaml")).unwrap();
     std::fs::write(

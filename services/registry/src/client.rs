@@ -153,7 +153,15 @@ impl RemoteRegistry {
     pub async fn load_project(&self, project: &str) -> Result<Catalog, ClientError> {
         let mut c = self.client.clone();
         let p = project.to_owned();
+        let infra = c
+            .get_infra(GetInfraRequest {
+                project: p.clone(),
+                allow_cache: false,
+            })
+            .await?
+            .into_inner();
         let registry = core::Registry {
+            infra: Some(infra),
             projects: c
                 .list_projects(ListProjectsRequest::default())
                 .await?
@@ -245,13 +253,14 @@ impl RemoteRegistry {
     }
 
     /// Stages `objects` (creates/updates) and `deletions` with `commit=false`, deletions
-    /// first, then commits them in one `Commit`.
+    /// first, then the infra (when given), then commits them in one `Commit`.
     pub async fn apply_changes(
         &self,
         project: &str,
         changed: &Catalog,
         upserts: &[(ObjectKind, String)],
         deletions: &[(ObjectKind, String)],
+        infra: Option<&core::Infra>,
     ) -> Result<(), ClientError> {
         let mut c = self.client.clone();
         let p = project.to_owned();
@@ -448,6 +457,14 @@ impl RemoteRegistry {
                 }
                 ObjectKind::SavedDataset | ObjectKind::ValidationReference => {}
             }
+        }
+        if let Some(infra) = infra {
+            c.update_infra(UpdateInfraRequest {
+                infra: Some(infra.clone()),
+                project: p.clone(),
+                commit: false,
+            })
+            .await?;
         }
         c.commit(()).await?;
         Ok(())
