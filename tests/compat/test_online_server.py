@@ -9,6 +9,7 @@ expire it (feast-rs reports expired rows as OUTSIDE_MAX_AGE where Feast says PRE
 """
 
 import base64
+import json
 import socket
 import subprocess
 from datetime import datetime, timedelta, timezone
@@ -247,3 +248,106 @@ def test_errors_are_feast_exceptions(served):
     assert r.status_code == 422 and "driver_id" in r.json()
     r = requests.post(f"http://127.0.0.1:{port}/get-online-features", data=b"{not json")
     assert r.status_code == 422 and "detail" in r.json()
+
+
+def test_sdk_write_to_online_store_lands_and_feast_reads_it(served):
+    """`write_to_online_store` through the remote SDK goes to feast-rs's
+    /write-to-online-store; feast-rs writes Feast's SQLite layout, so Feast's own local
+    `get_online_features` on the same file reads exactly what was written."""
+    local, remote, _ = served
+    ts = (datetime.now(UTC) - timedelta(minutes=30)).replace(microsecond=0)
+    rows = pd.DataFrame(
+        {
+            "driver_id": [2001, 2002],
+            # Feast's SDK checks the feature columns by feature name before it applies the
+            # batch source's field_mapping (`conv` -> `conv_rate`), so this is `conv_rate`.
+            "conv_rate": np.array([0.75, 0.125], dtype="float32"),
+            "acc_rate": [0.5, None],
+            "avg_daily_trips": [7, 8],
+            "rating": np.array([5, 1], dtype="int32"),
+            "active": [True, True],
+            "name": ["written", "by-sdk"],
+            "avatar": [None, None],
+            "last_seen": [datetime(2024, 2, 1, tzinfo=UTC)] * 2,
+            "recent_trips": [[4], [5, 6]],
+            "scores": [[0.5], [0.25, 1.0]],
+            "event_timestamp": [ts] * 2,
+            "created": [ts] * 2,
+        }
+    )
+    remote.write_to_online_store("driver_hourly_stats", rows)
+    entity_rows = [{"driver_id": 2001}, {"driver_id": 2002}]
+    want, got = both(served, features=FEATURES, entity_rows=entity_rows)
+    assert got == want
+    assert got["conv_rate"] == [0.75, 0.125]
+    assert got["name"] == ["written", "by-sdk"]
+    assert got["acc_rate"] == [0.5, None]
+    assert got["recent_trips"] == [[4], [5, 6]]
+
+    # An older write does not replace the newer values (newer wins, as Feast's stores do
+    # not promise but feast-rs does).
+    older = rows.assign(name=["stale", "stale"], event_timestamp=[ts - timedelta(minutes=5)] * 2)
+    remote.write_to_online_store("driver_hourly_stats", older)
+    assert local.get_online_features(features=FEATURES, entity_rows=entity_rows).to_dict()["name"] == [
+        "written",
+        "by-sdk",
+    ]
+
+
+def test_sdk_push_and_http_push_land(served):
+    """The SDK's `push` with a remote online store writes through /write-to-online-store; a
+    plain HTTP client uses /push. Both reach `driver_stats_fresh`, fed by the push source."""
+    local, remote, port = served
+    ts = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
+    remote.push(
+        "driver_stats_push",
+        pd.DataFrame(
+            {
+                "driver_id": [3001],
+                "conv_rate": np.array([0.5], dtype="float32"),
+                "acc_rate": [0.25],
+                "event_timestamp": [ts],
+                "created": [ts],
+            }
+        ),
+    )
+    r = requests.post(
+        f"http://127.0.0.1:{port}/push",
+        json={
+            "push_source_name": "driver_stats_push",
+            "df": {
+                "driver_id": [3002],
+                "conv": [1.5],
+                "acc_rate": [2.5],
+                "event_timestamp": [ts.replace(tzinfo=None).isoformat()],
+            },
+            "to": "online",
+        },
+    )
+    assert r.status_code == 200, r.text
+    features = ["driver_stats_fresh:conv_rate", "driver_stats_fresh:acc_rate"]
+    entity_rows = [{"driver_id": 3001}, {"driver_id": 3002}]
+    want, got = both(served, features=features, entity_rows=entity_rows)
+    assert got == want == {"driver_id": [3001, 3002], "conv_rate": [0.5, 1.5], "acc_rate": [0.25, 2.5]}
+
+    r = requests.post(
+        f"http://127.0.0.1:{port}/push", json={"push_source_name": "nope", "df": {"driver_id": [1]}}
+    )
+    assert r.status_code == 422 and '"class": "PushSourceNotFoundException"' in r.json()
+
+
+def test_bad_writes_are_clear_4xx(served):
+    """(The SDK converts values before it sends them, so these come from a plain client.)"""
+    port = served[2]
+    url = f"http://127.0.0.1:{port}/write-to-online-store"
+    r = requests.post(url, json={"feature_view_name": "nope", "df": {}})
+    assert r.status_code == 404 and '"class": "FeastObjectNotFoundException"' in r.json()
+    r = requests.post(
+        url,
+        json={
+            "feature_view_name": "driver_stats_fresh",
+            "df": {"driver_id": [1], "conv_rate": ["fast"], "acc_rate": [1.0], "event_timestamp": ["2024-01-01"]},
+        },
+    )
+    assert r.status_code == 422
+    assert 'df["conv_rate"][0]: expected FLOAT' in json.loads(r.json())["message"]

@@ -239,7 +239,10 @@ pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
         }
         registry.commit(ctx.project(), &mut catalog, &plan)?;
     }
-    if let Some(online) = online.as_ref().filter(|_| plan.has_changes() || infra_changed) {
+    if let Some(online) = online
+        .as_ref()
+        .filter(|_| plan.has_changes() || infra_changed)
+    {
         // Feast's `update`: tables for every view, dropped for the views removed. Skipped
         // when neither the registry nor the infra changed (the tables exist already).
         let removed: Vec<TableRef> = plan

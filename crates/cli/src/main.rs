@@ -135,6 +135,9 @@ struct FeatureServeArgs {
     /// How often the registry is refreshed, in seconds (0: never).
     #[arg(long, default_value_t = 5)]
     registry_ttl_sec: u64,
+    /// Largest request body accepted, in bytes (HTTP 413 / gRPC RESOURCE_EXHAUSTED above it).
+    #[arg(long, default_value_t = feast_online::http::DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
 }
 
 #[derive(clap::Args)]

@@ -205,12 +205,13 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
             store: std::sync::Arc::new(store),
             project,
             entity_key_serialization_version: ctx.config.entity_key_serialization_version,
+            max_request_bytes: args.max_request_bytes,
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         let bound = listener.local_addr()?;
-        println!("feast-rs feature server listening on {bound}");
+        println!("feast-rs feature server listening on {bound} (HTTP and gRPC)");
         feast_online::http::serve(listener, server, shutdown_signal()).await?;
         Ok(())
     })

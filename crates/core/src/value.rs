@@ -683,19 +683,26 @@ fn to_bytes(j: &Json, vt: ValueType) -> R<Vec<u8>> {
 
 /// Epoch seconds, truncated toward zero, and the UTC offset if the text carried one.
 fn parse_iso_datetime(s: &str) -> Option<(i64, Option<i32>)> {
-    fn trunc_secs(secs: i64, nanos: u32) -> i64 {
+    let (dt, offset) = parse_iso_timestamp(s)?;
+    let (secs, nanos) = (dt.timestamp(), dt.timestamp_subsec_nanos());
+    Some((
         if secs < 0 && nanos > 0 {
             secs + 1
         } else {
             secs
-        }
-    }
+        },
+        offset,
+    ))
+}
+
+/// Parses an ISO-8601 date-time as pandas' `to_datetime` reads the strings Feast clients
+/// send: `T` or space between date and time, optional fraction (to nanoseconds), `Z` or a
+/// `±HH:MM` offset, or none (naive = UTC), or a date alone (midnight). Returns the instant
+/// and the offset in seconds east of UTC when the text carried one.
+pub fn parse_iso_timestamp(s: &str) -> Option<(DateTime<Utc>, Option<i32>)> {
     let s = s.trim();
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Some((
-            trunc_secs(dt.timestamp(), dt.timestamp_subsec_nanos()),
-            Some(dt.offset().local_minus_utc()),
-        ));
+        return Some((dt.with_timezone(&Utc), Some(dt.offset().local_minus_utc())));
     }
     for fmt in [
         "%Y-%m-%dT%H:%M:%S%.f%:z",
@@ -706,10 +713,7 @@ fn parse_iso_datetime(s: &str) -> Option<(i64, Option<i32>)> {
         "%Y-%m-%d %H:%M%:z",
     ] {
         if let Ok(dt) = DateTime::parse_from_str(s, fmt) {
-            return Some((
-                trunc_secs(dt.timestamp(), dt.timestamp_subsec_nanos()),
-                Some(dt.offset().local_minus_utc()),
-            ));
+            return Some((dt.with_timezone(&Utc), Some(dt.offset().local_minus_utc())));
         }
     }
     let (naive_part, utc) = match s.strip_suffix('Z').or_else(|| s.strip_suffix('z')) {
@@ -729,11 +733,7 @@ fn parse_iso_datetime(s: &str) -> Option<(i64, Option<i32>)> {
             .ok()
             .and_then(|d| d.and_hms_opt(0, 0, 0))
     })?;
-    let dt = Utc.from_utc_datetime(&naive);
-    Some((
-        trunc_secs(dt.timestamp(), dt.timestamp_subsec_nanos()),
-        utc.then_some(0),
-    ))
+    Some((Utc.from_utc_datetime(&naive), utc.then_some(0)))
 }
 
 fn to_unix_seconds(j: &Json, vt: ValueType) -> R<i64> {

@@ -1,20 +1,41 @@
-//! The HTTP feature server (Feast's `feast serve`): `POST /get-online-features` and
-//! `GET /health`, on axum.
+//! The feature server (Feast's `feast serve`) on axum: Feast's HTTP JSON routes and, on the
+//! same port, its gRPC services (`feast.serving.ServingService`, `GrpcFeatureServer`,
+//! `grpc.health.v1`, reflection). A gRPC client and a JSON client connect to one address: the
+//! server speaks HTTP/1.1 and HTTP/2 (with prior knowledge, as gRPC clients connect).
+//!
+//! | Route | Body → response |
+//! |---|---|
+//! | `POST /get-online-features` | Feast's `GetOnlineFeaturesRequest` → column-major JSON |
+//! | `POST /write-to-online-store` | `WriteToFeatureStoreRequest` → `null` |
+//! | `POST /push` | `PushFeaturesRequest` → empty 200 |
+//! | `GET /health` | 200 once the registry is loaded, else 503 |
+//!
+//! Errors are Feast's error envelope with the status of the Feast exception (PROTOCOLS.md
+//! §0); a malformed body is a 422 with FastAPI's `{"detail": ...}` shape, a body over the
+//! configured limit a 413.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use feast_registry::RegistryCache;
+use feast_registry::{RegistryCache, Snapshot};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::serving::{GetOnlineFeaturesRequest, ServeError, get_online_features};
+use crate::grpc::GrpcServices;
+use crate::serving::{
+    GetOnlineFeaturesRequest, OnlineRequest, OnlineResponse, ServeError, get_online_features,
+};
 use crate::store::OnlineStore;
+use crate::write::{Frame, PushMode, PushRequest, WriteOutcome, WriteToOnlineStoreRequest};
+
+/// Default request body limit: 16 MiB, enough for 10k-row writes.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 << 20;
 
 /// What the server serves: one project's registry (cached) and one online store.
 #[derive(Clone)]
@@ -24,14 +45,121 @@ pub struct FeatureServer {
     pub project: String,
     /// The repository's `entity_key_serialization_version`.
     pub entity_key_serialization_version: u32,
+    /// Largest request body accepted (HTTP and gRPC), in bytes.
+    pub max_request_bytes: usize,
 }
 
-/// The routes.
+impl FeatureServer {
+    fn snapshot(&self) -> Result<Arc<Snapshot>, ServeError> {
+        self.registry
+            .snapshot()
+            .ok_or_else(|| ServeError::Unavailable("the registry has not been loaded yet".into()))
+    }
+
+    /// `get_online_features` against the current registry snapshot.
+    pub async fn get_online_features(
+        &self,
+        request: &OnlineRequest,
+    ) -> Result<OnlineResponse, ServeError> {
+        let snapshot = self.snapshot()?;
+        get_online_features(
+            &snapshot.catalog,
+            &self.project,
+            &self.store,
+            self.entity_key_serialization_version,
+            request,
+        )
+        .await
+    }
+
+    /// `write_to_online_store` of one view.
+    pub async fn write_to_online_store(
+        &self,
+        view: &str,
+        frame: &Frame,
+    ) -> Result<WriteOutcome, ServeError> {
+        let snapshot = self.snapshot()?;
+        crate::write::write_to_online_store(
+            &snapshot.catalog,
+            &self.project,
+            &self.store,
+            self.entity_key_serialization_version,
+            view,
+            frame,
+        )
+        .await
+    }
+
+    /// `push` to every view fed by a push source.
+    pub async fn push(
+        &self,
+        push_source: &str,
+        frame: &Frame,
+        to: PushMode,
+    ) -> Result<WriteOutcome, ServeError> {
+        let snapshot = self.snapshot()?;
+        crate::write::push(
+            &snapshot.catalog,
+            &self.project,
+            &self.store,
+            self.entity_key_serialization_version,
+            push_source,
+            frame,
+            to,
+        )
+        .await
+    }
+}
+
+/// The HTTP routes and the gRPC services, as one router.
 pub fn router(server: FeatureServer) -> Router {
-    Router::new()
+    let server = Arc::new(server);
+    let limit = server.max_request_bytes;
+    let grpc = GrpcServices::new(server.clone());
+    let serving =
+        feast_proto::serving::serving_service_server::ServingServiceServer::new(grpc.clone())
+            .max_decoding_message_size(limit);
+    let feature_server =
+        feast_proto::grpc_server::grpc_feature_server_server::GrpcFeatureServerServer::new(grpc)
+            .max_decoding_message_size(limit);
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let mut routes = tonic::service::Routes::new(health)
+        .add_service(serving)
+        .add_service(feature_server);
+    match reflection() {
+        Ok((v1, v1alpha)) => routes = routes.add_service(v1).add_service(v1alpha),
+        Err(e) => tracing::warn!(message = "gRPC reflection unavailable", error = %e),
+    }
+    let http = Router::new()
         .route("/get-online-features", post(online_features))
-        .route("/health", get(health))
-        .with_state(Arc::new(server))
+        .route("/write-to-online-store", post(write_to_online_store))
+        .route("/push", post(push))
+        .route("/health", get(health_route))
+        .with_state(server);
+    // The gRPC routes bring their own fallback (UNIMPLEMENTED for unknown methods).
+    http.merge(routes.prepare().into_axum_router())
+}
+
+type Reflection<S> = tonic_reflection::server::v1::ServerReflectionServer<S>;
+type ReflectionAlpha<S> = tonic_reflection::server::v1alpha::ServerReflectionServer<S>;
+
+#[allow(clippy::type_complexity)]
+fn reflection() -> Result<
+    (
+        Reflection<impl tonic_reflection::server::v1::ServerReflection>,
+        ReflectionAlpha<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(feast_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(feast_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
 }
 
 /// Serves `server` on `listener` (TCP_NODELAY on accepted connections) until `shutdown`.
@@ -62,48 +190,102 @@ fn json_response(status: u16, body: Vec<u8>) -> Response {
 
 /// Feast's HTTP error body: the error envelope, JSON-encoded as a string.
 fn error_response(e: &ServeError) -> Response {
+    if e.http_status() >= 500 {
+        tracing::warn!(message = "request failed", error = %e.to_feast());
+    }
     let detail = e.to_feast().to_error_detail();
     let body = serde_json::to_vec(&detail).unwrap_or_default();
     json_response(e.http_status(), body)
 }
 
-async fn online_features(State(server): State<Arc<FeatureServer>>, body: Bytes) -> Response {
-    let request: GetOnlineFeaturesRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
+/// FastAPI's validation-error shape.
+fn invalid_body(what: &str, e: impl std::fmt::Display) -> Response {
+    let body = json!({"detail": format!("invalid {what} request: {e}")});
+    json_response(422, body.to_string().into_bytes())
+}
+
+/// Reads a JSON body of at most `limit` bytes: 413 above it, 422 when it does not parse.
+async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<T, Response> {
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
         Err(e) => {
-            // FastAPI-style validation error.
-            let body = json!({"detail": format!("invalid get-online-features request: {e}")});
-            return json_response(422, body.to_string().into_bytes());
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                let body = json!({"detail": format!(
+                    "the {what} request body is larger than the server's limit of {limit} bytes \
+                     (--max-request-bytes); split it into smaller requests"
+                )});
+                return Err(json_response(413, body.to_string().into_bytes()));
+            }
+            return Err(invalid_body(what, e));
         }
     };
-    let Some(snapshot) = server.registry.snapshot() else {
-        return error_response(&ServeError::Unavailable(
-            "the registry has not been loaded yet".into(),
-        ));
+    serde_json::from_slice(&bytes).map_err(|e| invalid_body(what, e))
+}
+
+async fn online_features(State(server): State<Arc<FeatureServer>>, body: Body) -> Response {
+    let request: GetOnlineFeaturesRequest =
+        match read_json(body, server.max_request_bytes, "get-online-features").await {
+            Ok(r) => r,
+            Err(response) => return response,
+        };
+    let result = match OnlineRequest::try_from(request) {
+        Ok(request) => server.get_online_features(&request).await,
+        Err(e) => Err(e),
     };
-    match get_online_features(
-        &snapshot.catalog,
-        &server.project,
-        &server.store,
-        server.entity_key_serialization_version,
-        &request,
-    )
-    .await
-    {
-        Ok(v) => match serde_json::to_vec(&v) {
+    match result {
+        Ok(v) => match serde_json::to_vec(&v.to_json()) {
             Ok(body) => json_response(200, body),
             Err(e) => error_response(&ServeError::Internal(e.to_string())),
         },
-        Err(e) => {
-            if e.http_status() >= 500 {
-                tracing::warn!(message = "get-online-features failed", error = %e.to_feast());
-            }
-            error_response(&e)
-        }
+        Err(e) => error_response(&e),
     }
 }
 
-async fn health(State(server): State<Arc<FeatureServer>>) -> Response {
+async fn write_to_online_store(State(server): State<Arc<FeatureServer>>, body: Body) -> Response {
+    let request: WriteToOnlineStoreRequest =
+        match read_json(body, server.max_request_bytes, "write-to-online-store").await {
+            Ok(r) => r,
+            Err(response) => return response,
+        };
+    let result = match Frame::from_columns(request.df) {
+        Ok(frame) => {
+            server
+                .write_to_online_store(&request.feature_view_name, &frame)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        // Feast's route returns `None`: the body is JSON `null`.
+        Ok(_) => json_response(200, b"null".to_vec()),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn push(State(server): State<Arc<FeatureServer>>, body: Body) -> Response {
+    let request: PushRequest = match read_json(body, server.max_request_bytes, "push").await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let result = async {
+        let to = PushMode::parse(&request.to)?;
+        let frame = Frame::from_columns(request.df)?;
+        server.push(&request.push_source_name, &frame, to).await
+    }
+    .await;
+    match result {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn health_route(State(server): State<Arc<FeatureServer>>) -> Response {
     if server.registry.snapshot().is_some() {
         json_response(200, b"{\"status\":\"ok\"}".to_vec())
     } else {

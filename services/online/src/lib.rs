@@ -8,11 +8,13 @@
 //! [`serving`] answers Feast's `get-online-features` request from a cached registry
 //! snapshot and an online store; [`http`] serves it over HTTP as Feast's feature server.
 
+pub mod grpc;
 pub mod http;
 pub mod serving;
 pub mod store;
+pub mod write;
 
 pub use store::sqlite::SqliteOnlineStore;
 pub use store::{
-    FeatureRow, OnlineStore, OnlineStoreError, TableRef, WriteRow, serialize_entity_key,
+    FeatureRow, OnlineStore, OnlineStoreError, ReadSpec, TableRef, WriteRow, serialize_entity_key,
 };

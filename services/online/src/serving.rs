@@ -22,13 +22,14 @@ use feast_core::registry::Catalog;
 use feast_core::types::ValueType;
 use feast_core::value::{json_to_value, value_to_json};
 use feast_proto::core;
+use feast_proto::serving::{self, FieldStatus};
 use feast_proto::types::value::Val;
 use feast_proto::types::{EntityKey, Value};
 use prost_types::Timestamp;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
-use crate::store::{OnlineStore, OnlineStoreError, TableRef, serialize_entity_key};
+use crate::store::{OnlineStore, OnlineStoreError, ReadSpec, TableRef, serialize_entity_key};
 
 /// The body of `POST /get-online-features` (Feast's `GetOnlineFeaturesRequest`).
 #[derive(Debug, Deserialize)]
@@ -45,6 +46,167 @@ pub struct GetOnlineFeaturesRequest {
     pub include_feature_view_version_metadata: bool,
 }
 
+/// One entity column of a request: JSON values (HTTP) or protobuf values (gRPC). Either is
+/// typed by the join key's declared type before it is used.
+#[derive(Debug, Clone)]
+pub enum EntityValues {
+    Json(Vec<Json>),
+    Proto(Vec<Value>),
+}
+
+impl EntityValues {
+    fn len(&self) -> usize {
+        match self {
+            EntityValues::Json(v) => v.len(),
+            EntityValues::Proto(v) => v.len(),
+        }
+    }
+}
+
+/// What to read: a feature service or a list of `view:feature` references.
+#[derive(Debug, Clone)]
+pub enum FeatureSelection {
+    Service(String),
+    Refs(Vec<String>),
+}
+
+/// A `get_online_features` request, whichever transport it came on.
+#[derive(Debug, Clone)]
+pub struct OnlineRequest {
+    /// Entity columns in request order.
+    pub entities: Vec<(String, EntityValues)>,
+    pub features: FeatureSelection,
+    pub full_feature_names: bool,
+    pub include_feature_view_version_metadata: bool,
+}
+
+impl TryFrom<GetOnlineFeaturesRequest> for OnlineRequest {
+    type Error = ServeError;
+
+    fn try_from(r: GetOnlineFeaturesRequest) -> Result<Self, ServeError> {
+        let mut entities = Vec::with_capacity(r.entities.len());
+        for (name, values) in r.entities {
+            let Json::Array(values) = values else {
+                return Err(ServeError::Unprocessable(format!(
+                    "entities[{name:?}] must be a list of values, one per entity row"
+                )));
+            };
+            entities.push((name, EntityValues::Json(values)));
+        }
+        Ok(OnlineRequest {
+            entities,
+            features: match r.feature_service {
+                Some(s) => FeatureSelection::Service(s),
+                None => FeatureSelection::Refs(r.features),
+            },
+            full_feature_names: r.full_feature_names,
+            include_feature_view_version_metadata: r.include_feature_view_version_metadata,
+        })
+    }
+}
+
+/// One column of the response: an entity column or a feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseColumn {
+    pub name: String,
+    pub values: Vec<Value>,
+    pub statuses: Vec<FieldStatus>,
+    /// The stored event timestamps (the epoch where there is none, as Feast).
+    pub timestamps: Vec<Timestamp>,
+}
+
+/// The result of a `get_online_features` request, rendered by [`OnlineResponse::to_json`]
+/// (HTTP) or [`OnlineResponse::to_proto`] (gRPC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnlineResponse {
+    pub columns: Vec<ResponseColumn>,
+    /// `(name to use, version)` per view read, when the request asked for it.
+    pub view_metadata: Option<Vec<(String, i32)>>,
+}
+
+impl OnlineResponse {
+    /// Feast's column-major JSON (PROTOCOLS.md §2.2).
+    pub fn to_json(&self) -> Json {
+        let mut names = Vec::with_capacity(self.columns.len());
+        let mut results = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            names.push(Json::String(c.name.clone()));
+            let mut m = Map::new();
+            m.insert(
+                "values".into(),
+                Json::Array(c.values.iter().map(value_to_json).collect()),
+            );
+            m.insert(
+                "statuses".into(),
+                Json::Array(
+                    c.statuses
+                        .iter()
+                        .map(|s| Json::from(s.as_str_name()))
+                        .collect(),
+                ),
+            );
+            m.insert(
+                "event_timestamps".into(),
+                Json::Array(
+                    c.timestamps
+                        .iter()
+                        .map(|t| Json::String(format_timestamp(t)))
+                        .collect(),
+                ),
+            );
+            results.push(Json::Object(m));
+        }
+        let mut metadata = Map::new();
+        metadata.insert("feature_names".into(), Json::Array(names));
+        if let Some(views) = &self.view_metadata {
+            let views = views
+                .iter()
+                .map(|(name, version)| {
+                    let mut m = Map::new();
+                    if !name.is_empty() {
+                        m.insert("name".into(), json!(name));
+                    }
+                    if *version != 0 {
+                        m.insert("version".into(), json!(version));
+                    }
+                    Json::Object(m)
+                })
+                .collect();
+            metadata.insert("feature_view_metadata".into(), Json::Array(views));
+        }
+        let mut out = Map::new();
+        out.insert("results".into(), Json::Array(results));
+        out.insert("metadata".into(), Json::Object(metadata));
+        Json::Object(out)
+    }
+
+    /// Feast's `GetOnlineFeaturesResponse` protobuf.
+    pub fn to_proto(self) -> serving::GetOnlineFeaturesResponse {
+        let names = self.columns.iter().map(|c| c.name.clone()).collect();
+        serving::GetOnlineFeaturesResponse {
+            metadata: Some(serving::GetOnlineFeaturesResponseMetadata {
+                feature_names: Some(serving::FeatureList { val: names }),
+                feature_view_metadata: self
+                    .view_metadata
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, version)| serving::FeatureViewMetadata { name, version })
+                    .collect(),
+            }),
+            results: self
+                .columns
+                .into_iter()
+                .map(|c| serving::get_online_features_response::FeatureVector {
+                    values: c.values,
+                    statuses: c.statuses.into_iter().map(|s| s as i32).collect(),
+                    event_timestamps: c.timestamps,
+                })
+                .collect(),
+            status: true,
+        }
+    }
+}
+
 /// Why a request failed; [`ServeError::http_status`] maps it to a status code.
 #[derive(Debug)]
 pub enum ServeError {
@@ -58,6 +220,8 @@ pub enum ServeError {
     Rejected(FeastError),
     /// The registry was never loaded or the online store is unreachable: 503.
     Unavailable(String),
+    /// Something this server does not do (yet): 501.
+    Unimplemented(String),
     /// Stored data that cannot be decoded: 500.
     Internal(String),
 }
@@ -77,6 +241,7 @@ impl ServeError {
             },
             ServeError::Unprocessable(_) | ServeError::Rejected(_) => 422,
             ServeError::Unavailable(_) => 503,
+            ServeError::Unimplemented(_) => 501,
             ServeError::Internal(_) => 500,
         }
     }
@@ -86,9 +251,10 @@ impl ServeError {
     pub fn to_feast(&self) -> FeastError {
         match self {
             ServeError::Feast(e) | ServeError::Rejected(e) => e.clone(),
-            ServeError::Unprocessable(m) | ServeError::Unavailable(m) | ServeError::Internal(m) => {
-                FeastError::new(ErrorClass::FeastError, m.clone())
-            }
+            ServeError::Unprocessable(m)
+            | ServeError::Unavailable(m)
+            | ServeError::Unimplemented(m)
+            | ServeError::Internal(m) => FeastError::new(ErrorClass::FeastError, m.clone()),
         }
     }
 }
@@ -140,49 +306,52 @@ fn odfv_unsupported(name: &str) -> ServeError {
 fn resolve<'a>(
     catalog: &'a Catalog,
     project: &str,
-    request: &GetOnlineFeaturesRequest,
+    request: &OnlineRequest,
 ) -> Result<Vec<ViewRead<'a>>, ServeError> {
     let mut reads: Vec<ViewRead<'a>> = Vec::new();
-    if let Some(service) = &request.feature_service {
-        let fs: &core::FeatureService = catalog.get(service, project).map_err(feast)?;
-        let spec = fs.spec.as_ref();
-        for proj in spec.map(|s| s.features.as_slice()).unwrap_or_default() {
-            if proj.version_tag.is_some() {
-                return Err(ServeError::Unprocessable(format!(
-                    "feature service {service} pins a version of feature view {}: versioned \
+    let refs = match &request.features {
+        FeatureSelection::Refs(refs) => refs,
+        FeatureSelection::Service(service) => {
+            let fs: &core::FeatureService = catalog.get(service, project).map_err(feast)?;
+            let spec = fs.spec.as_ref();
+            for proj in spec.map(|s| s.features.as_slice()).unwrap_or_default() {
+                if proj.version_tag.is_some() {
+                    return Err(ServeError::Unprocessable(format!(
+                        "feature service {service} pins a version of feature view {}: versioned \
                      reads are not supported by feast-rs yet",
-                    proj.feature_view_name
-                )));
+                        proj.feature_view_name
+                    )));
+                }
+                let fv = lookup_view(catalog, project, &proj.feature_view_name)?;
+                let name_to_use = if proj.feature_view_name_alias.is_empty() {
+                    proj.feature_view_name.clone()
+                } else {
+                    proj.feature_view_name_alias.clone()
+                };
+                let features = if proj.feature_columns.is_empty() {
+                    fv.feature_names().iter().map(|s| s.to_string()).collect()
+                } else {
+                    proj.feature_columns
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .collect()
+                };
+                reads.push(ViewRead {
+                    fv,
+                    name_to_use,
+                    features,
+                    join_key_map: proj
+                        .join_key_map
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                });
             }
-            let fv = lookup_view(catalog, project, &proj.feature_view_name)?;
-            let name_to_use = if proj.feature_view_name_alias.is_empty() {
-                proj.feature_view_name.clone()
-            } else {
-                proj.feature_view_name_alias.clone()
-            };
-            let features = if proj.feature_columns.is_empty() {
-                fv.feature_names().iter().map(|s| s.to_string()).collect()
-            } else {
-                proj.feature_columns
-                    .iter()
-                    .map(|c| c.name.clone())
-                    .collect()
-            };
-            reads.push(ViewRead {
-                fv,
-                name_to_use,
-                features,
-                join_key_map: proj
-                    .join_key_map
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            });
+            check_collisions(&reads, request.full_feature_names)?;
+            return Ok(reads);
         }
-        check_collisions(&reads, request.full_feature_names)?;
-        return Ok(reads);
-    }
-    for reference in &request.features {
+    };
+    for reference in refs {
         let Some((view, feature)) = reference.split_once(':') else {
             return Err(ServeError::Unprocessable(format!(
                 "feature reference {reference:?} is not of the form \"feature_view:feature\""
@@ -322,14 +491,6 @@ fn check_servable(fv: &core::FeatureView) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// A column of the response.
-struct Column {
-    name: String,
-    values: Vec<Json>,
-    statuses: Vec<&'static str>,
-    timestamps: Vec<String>,
-}
-
 const EPOCH: &str = "1970-01-01T00:00:00Z";
 
 /// RFC 3339 UTC with `Z`; fraction digits as protobuf JSON: none, 3, 6 or 9.
@@ -377,39 +538,65 @@ fn entity_types(catalog: &Catalog, project: &str) -> HashMap<String, ValueType> 
         .collect()
 }
 
-/// Serves one `get-online-features` request.
+/// Types one request column by its declared type: JSON values through
+/// [`json_to_value`]; protobuf values as given when they already have that type, else
+/// through their JSON form (so an `int32_val` finds an INT64 key, as the JSON path would).
+fn type_column(name: &str, values: &EntityValues, vt: ValueType) -> Result<Vec<Value>, ServeError> {
+    let bad = |i: usize, e: feast_core::value::ValueError| {
+        ServeError::Unprocessable(format!(
+            "entities[{name:?}][{i}]: {e} (the join key is declared {})",
+            vt.as_str_name()
+        ))
+    };
+    match values {
+        EntityValues::Json(values) => values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| json_to_value(v, vt).map_err(|e| bad(i, e)))
+            .collect(),
+        EntityValues::Proto(values) => values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if feast_core::value::value_type_of(v) == vt {
+                    Ok(v.clone())
+                } else {
+                    json_to_value(&value_to_json(v), vt).map_err(|e| bad(i, e))
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Serves one `get_online_features` request: resolves the features against `catalog`,
+/// reads the store once per request (all views' reads in one [`OnlineStore::online_read_many`]
+/// call) and assembles the columns in Feast's order: the entity columns in request order,
+/// then each view's features in request order.
 pub async fn get_online_features(
     catalog: &Catalog,
     project: &str,
     store: &Arc<dyn OnlineStore>,
     key_version: u32,
-    request: &GetOnlineFeaturesRequest,
-) -> Result<Json, ServeError> {
+    request: &OnlineRequest,
+) -> Result<OnlineResponse, ServeError> {
     let reads = resolve(catalog, project, request)?;
     for r in &reads {
         check_servable(r.fv)?;
     }
 
-    // Entity columns: arrays of equal length.
+    // Entity columns: equal lengths.
     let mut rows: Option<usize> = None;
-    let mut raw: Vec<(&str, &Vec<Json>)> = Vec::new();
     for (name, values) in &request.entities {
-        let Json::Array(values) = values else {
-            return Err(ServeError::Unprocessable(format!(
-                "entities[{name:?}] must be a list of values, one per entity row"
-            )));
-        };
+        let len = values.len();
         if let Some(n) = rows
-            && n != values.len()
+            && n != len
         {
             return Err(ServeError::Unprocessable(format!(
-                "all entity columns must have the same length: {name:?} has {} values, \
-                 another column has {n}",
-                values.len()
+                "all entity columns must have the same length: {name:?} has {len} values, \
+                 another column has {n}"
             )));
         }
-        rows = Some(values.len());
-        raw.push((name.as_str(), values));
+        rows = Some(len);
     }
     let rows = rows.unwrap_or(0);
 
@@ -421,33 +608,27 @@ pub async fn get_online_features(
             types.insert(r.request_column(&col.name).to_string(), vt);
         }
     }
-    let mut typed: HashMap<&str, Vec<Value>> = HashMap::new();
-    let mut columns: Vec<Column> = Vec::new();
-    for (name, values) in &raw {
+    let epoch = Timestamp::default();
+    let mut typed: HashMap<&str, usize> = HashMap::new();
+    let mut columns: Vec<ResponseColumn> = Vec::new();
+    for (name, values) in &request.entities {
         // Columns that are no join key are request data (for on-demand views): dropped.
-        let Some(&vt) = types.get(*name) else {
+        let Some(&vt) = types.get(name.as_str()) else {
             continue;
         };
-        let mut out = Vec::with_capacity(values.len());
-        for (i, v) in values.iter().enumerate() {
-            out.push(json_to_value(v, vt).map_err(|e| {
-                ServeError::Unprocessable(format!(
-                    "entities[{name:?}][{i}]: {e} (the join key is declared {})",
-                    vt.as_str_name()
-                ))
-            })?);
-        }
-        columns.push(Column {
-            name: name.to_string(),
-            values: out.iter().map(value_to_json).collect(),
-            statuses: vec!["PRESENT"; rows],
-            timestamps: vec![EPOCH.to_string(); rows],
+        let values = type_column(name, values, vt)?;
+        typed.insert(name, columns.len());
+        columns.push(ResponseColumn {
+            name: name.clone(),
+            values,
+            statuses: vec![FieldStatus::Present; rows],
+            timestamps: vec![epoch; rows],
         });
-        typed.insert(name, out);
     }
 
-    let now = now_timestamp();
-    let mut view_metadata: Vec<Json> = Vec::new();
+    // Entity keys of every view, then one read for all views.
+    let mut tables = Vec::with_capacity(reads.len());
+    let mut keys_per_view = Vec::with_capacity(reads.len());
     for r in &reads {
         let spec = r.fv.spec_ref();
         // Entity-less views are keyed by Feast's placeholder `__dummy_id` = "" (their entity
@@ -456,23 +637,30 @@ pub async fn get_online_features(
         if join_keys.is_empty() {
             join_keys = vec![DUMMY_ENTITY_ID];
         }
+        let mut sources = Vec::with_capacity(join_keys.len());
+        for jk in &join_keys {
+            if *jk == DUMMY_ENTITY_ID {
+                sources.push(None);
+                continue;
+            }
+            let column = r.request_column(jk);
+            let Some(&index) = typed.get(column) else {
+                return Err(ServeError::Unprocessable(format!(
+                    "feature view {} needs the join key {column:?} in `entities`",
+                    spec.name
+                )));
+            };
+            sources.push(Some(index));
+        }
         let mut keys = Vec::with_capacity(rows);
         for row in 0..rows {
             let mut key = EntityKey::default();
-            for jk in &join_keys {
-                let value = if *jk == DUMMY_ENTITY_ID {
-                    Value {
+            for (jk, source) in join_keys.iter().zip(&sources) {
+                let value = match source {
+                    None => Value {
                         val: Some(Val::StringVal(DUMMY_ENTITY_VAL.to_string())),
-                    }
-                } else {
-                    let column = r.request_column(jk);
-                    let Some(values) = typed.get(column) else {
-                        return Err(ServeError::Unprocessable(format!(
-                            "feature view {} needs the join key {column:?} in `entities`",
-                            spec.name
-                        )));
-                    };
-                    values[row].clone()
+                    },
+                    Some(index) => columns[*index].values[row].clone(),
                 };
                 key.join_keys.push(jk.to_string());
                 key.entity_values.push(value);
@@ -484,16 +672,32 @@ pub async fn get_online_features(
                 ))
             })?);
         }
-        let table = TableRef::new(project, spec.name.clone());
-        let found = if rows == 0 {
-            Vec::new()
-        } else {
-            store.online_read(&table, &keys, &r.features).await?
-        };
+        tables.push(TableRef::new(project, spec.name.clone()));
+        keys_per_view.push(keys);
+    }
+    let found = if rows == 0 {
+        reads.iter().map(|_| Vec::new()).collect()
+    } else {
+        let specs: Vec<ReadSpec<'_>> = reads
+            .iter()
+            .zip(&tables)
+            .zip(&keys_per_view)
+            .map(|((r, table), keys)| ReadSpec {
+                table,
+                entity_keys: keys,
+                features: &r.features,
+            })
+            .collect();
+        store.online_read_many(&specs).await?
+    };
+
+    let now = now_timestamp();
+    let mut view_metadata: Vec<(String, i32)> = Vec::new();
+    for (r, found) in reads.iter().zip(found) {
         let oldest = r.fv.ttl().map(|ttl| now.seconds - ttl.as_secs() as i64);
         let first = columns.len();
         for f in &r.features {
-            columns.push(Column {
+            columns.push(ResponseColumn {
                 name: if request.full_feature_names {
                     format!("{}__{f}", r.name_to_use)
                 } else {
@@ -505,80 +709,52 @@ pub async fn get_online_features(
             });
         }
         for row in found {
-            let (expired, ts) = match &row {
-                Some(fr) => (
-                    oldest.is_some_and(|o| fr.event_ts.seconds < o),
-                    format_timestamp(&fr.event_ts),
-                ),
-                None => (false, EPOCH.to_string()),
-            };
-            for (i, col) in columns[first..].iter_mut().enumerate() {
-                let value = row.as_ref().and_then(|fr| fr.values[i].as_ref());
+            let expired = row
+                .as_ref()
+                .is_some_and(|fr| oldest.is_some_and(|o| fr.event_ts.seconds < o));
+            let mut values = row.as_ref().map(|fr| fr.values.iter());
+            for col in columns[first..].iter_mut() {
+                let value = values
+                    .as_mut()
+                    .and_then(|v| v.next())
+                    .and_then(Option::as_ref);
+                let ts = row.as_ref().map_or(epoch, |fr| fr.event_ts);
                 match value {
                     None => {
-                        col.values.push(Json::Null);
-                        col.statuses.push("NOT_FOUND");
-                        col.timestamps.push(EPOCH.to_string());
+                        col.values.push(Value::default());
+                        col.statuses.push(FieldStatus::NotFound);
+                        col.timestamps.push(epoch);
                     }
                     Some(_) if expired => {
-                        col.values.push(Json::Null);
-                        col.statuses.push("OUTSIDE_MAX_AGE");
-                        col.timestamps.push(ts.clone());
+                        col.values.push(Value::default());
+                        col.statuses.push(FieldStatus::OutsideMaxAge);
+                        col.timestamps.push(ts);
                     }
                     Some(v) => {
-                        col.values.push(value_to_json(v));
-                        col.statuses.push("PRESENT");
-                        col.timestamps.push(ts.clone());
+                        col.values.push(v.clone());
+                        col.statuses.push(FieldStatus::Present);
+                        col.timestamps.push(ts);
                     }
                 }
             }
         }
         if request.include_feature_view_version_metadata
-            && !view_metadata
-                .iter()
-                .any(|m| m.get("name").and_then(Json::as_str) == Some(r.name_to_use.as_str()))
+            && !view_metadata.iter().any(|(name, _)| *name == r.name_to_use)
         {
-            let mut m = Map::new();
-            if !r.name_to_use.is_empty() {
-                m.insert("name".into(), json!(r.name_to_use));
-            }
             let version =
                 r.fv.meta
                     .as_ref()
                     .map(|m| m.current_version_number)
                     .unwrap_or_default();
-            if version != 0 {
-                m.insert("version".into(), json!(version));
-            }
-            view_metadata.push(Json::Object(m));
+            view_metadata.push((r.name_to_use.clone(), version));
         }
     }
-
-    let mut names = Vec::with_capacity(columns.len());
-    let mut results = Vec::with_capacity(columns.len());
-    for c in columns {
-        names.push(Json::String(c.name));
-        let mut m = Map::new();
-        m.insert("values".into(), Json::Array(c.values));
-        m.insert(
-            "statuses".into(),
-            Json::Array(c.statuses.into_iter().map(Json::from).collect()),
-        );
-        m.insert(
-            "event_timestamps".into(),
-            Json::Array(c.timestamps.into_iter().map(Json::from).collect()),
-        );
-        results.push(Json::Object(m));
-    }
-    let mut metadata = Map::new();
-    metadata.insert("feature_names".into(), Json::Array(names));
-    if request.include_feature_view_version_metadata {
-        metadata.insert("feature_view_metadata".into(), Json::Array(view_metadata));
-    }
-    let mut out = Map::new();
-    out.insert("results".into(), Json::Array(results));
-    out.insert("metadata".into(), Json::Object(metadata));
-    Ok(Json::Object(out))
+    Ok(OnlineResponse {
+        columns,
+        view_metadata: request
+            .include_feature_view_version_metadata
+            .then_some(view_metadata),
+    })
 }
 
 #[cfg(test)]

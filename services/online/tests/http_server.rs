@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PROJECT: &str = "proj";
 const INT64: i32 = 4;
-const DOUBLE: i32 = 6;
+const DOUBLE: i32 = 5;
 const STRING: i32 = 2;
 
 fn spec(name: &str, vt: i32) -> core::FeatureSpecV2 {
@@ -58,6 +58,29 @@ fn global_view() -> core::FeatureView {
     v
 }
 
+/// A view fed by the push source `driver_push`; its batch source names the timestamp
+/// columns `ts` / `created_at` and maps the column `rate_src` to the feature `rate`.
+fn pushed_view() -> core::FeatureView {
+    let mut v = view("pushed", 0, 0);
+    let spec = v.spec.as_mut().unwrap();
+    let batch = core::DataSource {
+        name: "driver_file".into(),
+        r#type: core::data_source::SourceType::BatchFile as i32,
+        timestamp_field: "ts".into(),
+        created_timestamp_column: "created_at".into(),
+        field_mapping: [("rate_src".to_string(), "rate".to_string())].into(),
+        ..Default::default()
+    };
+    spec.stream_source = Some(core::DataSource {
+        name: "driver_push".into(),
+        r#type: core::data_source::SourceType::PushSource as i32,
+        batch_source: Some(Box::new(batch.clone())),
+        ..Default::default()
+    });
+    spec.batch_source = Some(batch);
+    v
+}
+
 fn registry() -> core::Registry {
     core::Registry {
         entities: vec![core::Entity {
@@ -75,6 +98,7 @@ fn registry() -> core::Registry {
             view("short", 3600, 0),
             view("busy", 0, core::FeatureViewState::Materializing as i32),
             global_view(),
+            pushed_view(),
         ],
         feature_services: vec![core::FeatureService {
             spec: Some(core::FeatureServiceSpec {
@@ -148,6 +172,10 @@ struct Server {
 }
 
 async fn start(with_registry: bool) -> Server {
+    start_with_limit(with_registry, feast_online::http::DEFAULT_MAX_REQUEST_BYTES).await
+}
+
+async fn start_with_limit(with_registry: bool, max_request_bytes: usize) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let registry_path = dir.path().join("registry.db");
     // A missing file is an empty registry (as in Feast); garbage cannot be loaded.
@@ -160,7 +188,7 @@ async fn start(with_registry: bool) -> Server {
     let store = SqliteOnlineStore::open(dir.path().join("online.db"))
         .await
         .unwrap();
-    let tables: Vec<_> = ["stats", "short", "busy", "global"]
+    let tables: Vec<_> = ["stats", "short", "busy", "global", "pushed"]
         .iter()
         .map(|v| TableRef::new(PROJECT, *v))
         .collect();
@@ -218,6 +246,7 @@ async fn start(with_registry: bool) -> Server {
         store: Arc::new(store),
         project: PROJECT.into(),
         entity_key_serialization_version: 3,
+        max_request_bytes,
     };
     tokio::spawn(serve(listener, server, async {
         let _ = rx.await;
@@ -432,4 +461,416 @@ async fn entity_less_views_are_read_with_the_placeholder_key() {
         json!(["PRESENT", "PRESENT"])
     );
     assert_eq!(body["results"][2]["values"], json!(["a", "b"]));
+}
+
+fn envelope(body: &str) -> Json {
+    let inner: String = serde_json::from_str(body).expect("a JSON string body");
+    serde_json::from_str(&inner).unwrap()
+}
+
+async fn read_stats(port: u16, ids: Json) -> Json {
+    let (status, body) = post(
+        port,
+        json!({"entities": {"driver_id": ids}, "features": ["stats:rate", "stats:label"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn write_to_online_store_lands_and_newer_wins() {
+    let s = start(true).await;
+    // The remote SDK's shape: join key, features, event_timestamp and created (naive UTC).
+    let write = |rows: Json| {
+        let body = json!({"feature_view_name": "stats", "df": rows, "allow_registry_cache": false});
+        async move { call(s.port, "POST", "/write-to-online-store", &body.to_string()).await }
+    };
+    let (status, body) = write(json!({
+        "driver_id": [7, 8], "rate": [0.25, null], "label": ["x", "y"],
+        "event_timestamp": ["2024-06-01T00:00:00", "2024-06-01T00:00:00.500000"],
+        "created": [null, null]}))
+    .await;
+    assert_eq!((status, body.as_str()), (200, "null"));
+    let out = read_stats(s.port, json!([7, 8])).await;
+    assert_eq!(out["results"][1]["values"], json!([0.25, null]));
+    assert_eq!(out["results"][2]["values"], json!(["x", "y"]));
+    assert_eq!(
+        out["results"][1]["event_timestamps"][0],
+        json!("2024-06-01T00:00:00Z")
+    );
+    // An older row does not replace a newer one; a newer one does.
+    write(json!({"driver_id": [7], "rate": [9.0], "label": ["old"],
+                 "event_timestamp": ["2024-05-01T00:00:00"]}))
+    .await;
+    let out = read_stats(s.port, json!([7])).await;
+    assert_eq!(out["results"][2]["values"], json!(["x"]));
+    write(json!({"driver_id": [7], "rate": [9.0], "label": ["new"],
+                 "event_timestamp": ["2024-07-01T00:00:00+00:00"]}))
+    .await;
+    let out = read_stats(s.port, json!([7])).await;
+    assert_eq!(out["results"][2]["values"], json!(["new"]));
+}
+
+#[tokio::test]
+async fn bad_writes_are_422s_that_write_nothing() {
+    let s = start(true).await;
+    let write = |df: Json| {
+        let body = json!({"feature_view_name": "stats", "df": df});
+        async move { call(s.port, "POST", "/write-to-online-store", &body.to_string()).await }
+    };
+    let ts = json!(["2024-06-01T00:00:00", "2024-06-01T00:00:00"]);
+    for (df, needle) in [
+        // Row 0 is fine, row 1 has a string rate: nothing may land.
+        (
+            json!({"driver_id": [30, 31], "rate": [1.0, "fast"], "label": ["a", "b"], "event_timestamp": ts}),
+            r#"df["rate"][1]: expected DOUBLE"#,
+        ),
+        (
+            json!({"driver_id": [30, 31], "label": ["a", "b"], "event_timestamp": ts}),
+            r#"no column "rate""#,
+        ),
+        (
+            json!({"driver_id": [30, null], "rate": [1.0, 2.0], "label": ["a", "b"], "event_timestamp": ts}),
+            "join keys need a value",
+        ),
+        (
+            json!({"driver_id": [30, 31], "rate": [1.0, 2.0], "label": ["a", "b"], "event_timestamp": [1, 2]}),
+            "ISO-8601",
+        ),
+        (
+            json!({"driver_id": [30, 31], "rate": [1.0, 2.0], "label": ["a", "b"]}),
+            "event_timestamp",
+        ),
+        (
+            json!({"driver_id": [30], "rate": [1.0, 2.0], "label": ["a", "b"], "event_timestamp": ts}),
+            "same length",
+        ),
+    ] {
+        let (status, body) = write(df.clone()).await;
+        assert_eq!(status, 422, "{df}: {body}");
+        let message = envelope(&body)["message"].as_str().unwrap().to_string();
+        assert!(message.contains(needle), "{needle} not in {message}");
+    }
+    let out = read_stats(s.port, json!([30])).await;
+    assert_eq!(out["results"][1]["statuses"], json!(["NOT_FOUND"]));
+
+    let (status, body) = call(
+        s.port,
+        "POST",
+        "/write-to-online-store",
+        &json!({"feature_view_name": "nope", "df": {}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        envelope(&body),
+        json!({"module": "feast.errors", "class": "FeastObjectNotFoundException",
+               "message": "Can't recognize feast object with a name nope"})
+    );
+    let (status, body) = call(
+        s.port,
+        "POST",
+        "/write-to-online-store",
+        &json!({"feature_view_name": "odfv", "df": {"x": [1]}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(body.contains("on-demand"), "{body}");
+    // Empty frames and all-null features write nothing and succeed, as in Feast.
+    for df in [
+        json!({}),
+        json!({"driver_id": [40], "rate": [null], "label": [null], "event_timestamp": ["2024-06-01T00:00:00"]}),
+    ] {
+        let body = json!({"feature_view_name": "stats", "df": df});
+        let (status, _) = call(s.port, "POST", "/write-to-online-store", &body.to_string()).await;
+        assert_eq!(status, 200, "{df}");
+    }
+    let out = read_stats(s.port, json!([40])).await;
+    assert_eq!(out["results"][1]["statuses"], json!(["NOT_FOUND"]));
+}
+
+#[tokio::test]
+async fn push_writes_every_view_of_the_push_source() {
+    let s = start(true).await;
+    let push = |body: Json| async move { call(s.port, "POST", "/push", &body.to_string()).await };
+    // The batch source's names: `ts`, `created_at`, and `rate_src` mapped to `rate`.
+    let (status, body) = push(json!({"push_source_name": "driver_push", "df": {
+        "driver_id": [5], "rate_src": [4.5], "label": ["pushed"],
+        "ts": ["2024-06-01T00:00:00"], "created_at": ["2024-06-01T00:00:01"]}}))
+    .await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    let (status, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": [5]}, "features": ["pushed:rate", "pushed:label"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let out: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(out["results"][1]["values"], json!([4.5]));
+    assert_eq!(out["results"][2]["values"], json!(["pushed"]));
+
+    let (status, body) = push(json!({"push_source_name": "nope", "df": {}})).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        envelope(&body)["class"],
+        json!("PushSourceNotFoundException")
+    );
+    let (status, body) =
+        push(json!({"push_source_name": "driver_push", "df": {}, "to": "disk"})).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("not a supported push format"), "{body}");
+    // Offline pushes are refused before anything is written.
+    let (status, body) = push(json!({"push_source_name": "driver_push", "to": "online_and_offline",
+        "df": {"driver_id": [6], "rate_src": [1.0], "label": ["no"], "ts": ["2024-06-01T00:00:00"]}}))
+    .await;
+    assert_eq!(status, 501, "{body}");
+    let (_, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": [6]}, "features": ["pushed:rate"]}),
+    )
+    .await;
+    assert!(body.contains("NOT_FOUND"), "{body}");
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let s = start_with_limit(true, 256).await;
+    let ids: Vec<i64> = (0..200).collect();
+    let (status, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": ids}, "features": ["stats:rate"]}),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("256 bytes"), "{body}");
+    let (status, _) = post(
+        s.port,
+        json!({"entities": {"driver_id": [1]}, "features": ["stats:rate"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+mod grpc {
+    use super::*;
+    use feast_proto::grpc_server::grpc_feature_server_client::GrpcFeatureServerClient;
+    use feast_proto::grpc_server::{PushRequest, WriteToOnlineStoreRequest};
+    use feast_proto::serving::get_online_features_request::Kind;
+    use feast_proto::serving::serving_service_client::ServingServiceClient;
+    use feast_proto::serving::{
+        FeatureList, FieldStatus, GetFeastServingInfoRequest, GetOnlineFeaturesRequest,
+    };
+    use feast_proto::types::RepeatedValue;
+
+    fn int64(i: i64) -> Value {
+        Value {
+            val: Some(Val::Int64Val(i)),
+        }
+    }
+
+    fn request(ids: &[i64], features: &[&str]) -> GetOnlineFeaturesRequest {
+        GetOnlineFeaturesRequest {
+            kind: Some(Kind::Features(FeatureList {
+                val: features.iter().map(|f| f.to_string()).collect(),
+            })),
+            entities: [(
+                "driver_id".to_string(),
+                RepeatedValue {
+                    val: ids.iter().map(|i| int64(*i)).collect(),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    async fn channel(port: u16) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn serving_service_on_the_http_port() {
+        let s = start(true).await;
+        let mut client = ServingServiceClient::new(channel(s.port).await);
+        let info = client
+            .get_feast_serving_info(GetFeastServingInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.version, "0.67.0");
+        let out = client
+            .get_online_features(request(&[2, 9, 1], &["stats:rate", "stats:label"]))
+            .await
+            .unwrap()
+            .into_inner();
+        let names = out.metadata.unwrap().feature_names.unwrap().val;
+        assert_eq!(names, ["driver_id", "rate", "label"]);
+        assert_eq!(out.results[0].values, [int64(2), int64(9), int64(1)]);
+        let rate = &out.results[1];
+        assert_eq!(
+            rate.values,
+            [
+                Value {
+                    val: Some(Val::DoubleVal(0.5))
+                },
+                Value::default(),
+                Value {
+                    val: Some(Val::DoubleVal(1.0))
+                }
+            ]
+        );
+        assert_eq!(
+            rate.statuses,
+            [
+                FieldStatus::Present as i32,
+                FieldStatus::NotFound as i32,
+                FieldStatus::Present as i32
+            ]
+        );
+        assert_eq!(rate.event_timestamps[0].seconds, 1_714_557_600);
+        assert_eq!(rate.event_timestamps[1].seconds, 0);
+        assert!(out.status);
+
+        // An int32 entity value finds the INT64 key, as the JSON path would.
+        let mut r = request(&[], &["stats:label"]);
+        r.entities.get_mut("driver_id").unwrap().val = vec![Value {
+            val: Some(Val::Int32Val(1)),
+        }];
+        let out = client.get_online_features(r).await.unwrap().into_inner();
+        assert_eq!(
+            out.results[1].values,
+            [Value {
+                val: Some(Val::StringVal("a".into()))
+            }]
+        );
+
+        // Errors carry Feast's envelope.
+        let e = client
+            .get_online_features(request(&[1], &["nope:rate"]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        let detail: Json = serde_json::from_str(e.message()).unwrap();
+        assert_eq!(detail["class"], json!("FeatureViewNotFoundException"));
+        let e = client
+            .get_online_features(request(&[1], &["odfv:x"]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn grpc_feature_server_push_and_write() {
+        let s = start(true).await;
+        let mut client = GrpcFeatureServerClient::new(channel(s.port).await);
+        // String features are typed by the view's schema.
+        client
+            .push(PushRequest {
+                features: [
+                    ("driver_id", "11"),
+                    ("rate_src", "2.5"),
+                    ("label", "grpc"),
+                    ("ts", "2024-06-01T00:00:00"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+                stream_feature_view: "driver_push".into(),
+                to: "online".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // Typed features, with the timestamp as a unix_timestamp_val.
+        client
+            .write_to_online_store(WriteToOnlineStoreRequest {
+                feature_view_name: "stats".into(),
+                typed_features: [
+                    ("driver_id".to_string(), int64(12)),
+                    (
+                        "rate".to_string(),
+                        Value {
+                            val: Some(Val::DoubleVal(0.75)),
+                        },
+                    ),
+                    (
+                        "label".to_string(),
+                        Value {
+                            val: Some(Val::StringVal("typed".into())),
+                        },
+                    ),
+                    (
+                        "event_timestamp".to_string(),
+                        Value {
+                            val: Some(Val::UnixTimestampVal(1_717_200_000)),
+                        },
+                    ),
+                ]
+                .into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let out = client
+            .get_online_features(request(&[11, 12], &["pushed:rate", "stats:label"]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            out.results[1].values[0],
+            Value {
+                val: Some(Val::DoubleVal(2.5))
+            }
+        );
+        assert_eq!(
+            out.results[2].values[1],
+            Value {
+                val: Some(Val::StringVal("typed".into()))
+            }
+        );
+        assert_eq!(out.results[2].event_timestamps[1].seconds, 1_717_200_000);
+
+        let both = client
+            .push(PushRequest {
+                features: [("a".to_string(), "1".to_string())].into(),
+                typed_features: [("a".to_string(), int64(1))].into(),
+                stream_feature_view: "driver_push".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(both.code(), tonic::Code::InvalidArgument);
+        let unknown = client
+            .push(PushRequest {
+                stream_feature_view: "nope".into(),
+                features: [("a".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::InvalidArgument);
+        assert!(unknown.message().contains("PushSourceNotFoundException"));
+    }
+
+    #[tokio::test]
+    async fn health_and_reflection_are_served() {
+        let s = start(true).await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel(s.port).await);
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
 }

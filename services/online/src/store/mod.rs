@@ -55,6 +55,15 @@ pub struct WriteRow {
     pub created_ts: Option<Timestamp>,
 }
 
+/// One feature view's part of a multi-view read ([`OnlineStore::online_read_many`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSpec<'a> {
+    pub table: &'a TableRef,
+    /// Serialized entity keys (duplicates allowed).
+    pub entity_keys: &'a [Vec<u8>],
+    pub features: &'a [String],
+}
+
 /// Why an online-store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OnlineStoreError {
@@ -95,6 +104,21 @@ pub trait OnlineStore: Send + Sync + 'static {
         entity_keys: &[Vec<u8>],
         features: &[String],
     ) -> Result<Vec<Option<FeatureRow>>, OnlineStoreError>;
+
+    /// Reads several views at once; the result is aligned with `reads`, each entry as
+    /// [`OnlineStore::online_read`] would return it. The default reads the views one after
+    /// the other; stores that can batch (Redis: one pipeline) override it so a request costs
+    /// one round trip.
+    async fn online_read_many(
+        &self,
+        reads: &[ReadSpec<'_>],
+    ) -> Result<Vec<Vec<Option<FeatureRow>>>, OnlineStoreError> {
+        let mut out = Vec::with_capacity(reads.len());
+        for r in reads {
+            out.push(self.online_read(r.table, r.entity_keys, r.features).await?);
+        }
+        Ok(out)
+    }
 
     /// Writes `rows` to `table` in one transaction and returns how many rows were written.
     ///
