@@ -138,6 +138,13 @@ struct FeatureServeArgs {
     /// Largest request body accepted, in bytes (HTTP 413 / gRPC RESOURCE_EXHAUSTED above it).
     #[arg(long, default_value_t = feast_online::http::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// Record Prometheus metrics (Feast's names) and serve them at GET /metrics.
+    #[arg(long)]
+    metrics: bool,
+    /// Serve rows older than their view's TTL as PRESENT with their value, as Feast's Python
+    /// server does, instead of OUTSIDE_MAX_AGE with null.
+    #[arg(long)]
+    expired_as_present: bool,
 }
 
 #[derive(clap::Args)]

@@ -204,8 +204,14 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
             registry,
             store: std::sync::Arc::new(store),
             project,
-            entity_key_serialization_version: ctx.config.entity_key_serialization_version,
+            read_options: feast_online::serving::ReadOptions {
+                entity_key_serialization_version: ctx.config.entity_key_serialization_version,
+                expired_as_present: args.expired_as_present,
+            },
             max_request_bytes: args.max_request_bytes,
+            metrics: args
+                .metrics
+                .then(|| std::sync::Arc::new(feast_online::metrics::Metrics::new())),
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -114,12 +114,13 @@ fn row_frame(
 impl GrpcServices {
     async fn get_online_features(
         &self,
+        endpoint: &str,
         request: GetOnlineFeaturesRequest,
     ) -> Result<GetOnlineFeaturesResponse, Status> {
         let request = online_request(request).map_err(|e| to_status(&e))?;
         let response = self
             .server
-            .get_online_features(&request)
+            .get_online_features(endpoint, &request)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(response.to_proto())
@@ -141,9 +142,13 @@ impl ServingService for GrpcServices {
         &self,
         request: Request<GetOnlineFeaturesRequest>,
     ) -> Result<Response<GetOnlineFeaturesResponse>, Status> {
-        GrpcServices::get_online_features(self, request.into_inner())
-            .await
-            .map(Response::new)
+        GrpcServices::get_online_features(
+            self,
+            "/feast.serving.ServingService/GetOnlineFeatures",
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 }
 
@@ -158,7 +163,12 @@ impl GrpcFeatureServer for GrpcServices {
             PushMode::parse(&r.to).map_err(|e| to_status(&e))?
         };
         self.server
-            .push(&r.stream_feature_view, &frame, to)
+            .push(
+                "/GrpcFeatureServer/Push",
+                &r.stream_feature_view,
+                &frame,
+                to,
+            )
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(PushResponse { status: true }))
@@ -171,7 +181,11 @@ impl GrpcFeatureServer for GrpcServices {
         let r = request.into_inner();
         let frame = row_frame(r.features, r.typed_features)?;
         self.server
-            .write_to_online_store(&r.feature_view_name, &frame)
+            .write_to_online_store(
+                "/GrpcFeatureServer/WriteToOnlineStore",
+                &r.feature_view_name,
+                &frame,
+            )
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(WriteToOnlineStoreResponse { status: true }))
@@ -181,8 +195,12 @@ impl GrpcFeatureServer for GrpcServices {
         &self,
         request: Request<GetOnlineFeaturesRequest>,
     ) -> Result<Response<GetOnlineFeaturesResponse>, Status> {
-        GrpcServices::get_online_features(self, request.into_inner())
-            .await
-            .map(Response::new)
+        GrpcServices::get_online_features(
+            self,
+            "/GrpcFeatureServer/GetOnlineFeatures",
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 }

@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -28,8 +29,10 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::grpc::GrpcServices;
+use crate::metrics::Metrics;
 use crate::serving::{
-    GetOnlineFeaturesRequest, OnlineRequest, OnlineResponse, ServeError, get_online_features,
+    GetOnlineFeaturesRequest, OnlineRequest, OnlineResponse, ReadOptions, ServeError,
+    get_online_features,
 };
 use crate::store::OnlineStore;
 use crate::write::{Frame, PushMode, PushRequest, WriteOutcome, WriteToOnlineStoreRequest};
@@ -43,10 +46,12 @@ pub struct FeatureServer {
     pub registry: RegistryCache,
     pub store: Arc<dyn OnlineStore>,
     pub project: String,
-    /// The repository's `entity_key_serialization_version`.
-    pub entity_key_serialization_version: u32,
+    /// Entity-key version and TTL behaviour of reads.
+    pub read_options: ReadOptions,
     /// Largest request body accepted (HTTP and gRPC), in bytes.
     pub max_request_bytes: usize,
+    /// Prometheus metrics (`--metrics`): recorded and served at `/metrics` when set.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl FeatureServer {
@@ -56,58 +61,111 @@ impl FeatureServer {
             .ok_or_else(|| ServeError::Unavailable("the registry has not been loaded yet".into()))
     }
 
-    /// `get_online_features` against the current registry snapshot.
+    /// `get_online_features` against the current registry snapshot; `endpoint` names the
+    /// route or gRPC method in the metrics.
     pub async fn get_online_features(
         &self,
+        endpoint: &str,
         request: &OnlineRequest,
     ) -> Result<OnlineResponse, ServeError> {
-        let snapshot = self.snapshot()?;
-        get_online_features(
-            &snapshot.catalog,
-            &self.project,
-            &self.store,
-            self.entity_key_serialization_version,
-            request,
-        )
-        .await
+        let started = Instant::now();
+        let result = match self.snapshot() {
+            Ok(snapshot) => {
+                get_online_features(
+                    &snapshot.catalog,
+                    &self.project,
+                    &self.store,
+                    self.read_options,
+                    request,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(m) = &self.metrics {
+            match &result {
+                Ok(r) => {
+                    let stats = &r.stats;
+                    m.online_read(stats.entity_rows, stats.store_read);
+                    for (view, present, missing) in &stats.per_view {
+                        m.statuses(view, *present, *missing);
+                    }
+                    m.request(
+                        endpoint,
+                        true,
+                        started.elapsed(),
+                        stats.features,
+                        stats.per_view.len(),
+                    );
+                }
+                Err(_) => m.request(endpoint, false, started.elapsed(), 0, 0),
+            }
+        }
+        result
+    }
+
+    /// Records a finished write/push request in the metrics.
+    fn record<T>(&self, endpoint: &str, started: Instant, result: &Result<T, ServeError>) {
+        if let Some(m) = &self.metrics {
+            m.request(endpoint, result.is_ok(), started.elapsed(), 0, 0);
+        }
     }
 
     /// `write_to_online_store` of one view.
     pub async fn write_to_online_store(
         &self,
+        endpoint: &str,
         view: &str,
         frame: &Frame,
     ) -> Result<WriteOutcome, ServeError> {
-        let snapshot = self.snapshot()?;
-        crate::write::write_to_online_store(
-            &snapshot.catalog,
-            &self.project,
-            &self.store,
-            self.entity_key_serialization_version,
-            view,
-            frame,
-        )
-        .await
+        let started = Instant::now();
+        let result = match self.snapshot() {
+            Ok(snapshot) => {
+                crate::write::write_to_online_store(
+                    &snapshot.catalog,
+                    &self.project,
+                    &self.store,
+                    self.read_options.entity_key_serialization_version,
+                    view,
+                    frame,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        self.record(endpoint, started, &result);
+        result
     }
 
     /// `push` to every view fed by a push source.
     pub async fn push(
         &self,
+        endpoint: &str,
         push_source: &str,
         frame: &Frame,
         to: PushMode,
     ) -> Result<WriteOutcome, ServeError> {
-        let snapshot = self.snapshot()?;
-        crate::write::push(
-            &snapshot.catalog,
-            &self.project,
-            &self.store,
-            self.entity_key_serialization_version,
-            push_source,
-            frame,
-            to,
-        )
-        .await
+        let started = Instant::now();
+        let result = match self.snapshot() {
+            Ok(snapshot) => {
+                crate::write::push(
+                    &snapshot.catalog,
+                    &self.project,
+                    &self.store,
+                    self.read_options.entity_key_serialization_version,
+                    push_source,
+                    frame,
+                    to,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(m) = &self.metrics {
+            m.push(push_source, to.as_str());
+        }
+        self.record(endpoint, started, &result);
+        result
     }
 }
 
@@ -135,6 +193,7 @@ pub fn router(server: FeatureServer) -> Router {
         .route("/write-to-online-store", post(write_to_online_store))
         .route("/push", post(push))
         .route("/health", get(health_route))
+        .route("/metrics", get(metrics_route))
         .with_state(server);
     // The gRPC routes bring their own fallback (UNIMPLEMENTED for unknown methods).
     http.merge(routes.prepare().into_axum_router())
@@ -235,7 +294,11 @@ async fn online_features(State(server): State<Arc<FeatureServer>>, body: Body) -
             Err(response) => return response,
         };
     let result = match OnlineRequest::try_from(request) {
-        Ok(request) => server.get_online_features(&request).await,
+        Ok(request) => {
+            server
+                .get_online_features("/get-online-features", &request)
+                .await
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -256,7 +319,7 @@ async fn write_to_online_store(State(server): State<Arc<FeatureServer>>, body: B
     let result = match Frame::from_columns(request.df) {
         Ok(frame) => {
             server
-                .write_to_online_store(&request.feature_view_name, &frame)
+                .write_to_online_store("/write-to-online-store", &request.feature_view_name, &frame)
                 .await
         }
         Err(e) => Err(e),
@@ -276,7 +339,9 @@ async fn push(State(server): State<Arc<FeatureServer>>, body: Body) -> Response 
     let result = async {
         let to = PushMode::parse(&request.to)?;
         let frame = Frame::from_columns(request.df)?;
-        server.push(&request.push_source_name, &frame, to).await
+        server
+            .push("/push", &request.push_source_name, &frame, to)
+            .await
     }
     .await;
     match result {
@@ -294,4 +359,22 @@ async fn health_route(State(server): State<Arc<FeatureServer>>) -> Response {
             b"{\"status\":\"unavailable\",\"detail\":\"registry not loaded\"}".to_vec(),
         )
     }
+}
+
+async fn metrics_route(State(server): State<Arc<FeatureServer>>) -> Response {
+    let Some(metrics) = &server.metrics else {
+        let body = json!({"detail": "metrics are off: start the server with --metrics"});
+        return json_response(404, body.to_string().into_bytes());
+    };
+    let snapshot = server.registry.snapshot();
+    let text = metrics.render(snapshot.as_ref().map(|s| &s.catalog), &server.project);
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

@@ -10,6 +10,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod serving;
 pub mod store;
 pub mod write;

@@ -122,6 +122,20 @@ pub struct OnlineResponse {
     pub columns: Vec<ResponseColumn>,
     /// `(name to use, version)` per view read, when the request asked for it.
     pub view_metadata: Option<Vec<(String, i32)>>,
+    /// How the request went, for metrics (not part of the response).
+    pub stats: ReadStats,
+}
+
+/// Counters of one `get_online_features` request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadStats {
+    pub entity_rows: usize,
+    /// Requested features (output columns other than the entity columns).
+    pub features: usize,
+    /// Time spent in the online store.
+    pub store_read: std::time::Duration,
+    /// Per view read: `(view name, values found, values not found)`.
+    pub per_view: Vec<(String, u64, u64)>,
 }
 
 impl OnlineResponse {
@@ -572,13 +586,35 @@ fn type_column(name: &str, values: &EntityValues, vt: ValueType) -> Result<Vec<V
 /// reads the store once per request (all views' reads in one [`OnlineStore::online_read_many`]
 /// call) and assembles the columns in Feast's order: the entity columns in request order,
 /// then each view's features in request order.
+/// How a server reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The repository's `entity_key_serialization_version`.
+    pub entity_key_serialization_version: u32,
+    /// Serve rows older than the view's TTL as `PRESENT` with their value, as Feast's Python
+    /// server does, instead of `OUTSIDE_MAX_AGE` and `null` (the default, which agrees with
+    /// the offline point-in-time join).
+    pub expired_as_present: bool,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            entity_key_serialization_version:
+                feast_core::entity_key::DEFAULT_ENTITY_KEY_SERIALIZATION_VERSION,
+            expired_as_present: false,
+        }
+    }
+}
+
 pub async fn get_online_features(
     catalog: &Catalog,
     project: &str,
     store: &Arc<dyn OnlineStore>,
-    key_version: u32,
+    options: ReadOptions,
     request: &OnlineRequest,
 ) -> Result<OnlineResponse, ServeError> {
+    let key_version = options.entity_key_serialization_version;
     let reads = resolve(catalog, project, request)?;
     for r in &reads {
         check_servable(r.fv)?;
@@ -675,6 +711,11 @@ pub async fn get_online_features(
         tables.push(TableRef::new(project, spec.name.clone()));
         keys_per_view.push(keys);
     }
+    let mut stats = ReadStats {
+        entity_rows: rows,
+        features: reads.iter().map(|r| r.features.len()).sum(),
+        ..ReadStats::default()
+    };
     let found = if rows == 0 {
         reads.iter().map(|_| Vec::new()).collect()
     } else {
@@ -688,13 +729,19 @@ pub async fn get_online_features(
                 features: &r.features,
             })
             .collect();
-        store.online_read_many(&specs).await?
+        let started = std::time::Instant::now();
+        let found = store.online_read_many(&specs).await?;
+        stats.store_read = started.elapsed();
+        found
     };
 
     let now = now_timestamp();
     let mut view_metadata: Vec<(String, i32)> = Vec::new();
     for (r, found) in reads.iter().zip(found) {
-        let oldest = r.fv.ttl().map(|ttl| now.seconds - ttl.as_secs() as i64);
+        let oldest =
+            r.fv.ttl()
+                .filter(|_| !options.expired_as_present)
+                .map(|ttl| now.seconds - ttl.as_secs() as i64);
         let first = columns.len();
         for f in &r.features {
             columns.push(ResponseColumn {
@@ -708,6 +755,7 @@ pub async fn get_online_features(
                 timestamps: Vec::with_capacity(rows),
             });
         }
+        let (mut present, mut missing) = (0u64, 0u64);
         for row in found {
             let expired = row
                 .as_ref()
@@ -721,6 +769,7 @@ pub async fn get_online_features(
                 let ts = row.as_ref().map_or(epoch, |fr| fr.event_ts);
                 match value {
                     None => {
+                        missing += 1;
                         col.values.push(Value::default());
                         col.statuses.push(FieldStatus::NotFound);
                         col.timestamps.push(epoch);
@@ -731,6 +780,7 @@ pub async fn get_online_features(
                         col.timestamps.push(ts);
                     }
                     Some(v) => {
+                        present += 1;
                         col.values.push(v.clone());
                         col.statuses.push(FieldStatus::Present);
                         col.timestamps.push(ts);
@@ -738,6 +788,9 @@ pub async fn get_online_features(
                 }
             }
         }
+        stats
+            .per_view
+            .push((r.fv.spec_ref().name.clone(), present, missing));
         if request.include_feature_view_version_metadata
             && !view_metadata.iter().any(|(name, _)| *name == r.name_to_use)
         {
@@ -754,6 +807,7 @@ pub async fn get_online_features(
         view_metadata: request
             .include_feature_view_version_metadata
             .then_some(view_metadata),
+        stats,
     })
 }
 

@@ -80,6 +80,15 @@ pub enum PushMode {
 }
 
 impl PushMode {
+    /// Feast's spelling, as in the request's `to`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushMode::Online => "online",
+            PushMode::Offline => "offline",
+            PushMode::OnlineAndOffline => "online_and_offline",
+        }
+    }
+
     /// Parses the request's `to`; anything else is a 422 listing the valid values.
     pub fn parse(to: &str) -> Result<Self, ServeError> {
         match to {

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use feast_online::http::{FeatureServer, serve};
+use feast_online::metrics::Metrics;
+use feast_online::serving::ReadOptions;
 use feast_online::{OnlineStore, SqliteOnlineStore, TableRef, WriteRow, serialize_entity_key};
 use feast_proto::core;
 use feast_proto::types::{EntityKey, Value, value::Val};
@@ -171,11 +173,27 @@ struct Server {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start(with_registry: bool) -> Server {
-    start_with_limit(with_registry, feast_online::http::DEFAULT_MAX_REQUEST_BYTES).await
+struct Options {
+    max_request_bytes: usize,
+    metrics: bool,
+    expired_as_present: bool,
 }
 
-async fn start_with_limit(with_registry: bool, max_request_bytes: usize) -> Server {
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_request_bytes: feast_online::http::DEFAULT_MAX_REQUEST_BYTES,
+            metrics: false,
+            expired_as_present: false,
+        }
+    }
+}
+
+async fn start(with_registry: bool) -> Server {
+    start_with(with_registry, Options::default()).await
+}
+
+async fn start_with(with_registry: bool, options: Options) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let registry_path = dir.path().join("registry.db");
     // A missing file is an empty registry (as in Feast); garbage cannot be loaded.
@@ -245,8 +263,12 @@ async fn start_with_limit(with_registry: bool, max_request_bytes: usize) -> Serv
         registry,
         store: Arc::new(store),
         project: PROJECT.into(),
-        entity_key_serialization_version: 3,
-        max_request_bytes,
+        read_options: ReadOptions {
+            entity_key_serialization_version: 3,
+            expired_as_present: options.expired_as_present,
+        },
+        max_request_bytes: options.max_request_bytes,
+        metrics: options.metrics.then(|| Arc::new(Metrics::new())),
     };
     tokio::spawn(serve(listener, server, async {
         let _ = rx.await;
@@ -635,7 +657,14 @@ async fn push_writes_every_view_of_the_push_source() {
 
 #[tokio::test]
 async fn oversized_bodies_are_413() {
-    let s = start_with_limit(true, 256).await;
+    let s = start_with(
+        true,
+        Options {
+            max_request_bytes: 256,
+            ..Options::default()
+        },
+    )
+    .await;
     let ids: Vec<i64> = (0..200).collect();
     let (status, body) = post(
         s.port,
@@ -872,5 +901,74 @@ mod grpc {
             status.status,
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         );
+    }
+}
+
+#[tokio::test]
+async fn expired_rows_can_be_served_as_feast_does() {
+    let s = start_with(
+        true,
+        Options {
+            expired_as_present: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (status, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": [1, 2]}, "features": ["short:label"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let out: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(out["results"][1]["values"], json!(["old", "new"]));
+    assert_eq!(out["results"][1]["statuses"], json!(["PRESENT", "PRESENT"]));
+}
+
+#[tokio::test]
+async fn metrics_use_feasts_names() {
+    let off = start(true).await;
+    let (status, _) = call(off.port, "GET", "/metrics", "").await;
+    assert_eq!(status, 404);
+
+    let s = start_with(
+        true,
+        Options {
+            metrics: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    post(
+        s.port,
+        json!({"entities": {"driver_id": [1, 404]}, "features": ["stats:rate", "stats:label"]}),
+    )
+    .await;
+    post(
+        s.port,
+        json!({"entities": {"driver_id": [1]}, "features": ["nope:x"]}),
+    )
+    .await;
+    call(
+        s.port,
+        "POST",
+        "/push",
+        &json!({"push_source_name": "driver_push", "df": {}}).to_string(),
+    )
+    .await;
+    let (status, text) = call(s.port, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"feast_feature_server_request_total{endpoint="/get-online-features",status="success"} 1"#,
+        r#"feast_feature_server_request_total{endpoint="/get-online-features",status="error"} 1"#,
+        r#"feast_feature_server_request_latency_seconds_count{endpoint="/get-online-features",feature_count="2",feature_view_count="1"} 1"#,
+        "feast_online_features_request_total 1",
+        "feast_online_features_entity_count_sum 2",
+        r#"feast_online_features_status_total{feature_view="stats",status="present"} 2"#,
+        r#"feast_online_features_status_total{feature_view="stats",status="not_found"} 2"#,
+        "feast_feature_server_online_store_read_duration_seconds_count 1",
+        r#"feast_push_request_total{mode="online",push_source="driver_push"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
     }
 }
