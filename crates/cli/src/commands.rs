@@ -7,12 +7,12 @@ use std::sync::Mutex;
 use anyhow::{Context, Result, bail};
 use feast_core::config::{RegistryConfig, RepoConfig};
 use feast_core::json::{message_to_json, sort_keys};
-use feast_core::model::{DUMMY_ENTITY_NAME, ObjectKind, RegistryObject};
+use feast_core::model::{DUMMY_ENTITY_ID, DUMMY_ENTITY_NAME, ObjectKind, RegistryObject};
 use feast_core::registry::diff::{self, RegistryDiff, Transition};
 use feast_core::registry::file::FileRegistryStore;
 use feast_core::registry::{Catalog, timestamp};
 use feast_core::repo;
-use feast_online::{OnlineStore, SqliteOnlineStore, TableRef};
+use feast_online::TableRef;
 use feast_proto::core;
 use feast_registry::{
     RegistryStore, RemoteOptions, RemoteRegistry, SqlStore, SqlStoreOptions, StoreVersion,
@@ -221,6 +221,7 @@ pub fn plan(ctx: &RepoContext, color: bool) -> Result<()> {
 pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
     let registry = ctx.registry()?;
     let (mut catalog, desired, plan) = plan_repo(ctx, &registry)?;
+    let catalog_before = catalog.clone();
     println!("Applying changes for project {}", ctx.project());
     let online = online_infra(ctx, &desired);
     let infra = online
@@ -243,22 +244,27 @@ pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
         .as_ref()
         .filter(|_| plan.has_changes() || infra_changed)
     {
-        // Feast's `update`: tables for every view, dropped for the views removed. Skipped
-        // when neither the registry nor the infra changed (the tables exist already).
+        // Feast's `update`: tables for every view (SQLite), data of the views removed
+        // dropped. Skipped when neither the registry nor the infra changed.
         let removed: Vec<TableRef> = plan
             .objects
             .iter()
             .filter(|o| o.transition == Transition::Delete && o.kind.is_feature_view())
-            .map(|o| TableRef::new(ctx.project(), o.name.clone()))
+            .filter_map(|o| {
+                let registered = registered_table(&catalog_before, ctx.project(), &o.name);
+                // Redis finds a view's data through its join keys: only views that have
+                // them (feature views and stream feature views) have data there.
+                match (&online.sqlite_db, registered) {
+                    (_, Some(t)) => Some(t),
+                    (Some(_), None) => Some(TableRef::new(ctx.project(), o.name.clone())),
+                    (None, None) => None,
+                }
+            })
             .collect();
         let runtime = current_thread_runtime()?;
         runtime.block_on(async {
-            let store = SqliteOnlineStore::open(&online.db).await?;
-            store
-                .update(ctx.project(), &online.tables, &removed)
-                .await?;
-            store.close().await;
-            Ok::<_, feast_online::OnlineStoreError>(())
+            let store = feast_online::open_online_store(&ctx.config).await?;
+            store.update(ctx.project(), &online.tables, &removed).await
         })?;
     }
     print!("{}", plan.render(color));
@@ -266,59 +272,113 @@ pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
     Ok(plan)
 }
 
-/// Drops the SQLite online-store tables of the project's registered views (Feast's
-/// teardown of the online store; other projects' tables stay).
+/// Removes the online-store data of the project's registered views (Feast's teardown of the
+/// online store): their SQLite tables, or their Redis hashes. Other projects' data stays.
 fn drop_online_tables(ctx: &RepoContext) -> Result<()> {
-    let Some(db) = ctx.config.sqlite_online_store_path() else {
-        return Ok(());
-    };
-    if !db.exists() {
-        return Ok(());
+    use feast_core::config::OnlineStoreConfig;
+    match &ctx.config.online_store {
+        Some(OnlineStoreConfig::Sqlite(_)) => {
+            let Some(db) = ctx.config.sqlite_online_store_path() else {
+                return Ok(());
+            };
+            if !db.exists() {
+                return Ok(());
+            }
+        }
+        Some(OnlineStoreConfig::Redis(_)) => {}
+        _ => return Ok(()),
     }
     let catalog = ctx.load_registry()?;
-    let none = BTreeMap::new();
-    let tables: Vec<TableRef> = catalog
-        .list::<core::FeatureView>(ctx.project(), &none)
-        .map(|v| TableRef::new(ctx.project(), v.name()))
-        .chain(
-            catalog
-                .list::<core::StreamFeatureView>(ctx.project(), &none)
-                .map(|v| TableRef::new(ctx.project(), v.name())),
-        )
-        .collect();
+    let tables = registered_tables(&catalog, ctx.project());
+    if tables.is_empty() {
+        return Ok(());
+    }
     let runtime = current_thread_runtime()?;
     runtime.block_on(async {
-        let store = SqliteOnlineStore::open(&db).await?;
-        store.teardown(ctx.project(), &tables).await?;
-        store.close().await;
-        Ok::<_, feast_online::OnlineStoreError>(())
+        let store = feast_online::open_online_store(&ctx.config).await?;
+        store.teardown(ctx.project(), &tables).await
     })?;
     Ok(())
 }
 
-/// The SQLite online store's tables for the declared views (Feast creates one per feature
-/// view and stream feature view, online or not) and the file they live in.
+/// The online-store table of a feature view, with the join keys (Feast's `__dummy_id` for
+/// an entity-less view) and features a Redis store needs to find its data.
+fn table_ref(
+    project: &str,
+    spec_name: &str,
+    entities: &[core::FeatureSpecV2],
+    features: &[core::FeatureSpecV2],
+) -> TableRef {
+    let mut join_keys: Vec<&str> = entities.iter().map(|c| c.name.as_str()).collect();
+    if join_keys.is_empty() {
+        join_keys.push(DUMMY_ENTITY_ID);
+    }
+    TableRef::new(project, spec_name)
+        .with_schema(join_keys, features.iter().map(|c| c.name.as_str()))
+}
+
+fn fv_table(project: &str, v: &core::FeatureView) -> TableRef {
+    let spec = v.spec.clone().unwrap_or_default();
+    table_ref(project, &spec.name, &spec.entity_columns, &spec.features)
+}
+
+fn sfv_table(project: &str, v: &core::StreamFeatureView) -> TableRef {
+    let spec = v.spec.clone().unwrap_or_default();
+    table_ref(project, &spec.name, &spec.entity_columns, &spec.features)
+}
+
+/// The tables of the project's registered feature views and stream feature views.
+fn registered_tables(catalog: &Catalog, project: &str) -> Vec<TableRef> {
+    let none = BTreeMap::new();
+    catalog
+        .list::<core::FeatureView>(project, &none)
+        .map(|v| fv_table(project, v))
+        .chain(
+            catalog
+                .list::<core::StreamFeatureView>(project, &none)
+                .map(|v| sfv_table(project, v)),
+        )
+        .collect()
+}
+
+fn registered_table(catalog: &Catalog, project: &str, name: &str) -> Option<TableRef> {
+    registered_tables(catalog, project)
+        .into_iter()
+        .find(|t| t.view == name)
+}
+
+/// The online store's tables for the declared views (Feast creates one per feature view and
+/// stream feature view, online or not), and for SQLite the file they live in. Redis has no
+/// tables to create and Feast records no infra objects for it (`RedisOnlineStore.plan` is
+/// the base class's empty list).
 struct OnlineInfra {
-    db: PathBuf,
+    sqlite_db: Option<PathBuf>,
     tables: Vec<TableRef>,
 }
 
 fn online_infra(ctx: &RepoContext, desired: &diff::DesiredState) -> Option<OnlineInfra> {
-    let db = ctx.config.sqlite_online_store_path()?;
-    let db = std::path::absolute(&db).unwrap_or(db);
+    use feast_core::config::OnlineStoreConfig;
+    let sqlite_db = match &ctx.config.online_store {
+        Some(OnlineStoreConfig::Sqlite(_)) => {
+            let db = ctx.config.sqlite_online_store_path()?;
+            Some(std::path::absolute(&db).unwrap_or(db))
+        }
+        Some(OnlineStoreConfig::Redis(_)) => None,
+        _ => return None,
+    };
     let mut tables: Vec<TableRef> = desired
         .feature_views
         .iter()
-        .map(|v| TableRef::new(ctx.project(), v.name()))
+        .map(|v| fv_table(ctx.project(), v))
         .chain(
             desired
                 .stream_feature_views
                 .iter()
-                .map(|v| TableRef::new(ctx.project(), v.name())),
+                .map(|v| sfv_table(ctx.project(), v)),
         )
         .collect();
     tables.sort_by(|a, b| a.view.cmp(&b.view));
-    Some(OnlineInfra { db, tables })
+    Some(OnlineInfra { sqlite_db, tables })
 }
 
 const SQLITE_TABLE_CLASS: &str = "feast.infra.online_stores.sqlite.SqliteTable";
@@ -334,13 +394,15 @@ fn merged_infra(old: Option<&core::Infra>, project: &str, online: &OnlineInfra) 
         .into_iter()
         .filter(|o| !matches!(&o.infra_object, Some(Object::SqliteTable(t)) if t.name.starts_with(&prefix)))
         .collect();
-    objects.extend(online.tables.iter().map(|t| core::InfraObject {
-        infra_object_class_type: SQLITE_TABLE_CLASS.into(),
-        infra_object: Some(Object::SqliteTable(core::SqliteTable {
-            path: online.db.display().to_string(),
-            name: t.table_name(),
-        })),
-    }));
+    if let Some(db) = &online.sqlite_db {
+        objects.extend(online.tables.iter().map(|t| core::InfraObject {
+            infra_object_class_type: SQLITE_TABLE_CLASS.into(),
+            infra_object: Some(Object::SqliteTable(core::SqliteTable {
+                path: db.display().to_string(),
+                name: t.table_name(),
+            })),
+        }));
+    }
     core::Infra {
         infra_objects: objects,
     }

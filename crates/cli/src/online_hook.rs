@@ -1,7 +1,10 @@
 //! `feast-rs internal online-*`: a test hook that drives feast-online's stores directly, so
-//! the compatibility tests can check the SQLite online store against Feast before the online
-//! server exists. Not a user interface: keys and values travel as hex (serialized entity
-//! keys, serialized `feast.types.Value`s) so the tests compare exact bytes.
+//! the compatibility tests can check the online stores against Feast byte for byte. Not a
+//! user interface: keys and values travel as hex (serialized entity keys, serialized
+//! `feast.types.Value`s) so the tests compare exact bytes.
+//!
+//! The store is either a SQLite file (`--db F --project P`) or whatever a repository's
+//! `feature_store.yaml` configures (`--repo DIR`, the project defaulting to the file's).
 //!
 //! - `online-read --db F --project P --view V --features a,b --entity-keys-hex k1,k2`
 //!   prints a JSON array aligned with the keys: `null` (not found) or
@@ -9,14 +12,17 @@
 //! - `online-write --db F --project P --view V` reads a JSON array of
 //!   `{"entity_key": hex, "event_ts": {"seconds", "nanos"?}, "created_ts": {...} | null,
 //!   "features": {"name": hex, ...}}` from stdin and prints `{"written": n}`.
-//! - `online-update --db F --project P [--keep v1,v2] [--delete v3]` runs the store's
-//!   `update` (Feast's table DDL).
+//! - `online-update --db F --project P [--keep v1,v2] [--delete v3] [--join-keys k1,k2
+//!   --features f1,f2]` runs the store's `update` (Feast's table DDL; Redis deletes the
+//!   data of the `--delete` views, found by `--join-keys`, whose `--features` it removes).
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use feast_online::{OnlineStore, SqliteOnlineStore, TableRef, WriteRow};
+use feast_core::config::RepoConfig;
+use feast_online::{OnlineStore, SqliteOnlineStore, TableRef, WriteRow, open_online_store};
 use feast_proto::types::Value;
 use prost::Message;
 use serde::Deserialize;
@@ -24,11 +30,32 @@ use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct StoreArgs {
-    /// The SQLite online store file.
+    /// A SQLite online store file.
+    #[arg(long, required_unless_present = "repo", conflicts_with = "repo")]
+    db: Option<PathBuf>,
+    /// A repository directory: the store its feature_store.yaml configures.
     #[arg(long)]
-    db: PathBuf,
-    #[arg(long)]
-    project: String,
+    repo: Option<PathBuf>,
+    /// The project (default: the repository's).
+    #[arg(long, required_unless_present = "repo")]
+    project: Option<String>,
+}
+
+impl StoreArgs {
+    /// The store and the project.
+    async fn open(&self) -> Result<(Arc<dyn OnlineStore>, String)> {
+        if let Some(db) = &self.db {
+            let store: Arc<dyn OnlineStore> = Arc::new(SqliteOnlineStore::open(db).await?);
+            return Ok((store, self.project.clone().unwrap_or_default()));
+        }
+        let repo = self.repo.as_deref().context("--db or --repo")?;
+        let config = RepoConfig::load(repo, None)?;
+        let project = self
+            .project
+            .clone()
+            .unwrap_or_else(|| config.project.clone());
+        Ok((open_online_store(&config).await?, project))
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -62,6 +89,12 @@ pub enum OnlineHook {
         keep: Vec<String>,
         #[arg(long, value_delimiter = ',')]
         delete: Vec<String>,
+        /// Join keys of every view named (Redis).
+        #[arg(long, value_delimiter = ',')]
+        join_keys: Vec<String>,
+        /// Features of every view named (Redis).
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
     },
 }
 
@@ -104,11 +137,16 @@ fn to_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn tables(project: &str, views: &[String]) -> Vec<TableRef> {
+fn tables(
+    project: &str,
+    views: &[String],
+    join_keys: &[String],
+    features: &[String],
+) -> Vec<TableRef> {
     views
         .iter()
         .filter(|v| !v.is_empty())
-        .map(|v| TableRef::new(project, v.as_str()))
+        .map(|v| TableRef::new(project, v.as_str()).with_schema(join_keys, features))
         .collect()
 }
 
@@ -125,13 +163,13 @@ pub fn run(hook: &OnlineHook) -> Result<()> {
                 features,
                 entity_keys_hex,
             } => {
-                let db = SqliteOnlineStore::open(&store.db).await?;
+                let (db, project) = store.open().await?;
                 let keys = entity_keys_hex
                     .iter()
                     .map(|k| from_hex(k))
                     .collect::<Result<Vec<_>>>()?;
                 let rows = db
-                    .online_read(&TableRef::new(&store.project, view), &keys, features)
+                    .online_read(&TableRef::new(&project, view), &keys, features)
                     .await?;
                 let out: Vec<serde_json::Value> = rows
                     .into_iter()
@@ -168,9 +206,9 @@ pub fn run(hook: &OnlineHook) -> Result<()> {
                         created_ts: r.created_ts.map(Into::into),
                     });
                 }
-                let db = SqliteOnlineStore::open(&store.db).await?;
+                let (db, project) = store.open().await?;
                 let written = db
-                    .online_write_batch(&TableRef::new(&store.project, view), &rows)
+                    .online_write_batch(&TableRef::new(&project, view), &rows)
                     .await?;
                 println!("{}", json!({ "written": written }));
             }
@@ -178,12 +216,14 @@ pub fn run(hook: &OnlineHook) -> Result<()> {
                 store,
                 keep,
                 delete,
+                join_keys,
+                features,
             } => {
-                let db = SqliteOnlineStore::open(&store.db).await?;
+                let (db, project) = store.open().await?;
                 db.update(
-                    &store.project,
-                    &tables(&store.project, keep),
-                    &tables(&store.project, delete),
+                    &project,
+                    &tables(&project, keep, join_keys, features),
+                    &tables(&project, delete, join_keys, features),
                 )
                 .await?;
             }

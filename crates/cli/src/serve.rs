@@ -131,17 +131,14 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
             .with_context(|| format!("--host {h} is not an IP address"))?,
     };
     let addr = SocketAddr::new(ip, args.port);
-    let store_path = match &ctx.config.online_store {
-        Some(OnlineStoreConfig::Sqlite(_)) => ctx
-            .config
-            .sqlite_online_store_path()
-            .context("sqlite online store path")?,
+    match &ctx.config.online_store {
+        Some(OnlineStoreConfig::Sqlite(_) | OnlineStoreConfig::Redis(_)) => {}
         Some(other) => bail!(
-            "online_store type `{}` is not supported by `feast-rs serve` yet; only `sqlite` is",
+            "online_store type `{}` is not supported by `feast-rs serve` yet; sqlite and redis are",
             other.type_name()
         ),
         None => bail!("feature_store.yaml has `online_store: null`: there is nothing to serve"),
-    };
+    }
     let project = ctx.config.project.clone();
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
     runtime()?.block_on(async move {
@@ -197,12 +194,12 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
                 message = "the registry could not be loaded; serving 503 until a refresh succeeds"
             );
         }
-        let store = feast_online::SqliteOnlineStore::open(&store_path)
+        let store = feast_online::open_online_store(&ctx.config)
             .await
-            .with_context(|| format!("opening the SQLite online store {}", store_path.display()))?;
+            .context("opening the online store")?;
         let server = feast_online::http::FeatureServer {
             registry,
-            store: std::sync::Arc::new(store),
+            store,
             project,
             read_options: feast_online::serving::ReadOptions {
                 entity_key_serialization_version: ctx.config.entity_key_serialization_version,

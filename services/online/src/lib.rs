@@ -1,9 +1,11 @@
 //! feast-online: the online side of feast-rs.
 //!
-//! This first slice holds the online stores: the [`store::OnlineStore`] trait the online
-//! server will read and write through, and [`store::sqlite::SqliteOnlineStore`], which
-//! shares Feast's SQLite online-store file (PROTOCOLS.md §6.3) with Feast itself: what Feast
-//! materializes, feast-rs reads, and what feast-rs writes, Feast reads.
+//! The online stores: the [`store::OnlineStore`] trait the online server reads and writes
+//! through, [`store::sqlite::SqliteOnlineStore`], which shares Feast's SQLite online-store
+//! file (PROTOCOLS.md §6.3) with Feast itself, and [`store::redis::RedisOnlineStore`], which
+//! shares Feast's Redis layout (§6.2): what Feast materializes, feast-rs reads, and what
+//! feast-rs writes, Feast reads. [`open_online_store`] opens the one a `feature_store.yaml`
+//! configures.
 //!
 //! [`serving`] answers Feast's `get-online-features` request from a cached registry
 //! snapshot and an online store; [`http`] serves it over HTTP as Feast's feature server.
@@ -15,7 +17,9 @@ pub mod serving;
 pub mod store;
 pub mod write;
 
+pub use store::redis::RedisOnlineStore;
 pub use store::sqlite::SqliteOnlineStore;
 pub use store::{
-    FeatureRow, OnlineStore, OnlineStoreError, ReadSpec, TableRef, WriteRow, serialize_entity_key,
+    FeatureRow, OnlineStore, OnlineStoreError, ReadSpec, TableRef, WriteRow, open_online_store,
+    serialize_entity_key,
 };

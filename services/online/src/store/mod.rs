@@ -7,7 +7,11 @@
 //! serialized lets the server deduplicate and look them up without re-encoding, and is what
 //! every Feast layout stores anyway.
 
+mod murmur3;
+pub mod redis;
 pub mod sqlite;
+
+use std::sync::Arc;
 
 use feast_proto::types::{EntityKey, Value};
 use prost_types::Timestamp;
@@ -15,10 +19,19 @@ use prost_types::Timestamp;
 /// One feature view's table in the online store. Feast names it `{project}_{view}`
 /// ([`TableRef::table_name`]); with `enable_online_feature_view_versioning` and a version
 /// above 0, pass `view` as `{name}_v{N}`, as Feast does.
+///
+/// Reads and writes need only `project` and `view`. Stores that keep one record per entity
+/// rather than a table per view (Redis) also need the view's `join_keys` and `features` to
+/// find and delete its data in [`OnlineStore::update`] and [`OnlineStore::teardown`]; set
+/// them with [`TableRef::with_schema`] there (they stay empty otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TableRef {
     pub project: String,
     pub view: String,
+    /// The view's join keys (`["__dummy_id"]` for an entity-less view); empty when unknown.
+    pub join_keys: Vec<String>,
+    /// The view's feature names; empty when unknown.
+    pub features: Vec<String>,
 }
 
 impl TableRef {
@@ -26,13 +39,40 @@ impl TableRef {
         TableRef {
             project: project.into(),
             view: view.into(),
+            join_keys: Vec::new(),
+            features: Vec::new(),
         }
+    }
+
+    /// Adds the view's join keys and feature names (see the type's documentation).
+    pub fn with_schema<J, F>(
+        mut self,
+        join_keys: impl IntoIterator<Item = J>,
+        features: impl IntoIterator<Item = F>,
+    ) -> Self
+    where
+        J: Into<String>,
+        F: Into<String>,
+    {
+        self.join_keys = join_keys.into_iter().map(Into::into).collect();
+        self.features = features.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Feast's table name: `{project}_{view}`.
     pub fn table_name(&self) -> String {
         format!("{}_{}", self.project, self.view)
     }
+}
+
+/// One feature view's part of an [`OnlineStore::online_read_many`] call: the arguments of
+/// one [`OnlineStore::online_read`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSpec<'a> {
+    pub table: &'a TableRef,
+    /// Serialized entity keys (duplicates allowed).
+    pub entity_keys: &'a [Vec<u8>],
+    pub features: &'a [String],
 }
 
 /// What the store holds for one entity of one feature view.
@@ -55,15 +95,6 @@ pub struct WriteRow {
     pub created_ts: Option<Timestamp>,
 }
 
-/// One feature view's part of a multi-view read ([`OnlineStore::online_read_many`]).
-#[derive(Debug, Clone, Copy)]
-pub struct ReadSpec<'a> {
-    pub table: &'a TableRef,
-    /// Serialized entity keys (duplicates allowed).
-    pub entity_keys: &'a [Vec<u8>],
-    pub features: &'a [String],
-}
-
 /// Why an online-store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OnlineStoreError {
@@ -71,8 +102,9 @@ pub enum OnlineStoreError {
     /// retrying later may succeed. Servers map it to UNAVAILABLE / 503.
     #[error("online store unavailable: {0}")]
     Unavailable(String),
-    /// The request or the stored data is malformed (an entity key that cannot be
-    /// serialized, a stored value that is not a `feast.types.Value`, ...).
+    /// The request, the configuration or the stored data is malformed or unsupported (an
+    /// entity key that cannot be serialized, a stored value that is not a
+    /// `feast.types.Value`, an online store type feast-rs does not implement, ...).
     #[error("invalid online store data: {0}")]
     Invalid(String),
     /// A write went to a feature view whose table does not exist: the view was never applied
@@ -105,10 +137,12 @@ pub trait OnlineStore: Send + Sync + 'static {
         features: &[String],
     ) -> Result<Vec<Option<FeatureRow>>, OnlineStoreError>;
 
-    /// Reads several views at once; the result is aligned with `reads`, each entry as
-    /// [`OnlineStore::online_read`] would return it. The default reads the views one after
-    /// the other; stores that can batch (Redis: one pipeline) override it so a request costs
-    /// one round trip.
+    /// Reads several feature views at once: the result has one entry per `reads` item, each
+    /// exactly what [`OnlineStore::online_read`] returns for it.
+    ///
+    /// The default reads the views one after the other. Stores that can do better override
+    /// it: Redis sends every view's `HMGET`s in one pipeline, i.e. one round trip per request
+    /// (per cluster node in Redis Cluster) whatever the number of views.
     async fn online_read_many(
         &self,
         reads: &[ReadSpec<'_>],
@@ -120,11 +154,14 @@ pub trait OnlineStore: Send + Sync + 'static {
         Ok(out)
     }
 
-    /// Writes `rows` to `table` in one transaction and returns how many rows were written.
+    /// Writes `rows` to `table` (in one transaction where the store has them) and returns how
+    /// many rows were written.
     ///
     /// Newer wins: a row whose event timestamp is older than what the store already holds
     /// for that entity (including rows earlier in the same batch) is skipped. A row with the
-    /// same timestamp overwrites. Rows without features write nothing and are not counted.
+    /// same timestamp overwrites in SQLite; Redis skips it, as Feast's Redis store does (and
+    /// it has `skip_dedup` to turn the check off). Rows without features write nothing and
+    /// are not counted.
     async fn online_write_batch(
         &self,
         table: &TableRef,
@@ -134,7 +171,8 @@ pub trait OnlineStore: Send + Sync + 'static {
     /// Prepares the store for `project`'s feature views after an apply, as Feast's
     /// `OnlineStore.update`: creates what `tables_to_keep` need (idempotently) and removes
     /// `tables_to_delete` with their data. `project` is for stores keeping per-project state;
-    /// tables are addressed by their [`TableRef`] alone.
+    /// tables are addressed by their [`TableRef`] alone. Redis needs the `join_keys` and
+    /// `features` of `tables_to_delete` ([`TableRef::with_schema`]).
     async fn update(
         &self,
         project: &str,
@@ -142,8 +180,38 @@ pub trait OnlineStore: Send + Sync + 'static {
         tables_to_delete: &[TableRef],
     ) -> Result<(), OnlineStoreError>;
 
-    /// Removes `tables` of `project` and their data (`feast teardown`).
+    /// Removes `tables` of `project` and their data (`feast teardown`). Redis needs the
+    /// tables' `join_keys` ([`TableRef::with_schema`]).
     async fn teardown(&self, project: &str, tables: &[TableRef]) -> Result<(), OnlineStoreError>;
+}
+
+/// Opens the online store `config.online_store` names: `sqlite` (the file at
+/// [`RepoConfig::sqlite_online_store_path`](feast_core::config::RepoConfig::sqlite_online_store_path))
+/// or `redis` (see [`redis::RedisOnlineStore`]). Any other type, or `online_store: null`, is
+/// an [`OnlineStoreError::Invalid`] saying so.
+pub async fn open_online_store(
+    config: &feast_core::config::RepoConfig,
+) -> Result<Arc<dyn OnlineStore>, OnlineStoreError> {
+    use feast_core::config::OnlineStoreConfig;
+    match &config.online_store {
+        Some(OnlineStoreConfig::Sqlite(_)) => {
+            let path = config.sqlite_online_store_path().ok_or_else(|| {
+                OnlineStoreError::Invalid("sqlite online store without a path".into())
+            })?;
+            Ok(Arc::new(sqlite::SqliteOnlineStore::open(path).await?))
+        }
+        Some(OnlineStoreConfig::Redis(redis)) => Ok(Arc::new(
+            redis::RedisOnlineStore::connect(redis, config.entity_key_serialization_version)
+                .await?,
+        )),
+        Some(other) => Err(OnlineStoreError::Invalid(format!(
+            "online_store type `{}` is not supported by feast-rs yet; supported: sqlite, redis",
+            other.type_name()
+        ))),
+        None => Err(OnlineStoreError::Invalid(
+            "feature_store.yaml has `online_store: null`: there is no online store".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

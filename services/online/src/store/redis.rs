@@ -1,0 +1,957 @@
+//! Feast's Redis online store (`online_store.type: redis`), on Feast's very layout
+//! (PROTOCOLS.md §6.2, Feast 0.67 `infra/online_stores/redis.py` and `helpers.py`).
+//!
+//! Layout, shared with Feast:
+//! - one Redis HASH per (entity key, project), keyed by the serialized entity key followed by
+//!   the project name in UTF-8, shared by every feature view with the same join keys;
+//! - per feature, the field is the 4-byte little-endian MurmurHash3 x86_32 (seed 0) of
+//!   `"{view}:{feature}"` and the value a serialized `feast.types.Value`;
+//! - per view, the field `_ts:{view}` holds the event time as a serialized
+//!   `google.protobuf.Timestamp` (the created timestamp is not stored);
+//! - a write is `HSET key _ts:{view} ts f1 v1 ...` (that field order), followed by
+//!   `EXPIRE key key_ttl_seconds` when set (it applies to the whole hash, so to every view in
+//!   it). Unless `skip_dedup`, the batch's `_ts:{view}` fields are read first and a row is
+//!   skipped when its event time is not *newer*, at nanosecond precision, than the stored one
+//!   or an earlier row of the batch for the same key (equal times are skipped too, as Feast);
+//! - reads are one `HMGET key f1 ... _ts:{view}` per entity, all in one pipeline.
+//!
+//! Differences from Feast, on purpose:
+//! - an entity with neither `_ts:{view}` nor any requested field is NOT_FOUND (`None`).
+//!   Feast's Python store returns empty values with the epoch as timestamp there (its Go
+//!   server says "not found", as feast-rs). A feature missing from a hash that has the view's
+//!   timestamp is `None` (NOT_FOUND), where Python Feast returns an empty `Value`;
+//! - deleting a view's data ([`OnlineStore::update`]) and [`OnlineStore::teardown`] `SCAN`
+//!   with Feast's pattern `prefix(join keys) + "*" + project`, but with the glob
+//!   metacharacters of the prefix and the project escaped (a join key 42 bytes long puts a
+//!   `*` in the prefix), and only touch keys that really are `prefix ‖ values ‖ project` (the
+//!   pattern alone also matches a project whose name ends with this one's). The prefix uses
+//!   the configured `entity_key_serialization_version` (Feast's always uses version 3).
+//!
+//! Deployments: `redis_type: redis` (the first host of the connection string) and
+//! `redis_cluster` (every host is a startup node). `redis_sentinel` is not supported.
+//! Connection-string options used: `db` (not in cluster mode), `password`, `username`,
+//! `ssl`, `ssl_cert_reqs=none` (skip certificate verification), `socket_timeout` and
+//! `socket_connect_timeout` (seconds); others are ignored.
+//!
+//! Connections recover by themselves: a single server is reached through a
+//! [`ConnectionManager`], which reconnects when a command fails on a broken connection (the
+//! failing command reports [`OnlineStoreError::Unavailable`]); the cluster client reconnects
+//! to its nodes and refreshes its slot map likewise. In a cluster a pipeline must stay
+//! within one hash slot, so commands are grouped per slot into pipelines sent concurrently.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use feast_core::config::{RedisOnlineStoreConfig, RedisType};
+use feast_proto::types::Value;
+use prost::Message;
+use prost_types::Timestamp;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
+
+use super::murmur3::murmur3_x86_32;
+use super::{FeatureRow, OnlineStore, OnlineStoreError, ReadSpec, TableRef, WriteRow};
+
+/// Keys per `SCAN` step (its `COUNT` hint).
+const SCAN_COUNT: usize = 1000;
+
+/// The hash field of a feature: the 4 little-endian bytes of `murmur3("{view}:{feature}")`.
+pub fn feature_field(view: &str, feature: &str) -> [u8; 4] {
+    murmur3_x86_32(format!("{view}:{feature}").as_bytes(), 0).to_le_bytes()
+}
+
+/// The hash field holding a view's event timestamp: `_ts:{view}`.
+pub fn ts_field(view: &str) -> Vec<u8> {
+    format!("_ts:{view}").into_bytes()
+}
+
+/// The Redis key of an entity: its serialized key followed by the project's UTF-8.
+pub fn redis_key(serialized_entity_key: &[u8], project: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(serialized_entity_key.len() + project.len());
+    key.extend_from_slice(serialized_entity_key);
+    key.extend_from_slice(project.as_bytes());
+    key
+}
+
+/// Escapes Redis glob metacharacters (`* ? [ ] \`) so the bytes match only themselves.
+fn glob_escape(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 8);
+    for &b in bytes {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// True when `key` is `prefix ‖ n_values × (u32 type ‖ u32 len ‖ bytes) ‖ project`: an entity
+/// key with exactly the prefix's join keys, of this very project.
+fn key_is_of(key: &[u8], prefix: &[u8], n_values: usize, project: &[u8]) -> bool {
+    let Some(mut rest) = key.strip_prefix(prefix) else {
+        return false;
+    };
+    for _ in 0..n_values {
+        if rest.len() < 8 {
+            return false;
+        }
+        let len = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        rest = &rest[8..];
+        if rest.len() < len {
+            return false;
+        }
+        rest = &rest[len..];
+    }
+    rest == project
+}
+
+/// The serialized timestamp Feast stores (`Timestamp.FromDatetime`): normalized, zero
+/// fields omitted.
+fn encode_ts(ts: &Timestamp) -> Vec<u8> {
+    let mut ts = *ts;
+    ts.normalize();
+    ts.encode_to_vec()
+}
+
+fn total_nanos(ts: &Timestamp) -> i128 {
+    i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)
+}
+
+/// Connection settings of a [`RedisOnlineStore`] beyond `feature_store.yaml`.
+#[derive(Debug, Clone)]
+pub struct RedisOnlineStoreOptions {
+    /// How long connecting may take (the connection string's `socket_connect_timeout`
+    /// overrides it).
+    pub connection_timeout: Duration,
+    /// How long one command or pipeline may wait for its answer (`socket_timeout`
+    /// overrides it).
+    pub response_timeout: Duration,
+}
+
+impl Default for RedisOnlineStoreOptions {
+    fn default() -> Self {
+        RedisOnlineStoreOptions {
+            connection_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Feast's Redis online store. See the module documentation for the layout.
+pub struct RedisOnlineStore {
+    conn: Conn,
+    /// `host:port[,...]`, for error messages.
+    address: String,
+    key_ttl_seconds: Option<i64>,
+    skip_dedup: bool,
+    full_scan_for_deletion: bool,
+    entity_key_serialization_version: u32,
+}
+
+/// Seconds (a JSON number or numeric string) as a duration.
+fn seconds_option(
+    options: &std::collections::BTreeMap<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<Duration>, OnlineStoreError> {
+    let Some(v) = options.get(name) else {
+        return Ok(None);
+    };
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        serde_json::Value::Null => return Ok(None),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        _ => Err(OnlineStoreError::Invalid(format!(
+            "Redis connection string option {name}={v} is not a positive number of seconds"
+        ))),
+    }
+}
+
+impl RedisOnlineStore {
+    /// Connects as `config` says. `entity_key_serialization_version` is the repository's
+    /// (it shapes the key prefix [`OnlineStore::update`] and [`OnlineStore::teardown`] scan
+    /// for).
+    pub async fn connect(
+        config: &RedisOnlineStoreConfig,
+        entity_key_serialization_version: u32,
+    ) -> Result<Self, OnlineStoreError> {
+        Self::connect_with(
+            config,
+            entity_key_serialization_version,
+            RedisOnlineStoreOptions::default(),
+        )
+        .await
+    }
+
+    pub async fn connect_with(
+        config: &RedisOnlineStoreConfig,
+        entity_key_serialization_version: u32,
+        options: RedisOnlineStoreOptions,
+    ) -> Result<Self, OnlineStoreError> {
+        let cs = config.parsed_connection_string().map_err(|e| {
+            OnlineStoreError::Invalid(format!("online_store.connection_string: {e}"))
+        })?;
+        let connection_timeout = seconds_option(&cs.options, "socket_connect_timeout")?
+            .unwrap_or(options.connection_timeout);
+        let response_timeout =
+            seconds_option(&cs.options, "socket_timeout")?.unwrap_or(options.response_timeout);
+        let insecure = cs
+            .options
+            .get("ssl_cert_reqs")
+            .and_then(|v| v.as_str())
+            .is_some_and(|v| v.eq_ignore_ascii_case("none"));
+        let addr = |host: &str, port: u16| {
+            if cs.ssl {
+                ConnectionAddr::TcpTls {
+                    host: host.to_owned(),
+                    port,
+                    insecure,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(host.to_owned(), port)
+            }
+        };
+        let address = cs
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.host, n.port.unwrap_or(6379)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let unavailable =
+            |e: RedisError| OnlineStoreError::Unavailable(format!("Redis at {address}: {e}"));
+        let conn = match config.redis_type {
+            RedisType::RedisSentinel => {
+                return Err(OnlineStoreError::Invalid(
+                    "online_store redis_type: redis_sentinel is not supported by feast-rs; \
+                     use redis or redis_cluster"
+                        .into(),
+                ));
+            }
+            RedisType::Redis => {
+                let node = &cs.nodes[0];
+                let info = addr(&node.host, node.port.unwrap_or(6379))
+                    .into_connection_info()
+                    .map_err(unavailable)?;
+                let mut redis_info = info.redis_settings().clone();
+                if let Some(db) = cs.db {
+                    redis_info = redis_info.set_db(db);
+                }
+                if let Some(user) = &cs.username {
+                    redis_info = redis_info.set_username(user);
+                }
+                if let Some(password) = &cs.password {
+                    redis_info = redis_info.set_password(password);
+                }
+                let info = info.set_redis_settings(redis_info);
+                let client = redis::Client::open(info)
+                    .map_err(|e| OnlineStoreError::Invalid(format!("Redis at {address}: {e}")))?;
+                // Reconnect quickly: a request arriving while the server is away fails at
+                // once, and the first one after it is back gets a fresh connection.
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connection_timeout))
+                    .set_response_timeout(Some(response_timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(20))
+                    .set_max_delay(Duration::from_millis(200));
+                Conn::Single(
+                    ConnectionManager::new_lazy_with_config(client, manager_config)
+                        .map_err(unavailable)?,
+                )
+            }
+            RedisType::RedisCluster => {
+                let nodes: Vec<ConnectionInfo> = cs
+                    .nodes
+                    .iter()
+                    .map(|n| addr(&n.host, n.port.unwrap_or(6379)).into_connection_info())
+                    .collect::<Result<_, _>>()
+                    .map_err(unavailable)?;
+                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+                    .connection_timeout(connection_timeout)
+                    .response_timeout(response_timeout)
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(200);
+                if let Some(user) = &cs.username {
+                    builder = builder.username(user);
+                }
+                if let Some(password) = &cs.password {
+                    builder = builder.password(password);
+                }
+                if cs.ssl {
+                    builder = builder.tls(if insecure {
+                        redis::TlsMode::Insecure
+                    } else {
+                        redis::TlsMode::Secure
+                    });
+                }
+                let client = builder.build().map_err(|e| {
+                    OnlineStoreError::Invalid(format!("Redis cluster at {address}: {e}"))
+                })?;
+                Conn::Cluster(client.get_async_connection().await.map_err(unavailable)?)
+            }
+        };
+        Ok(RedisOnlineStore {
+            conn,
+            address,
+            key_ttl_seconds: config.key_ttl_seconds,
+            skip_dedup: config.skip_dedup,
+            full_scan_for_deletion: config.full_scan_for_deletion.unwrap_or(false),
+            entity_key_serialization_version,
+        })
+    }
+
+    /// The configured `host:port` list.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn error(&self, e: RedisError) -> OnlineStoreError {
+        use redis::ErrorKind;
+        let msg = format!("Redis at {}: {e}", self.address);
+        // A key that is not a hash (WRONGTYPE) or an unreadable reply is bad data; anything
+        // else (I/O, timeouts, cluster down, loading, ...) may pass.
+        let bad_data = matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType)
+            || e.code() == Some("WRONGTYPE")
+            || e.into_server_errors()
+                .is_some_and(|errors| errors.iter().any(|(_, se)| se.code() == "WRONGTYPE"));
+        if bad_data {
+            OnlineStoreError::Invalid(msg)
+        } else {
+            OnlineStoreError::Unavailable(msg)
+        }
+    }
+
+    /// Runs `cmds` (each with the key it addresses) as one pipeline on a single server, or one
+    /// pipeline per hash slot, sent concurrently, on a cluster; the replies come back in
+    /// `cmds` order.
+    async fn run(&self, cmds: Vec<(Vec<u8>, Cmd)>) -> Result<Vec<redis::Value>, OnlineStoreError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.conn {
+            Conn::Single(conn) => {
+                let mut pipe = redis::pipe();
+                for (_, cmd) in cmds {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(&mut conn.clone())
+                    .await
+                    .map_err(|e| self.error(e))
+            }
+            Conn::Cluster(conn) => {
+                let n = cmds.len();
+                let mut groups: HashMap<Slot, (Vec<usize>, redis::Pipeline)> = HashMap::new();
+                for (i, (key, cmd)) in cmds.into_iter().enumerate() {
+                    let (slots, pipe) = groups
+                        .entry(Slot::for_key(&key))
+                        .or_insert_with(|| (Vec::new(), redis::pipe()));
+                    slots.push(i);
+                    pipe.add_command(cmd);
+                }
+                let mut tasks = tokio::task::JoinSet::new();
+                for (_, (slots, pipe)) in groups {
+                    let mut conn = conn.clone();
+                    tasks.spawn(async move {
+                        let replies: Result<Vec<redis::Value>, RedisError> =
+                            pipe.query_async(&mut conn).await;
+                        (slots, replies)
+                    });
+                }
+                let mut out: Vec<redis::Value> = vec![redis::Value::Nil; n];
+                while let Some(done) = tasks.join_next().await {
+                    let (slots, replies) = done.map_err(|e| {
+                        OnlineStoreError::Unavailable(format!("Redis cluster pipeline task: {e}"))
+                    })?;
+                    for (slot, reply) in slots.into_iter().zip(replies.map_err(|e| self.error(e))?)
+                    {
+                        out[slot] = reply;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Every key matching `pattern`, on every primary of a cluster.
+    async fn scan(&self, pattern: &[u8]) -> Result<Vec<Vec<u8>>, OnlineStoreError> {
+        let scan_cmd = |cursor: u64| {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            cmd
+        };
+        let mut keys = Vec::new();
+        match &self.conn {
+            Conn::Single(conn) => {
+                let mut conn = conn.clone();
+                let mut cursor = 0u64;
+                loop {
+                    let (next, batch): (u64, Vec<Vec<u8>>) = scan_cmd(cursor)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(|e| self.error(e))?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Conn::Cluster(conn) => {
+                let mut conn = conn.clone();
+                for (host, port) in self.cluster_primaries(&mut conn).await? {
+                    let mut cursor = 0u64;
+                    loop {
+                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port,
+                        });
+                        let reply = conn
+                            .route_command(scan_cmd(cursor), routing)
+                            .await
+                            .map_err(|e| self.error(e))?;
+                        let (next, batch): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)
+                            .map_err(|e| {
+                                OnlineStoreError::Invalid(format!(
+                                    "Redis at {host}:{port}: unexpected SCAN reply: {e}"
+                                ))
+                            })?;
+                        keys.extend(batch);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// `host, port` of every healthy primary, from `CLUSTER NODES`.
+    async fn cluster_primaries(
+        &self,
+        conn: &mut ClusterConnection,
+    ) -> Result<Vec<(String, u16)>, OnlineStoreError> {
+        let reply = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+        let text: String = redis::from_redis_value(reply).map_err(|e| {
+            OnlineStoreError::Invalid(format!(
+                "Redis cluster: unexpected CLUSTER NODES reply: {e}"
+            ))
+        })?;
+        Ok(parse_cluster_primaries(&text))
+    }
+
+    /// The keys of `project` whose entity has exactly `join_keys`.
+    async fn project_keys(
+        &self,
+        project: &str,
+        join_keys: &[String],
+    ) -> Result<Vec<Vec<u8>>, OnlineStoreError> {
+        let jk: Vec<&str> = join_keys.iter().map(String::as_str).collect();
+        let prefix = feast_core::entity_key::serialize_entity_key_prefix(
+            &jk,
+            self.entity_key_serialization_version,
+        );
+        let mut pattern = glob_escape(&prefix);
+        pattern.push(b'*');
+        pattern.extend(glob_escape(project.as_bytes()));
+        let keys = self.scan(&pattern).await?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| key_is_of(k, &prefix, jk.len(), project.as_bytes()))
+            .collect())
+    }
+
+    /// Feast's `delete_table`: drops `table`'s fields from every hash of the project holding
+    /// its `_ts:` field, and the whole hash when that view is the only one in it.
+    async fn delete_view(&self, project: &str, table: &TableRef) -> Result<(), OnlineStoreError> {
+        let keys = self
+            .project_keys(project, require_join_keys(table)?)
+            .await?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let hkeys = self
+            .run(
+                keys.iter()
+                    .map(|k| (k.clone(), redis::cmd("HKEYS").arg(k).clone()))
+                    .collect(),
+            )
+            .await?;
+        let own_ts = ts_field(&table.view);
+        let mut fields: Vec<Vec<u8>> = table
+            .features
+            .iter()
+            .map(|f| feature_field(&table.view, f).to_vec())
+            .collect();
+        fields.push(own_ts.clone());
+        let mut deletes = Vec::new();
+        for (key, reply) in keys.into_iter().zip(hkeys) {
+            let names: Vec<Vec<u8>> = redis::from_redis_value(reply).map_err(|e| {
+                OnlineStoreError::Invalid(format!("Redis: unexpected HKEYS reply: {e}"))
+            })?;
+            let views = names.iter().filter(|n| n.starts_with(b"_ts:")).count();
+            if !names.contains(&own_ts) {
+                continue;
+            }
+            let cmd = if views == 1 {
+                redis::cmd("DEL").arg(&key).clone()
+            } else {
+                redis::cmd("HDEL").arg(&key).arg(&fields).clone()
+            };
+            deletes.push((key, cmd));
+        }
+        self.run(deletes).await?;
+        Ok(())
+    }
+}
+
+fn require_join_keys(table: &TableRef) -> Result<&[String], OnlineStoreError> {
+    if table.join_keys.is_empty() {
+        return Err(OnlineStoreError::Invalid(format!(
+            "Redis needs the join keys of feature view {:?} to find its data \
+             (TableRef::with_schema)",
+            table.view
+        )));
+    }
+    Ok(&table.join_keys)
+}
+
+/// The `ip:port` of each primary not flagged as failed, from `CLUSTER NODES` text
+/// (`<id> <ip:port@cport[,hostname]> <flags> ...`).
+fn parse_cluster_primaries(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (_id, addr, flags) = (parts.next()?, parts.next()?, parts.next()?);
+            let flags: Vec<&str> = flags.split(',').collect();
+            if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+                return None;
+            }
+            let addr = addr.split(['@', ',']).next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Decodes one `HMGET key f1 ... fn _ts:view` reply (`features.len()` values, then the
+/// timestamp).
+fn decode_hmget(
+    view: &str,
+    features: &[String],
+    reply: redis::Value,
+) -> Result<Option<FeatureRow>, OnlineStoreError> {
+    let mut fields: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply).map_err(|e| {
+        OnlineStoreError::Invalid(format!("Redis: unexpected HMGET reply for {view:?}: {e}"))
+    })?;
+    if fields.len() != features.len() + 1 {
+        return Err(OnlineStoreError::Invalid(format!(
+            "Redis: HMGET for {view:?} returned {} fields, expected {}",
+            fields.len(),
+            features.len() + 1
+        )));
+    }
+    let ts = fields.pop().flatten();
+    if ts.is_none() && fields.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let event_ts = match ts {
+        None => Timestamp::default(),
+        Some(bytes) => Timestamp::decode(bytes.as_slice()).map_err(|e| {
+            OnlineStoreError::Invalid(format!(
+                "Redis field _ts:{view} is not a google.protobuf.Timestamp: {e}"
+            ))
+        })?,
+    };
+    let mut values = Vec::with_capacity(features.len());
+    for (feature, bytes) in features.iter().zip(fields) {
+        values.push(match bytes {
+            None => None,
+            Some(bytes) => Some(Value::decode(bytes.as_slice()).map_err(|e| {
+                OnlineStoreError::Invalid(format!(
+                    "Redis field of {view}:{feature} is not a feast.types.Value: {e}"
+                ))
+            })?),
+        });
+    }
+    Ok(Some(FeatureRow { event_ts, values }))
+}
+
+#[tonic::async_trait]
+impl OnlineStore for RedisOnlineStore {
+    async fn online_read(
+        &self,
+        table: &TableRef,
+        entity_keys: &[Vec<u8>],
+        features: &[String],
+    ) -> Result<Vec<Option<FeatureRow>>, OnlineStoreError> {
+        let mut out = self
+            .online_read_many(&[ReadSpec {
+                table,
+                entity_keys,
+                features,
+            }])
+            .await?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Every view's `HMGET`s (one per distinct entity key of the view) in one pipeline.
+    async fn online_read_many(
+        &self,
+        reads: &[ReadSpec<'_>],
+    ) -> Result<Vec<Vec<Option<FeatureRow>>>, OnlineStoreError> {
+        let mut cmds: Vec<(Vec<u8>, Cmd)> = Vec::new();
+        // Per read: how many distinct keys it sent, and each entity key's index among them.
+        let mut plans: Vec<(usize, Vec<usize>)> = Vec::with_capacity(reads.len());
+        for r in reads {
+            let mut fields: Vec<Vec<u8>> = r
+                .features
+                .iter()
+                .map(|f| feature_field(&r.table.view, f).to_vec())
+                .collect();
+            fields.push(ts_field(&r.table.view));
+            let mut seen: HashMap<&[u8], usize> = HashMap::with_capacity(r.entity_keys.len());
+            let mut index = Vec::with_capacity(r.entity_keys.len());
+            for ek in r.entity_keys {
+                let next = seen.len();
+                let i = *seen.entry(ek.as_slice()).or_insert_with(|| {
+                    let key = redis_key(ek, &r.table.project);
+                    let mut cmd = redis::cmd("HMGET");
+                    cmd.arg(&key).arg(&fields);
+                    cmds.push((key, cmd));
+                    next
+                });
+                index.push(i);
+            }
+            plans.push((seen.len(), index));
+        }
+        // Replies come back in command order: each read's distinct keys, read after read.
+        let mut replies = self.run(cmds).await?.into_iter();
+        let mut out = Vec::with_capacity(reads.len());
+        for (r, (distinct, index)) in reads.iter().zip(plans) {
+            let mut decoded = Vec::with_capacity(distinct);
+            for reply in replies.by_ref().take(distinct) {
+                decoded.push(decode_hmget(&r.table.view, r.features, reply)?);
+            }
+            if decoded.len() != distinct {
+                return Err(OnlineStoreError::Invalid(
+                    "Redis: the pipeline returned fewer replies than commands".into(),
+                ));
+            }
+            out.push(index.into_iter().map(|i| decoded[i].clone()).collect());
+        }
+        Ok(out)
+    }
+
+    /// Feast's write: the dedup read (unless `skip_dedup`), then one pipeline of `HSET`
+    /// (+ `EXPIRE`).
+    async fn online_write_batch(
+        &self,
+        table: &TableRef,
+        rows: &[WriteRow],
+    ) -> Result<usize, OnlineStoreError> {
+        let rows: Vec<&WriteRow> = rows.iter().filter(|r| !r.features.is_empty()).collect();
+        let keys: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|r| redis_key(&r.entity_key, &table.project))
+            .collect();
+        let ts_key = ts_field(&table.view);
+        let stored: Vec<Option<i128>> = if self.skip_dedup {
+            vec![None; rows.len()]
+        } else {
+            let replies = self
+                .run(
+                    keys.iter()
+                        .map(|k| (k.clone(), redis::cmd("HMGET").arg(k).arg(&ts_key).clone()))
+                        .collect(),
+                )
+                .await?;
+            replies
+                .into_iter()
+                .map(|reply| {
+                    let mut v: Vec<Option<Vec<u8>>> =
+                        redis::from_redis_value(reply).map_err(|e| {
+                            OnlineStoreError::Invalid(format!("Redis: unexpected HMGET reply: {e}"))
+                        })?;
+                    match v.pop().flatten() {
+                        None => Ok(None),
+                        Some(bytes) => Timestamp::decode(bytes.as_slice())
+                            .map(|t| Some(total_nanos(&t)))
+                            .map_err(|e| {
+                                OnlineStoreError::Invalid(format!(
+                                    "Redis field _ts:{} is not a google.protobuf.Timestamp: {e}",
+                                    table.view
+                                ))
+                            }),
+                    }
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let mut batch_latest: HashMap<&[u8], i128> = HashMap::new();
+        let mut cmds = Vec::new();
+        let mut written = 0;
+        for ((row, key), stored) in rows.iter().zip(&keys).zip(stored) {
+            let mut ts = row.event_ts;
+            ts.normalize();
+            let new = total_nanos(&ts);
+            if !self.skip_dedup {
+                // Feast: 0 stands for "nothing stored", and equal times are skipped.
+                let latest = stored
+                    .unwrap_or(0)
+                    .max(batch_latest.get(key.as_slice()).copied().unwrap_or(0));
+                if latest != 0 && new <= latest {
+                    continue;
+                }
+                batch_latest.insert(key.as_slice(), new);
+            }
+            let mut hset = redis::cmd("HSET");
+            hset.arg(key).arg(&ts_key).arg(encode_ts(&ts));
+            for (feature, value) in &row.features {
+                hset.arg(&feature_field(&table.view, feature)[..])
+                    .arg(value.encode_to_vec());
+            }
+            cmds.push((key.clone(), hset));
+            if let Some(ttl) = self.key_ttl_seconds.filter(|t| *t != 0) {
+                cmds.push((key.clone(), redis::cmd("EXPIRE").arg(key).arg(ttl).clone()));
+            }
+            written += 1;
+        }
+        self.run(cmds).await?;
+        Ok(written)
+    }
+
+    /// Nothing to create (hashes appear on write); each deleted view's fields go away as in
+    /// Feast's `delete_table`, when `full_scan_for_deletion` (the default) is on.
+    async fn update(
+        &self,
+        project: &str,
+        _tables_to_keep: &[TableRef],
+        tables_to_delete: &[TableRef],
+    ) -> Result<(), OnlineStoreError> {
+        if !self.full_scan_for_deletion {
+            return Ok(());
+        }
+        for table in tables_to_delete {
+            self.delete_view(project, table).await?;
+        }
+        Ok(())
+    }
+
+    /// Feast's teardown: deletes every hash of `project` keyed by the join keys of one of
+    /// `tables` (with whatever other views' fields it holds).
+    async fn teardown(&self, project: &str, tables: &[TableRef]) -> Result<(), OnlineStoreError> {
+        let mut join_key_sets: Vec<Vec<String>> = Vec::new();
+        for t in tables {
+            let mut jk = require_join_keys(t)?.to_vec();
+            jk.sort();
+            if !join_key_sets.contains(&jk) {
+                join_key_sets.push(jk);
+            }
+        }
+        for jk in join_key_sets {
+            let keys = self.project_keys(project, &jk).await?;
+            self.run(
+                keys.into_iter()
+                    .map(|k| {
+                        let cmd = redis::cmd("DEL").arg(&k).clone();
+                        (k, cmd)
+                    })
+                    .collect(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    fn driver_key(id: i64) -> Vec<u8> {
+        use feast_proto::types::{EntityKey, value::Val};
+        let key = EntityKey {
+            join_keys: vec!["driver_id".into()],
+            entity_values: vec![Value {
+                val: Some(Val::Int64Val(id)),
+            }],
+        };
+        crate::store::serialize_entity_key(&key, 3).unwrap()
+    }
+
+    #[test]
+    fn hash_fields_match_feast() {
+        assert_eq!(
+            hex(&feature_field("driver_hourly_stats", "conv_rate")),
+            "6160e3da"
+        );
+        assert_eq!(
+            hex(&feature_field("driver_hourly_stats", "acc_rate")),
+            "fa5e58ad"
+        );
+        assert_eq!(ts_field("driver_hourly_stats"), b"_ts:driver_hourly_stats");
+    }
+
+    #[test]
+    fn keys_are_entity_key_then_project() {
+        let ek = driver_key(1001);
+        assert_eq!(
+            hex(&redis_key(&ek, "my_project")),
+            "0100000002000000090000006472697665725f69640400000008000000e903000000000000\
+             6d795f70726f6a656374"
+        );
+    }
+
+    #[test]
+    fn glob_metacharacters_are_escaped() {
+        assert_eq!(
+            glob_escape(b"a*b?c[d]e\\f"),
+            b"a\\*b\\?c\\[d\\]e\\\\f".to_vec()
+        );
+        assert_eq!(glob_escape(b"\x00\x01plain"), b"\x00\x01plain".to_vec());
+    }
+
+    #[test]
+    fn only_keys_of_the_exact_project_and_join_keys_belong() {
+        let prefix = feast_core::entity_key::serialize_entity_key_prefix(&["driver_id"], 3);
+        let ek = driver_key(1001);
+        assert!(key_is_of(&redis_key(&ek, "p"), &prefix, 1, b"p"));
+        assert!(!key_is_of(&redis_key(&ek, "ap"), &prefix, 1, b"p"));
+        assert!(!key_is_of(&redis_key(&ek, "p"), &prefix, 1, b"ap"));
+        assert!(!key_is_of(&redis_key(&ek, "p"), &prefix, 2, b"p"));
+        assert!(!key_is_of(b"\x01\x00", &prefix, 1, b"p"));
+        // Truncated value lengths never panic.
+        let mut short = prefix.clone();
+        short.extend_from_slice(&[4, 0, 0, 0, 255, 0, 0, 0, 1]);
+        assert!(!key_is_of(&short, &prefix, 1, b""));
+    }
+
+    #[test]
+    fn timestamps_serialize_like_python_protobuf() {
+        assert_eq!(hex(&encode_ts(&Timestamp::default())), "");
+        assert_eq!(
+            hex(&encode_ts(&Timestamp {
+                seconds: 1_714_521_600,
+                nanos: 0
+            })),
+            "08808cc6b106"
+        );
+        // Python: `Timestamp.FromDatetime(datetime(2024, 5, 1, 0, 0, 0, 123456, tz=utc))`.
+        assert_eq!(
+            hex(&encode_ts(&Timestamp {
+                seconds: 1_714_521_600,
+                nanos: 123_456_000
+            })),
+            "08808cc6b106108094ef3a"
+        );
+        // Normalized first: 1.5 s given as (2, -500 ms).
+        assert_eq!(
+            encode_ts(&Timestamp {
+                seconds: 2,
+                nanos: -500_000_000
+            }),
+            encode_ts(&Timestamp {
+                seconds: 1,
+                nanos: 500_000_000
+            })
+        );
+    }
+
+    #[test]
+    fn parses_cluster_nodes() {
+        let text = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002,host2 master - 0 1 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 slave a1 0 1 3 connected
+d4 127.0.0.1:7004@17004 master,fail - 0 1 4 connected
+e5 [::1]:7005@17005 master - 0 1 5 connected 10923-16383
+";
+        assert_eq!(
+            parse_cluster_primaries(text),
+            vec![
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7002),
+                ("::1".to_owned(), 7005)
+            ]
+        );
+    }
+
+    #[test]
+    fn hmget_replies_decode_to_rows() {
+        use feast_proto::types::value::Val;
+        let features = vec!["a".to_string(), "b".to_string()];
+        let bulk = |b: Vec<u8>| redis::Value::BulkString(b);
+        let v = Value {
+            val: Some(Val::Int64Val(7)),
+        };
+        let ts = Timestamp {
+            seconds: 10,
+            nanos: 5,
+        };
+        // Nothing at all: not found.
+        let none = redis::Value::Array(vec![redis::Value::Nil; 3]);
+        assert_eq!(decode_hmget("v", &features, none).unwrap(), None);
+        // The timestamp and one feature.
+        let some = redis::Value::Array(vec![
+            bulk(v.encode_to_vec()),
+            redis::Value::Nil,
+            bulk(ts.encode_to_vec()),
+        ]);
+        assert_eq!(
+            decode_hmget("v", &features, some).unwrap(),
+            Some(FeatureRow {
+                event_ts: ts,
+                values: vec![Some(v.clone()), None]
+            })
+        );
+        // A feature without the view's timestamp: found, at the epoch.
+        let no_ts = redis::Value::Array(vec![
+            redis::Value::Nil,
+            bulk(v.encode_to_vec()),
+            redis::Value::Nil,
+        ]);
+        assert_eq!(
+            decode_hmget("v", &features, no_ts)
+                .unwrap()
+                .unwrap()
+                .event_ts,
+            Timestamp::default()
+        );
+        let bad_ts =
+            redis::Value::Array(vec![redis::Value::Nil, redis::Value::Nil, bulk(vec![0xff])]);
+        assert!(matches!(
+            decode_hmget("v", &features, bad_ts),
+            Err(OnlineStoreError::Invalid(_))
+        ));
+    }
+}

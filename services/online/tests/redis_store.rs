@@ -1,0 +1,1043 @@
+//! RedisOnlineStore on real Redis servers: the shared server on 127.0.0.1:6379
+//! (`FEAST_RS_TEST_REDIS=host:port` overrides it; every test uses its own project, so tests
+//! never see each other's keys), and private `redis-server` processes for the outage and
+//! Redis Cluster tests. Without a reachable Redis (or without `redis-server`) a test is
+//! skipped with a printed reason, except under `CI=true`, where it fails. Interop with Feast
+//! itself is checked by tests/compat/test_redis_online_store.py.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use feast_core::config::{RedisOnlineStoreConfig, RedisType, RepoConfig};
+use feast_online::store::redis::{RedisOnlineStore, feature_field, redis_key, ts_field};
+use feast_online::{
+    FeatureRow, OnlineStore, OnlineStoreError, ReadSpec, TableRef, WriteRow, open_online_store,
+    serialize_entity_key,
+};
+use feast_proto::types::{EntityKey, Value, value::Val};
+use prost::Message;
+use prost_types::Timestamp;
+
+// ---------------------------------------------------------------------------------------
+// Servers
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Skips (prints why and returns None) outside CI; fails under CI=true.
+fn unavailable<T>(why: &str) -> Option<T> {
+    if in_ci() {
+        panic!("Redis tests need {why} under CI=true");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
+
+fn shared_address() -> String {
+    std::env::var("FEAST_RS_TEST_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".to_owned())
+}
+
+/// A project name no other test (or earlier run) uses.
+fn unique_project(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "t_{tag}_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn config(connection_string: &str) -> RedisOnlineStoreConfig {
+    RedisOnlineStoreConfig {
+        connection_string: connection_string.to_owned(),
+        ..RedisOnlineStoreConfig::default()
+    }
+}
+
+/// A raw client on the same server, to look at what the store wrote.
+async fn raw(address: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{address}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// The store on the shared server, or None when it is not reachable (outside CI).
+async fn shared_store(cfg: RedisOnlineStoreConfig) -> Option<RedisOnlineStore> {
+    let address = shared_address();
+    let probe = redis::Client::open(format!("redis://{address}")).unwrap();
+    let ping = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut c = probe.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut c).await
+    })
+    .await;
+    if !matches!(ping, Ok(Ok(_))) {
+        return unavailable(&format!("a Redis server at {address} ({ping:?})"));
+    }
+    let cfg = RedisOnlineStoreConfig {
+        connection_string: address,
+        ..cfg
+    };
+    Some(RedisOnlineStore::connect(&cfg, 3).await.unwrap())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn redis_server_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A private `redis-server` child process, killed on drop.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl PrivateRedis {
+    fn start(port: u16, extra: &[&str]) -> Option<Self> {
+        if !redis_server_installed() {
+            return unavailable("redis-server on the PATH");
+        }
+        let mut server = PrivateRedis {
+            port,
+            child: None,
+            _dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Data
+
+fn key(id: i64) -> Vec<u8> {
+    serialize_entity_key(
+        &EntityKey {
+            join_keys: vec!["driver_id".into()],
+            entity_values: vec![Value {
+                val: Some(Val::Int64Val(id)),
+            }],
+        },
+        3,
+    )
+    .unwrap()
+}
+
+fn ts(seconds: i64, nanos: i32) -> Timestamp {
+    Timestamp { seconds, nanos }
+}
+
+fn v(val: Val) -> Value {
+    Value { val: Some(val) }
+}
+
+fn row(entity_key: Vec<u8>, at: Timestamp, features: &[(&str, Val)]) -> WriteRow {
+    WriteRow {
+        entity_key,
+        features: features
+            .iter()
+            .map(|(n, val)| (n.to_string(), v(val.clone())))
+            .collect(),
+        event_ts: at,
+        created_ts: None,
+    }
+}
+
+fn names(features: &[&str]) -> Vec<String> {
+    features.iter().map(|s| s.to_string()).collect()
+}
+
+fn driver_view(project: &str, view: &str) -> TableRef {
+    TableRef::new(project, view).with_schema(["driver_id"], ["conv_rate", "acc_rate"])
+}
+
+async fn hgetall(address: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut conn = raw(address).await;
+    redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn exists(address: &str, key: &[u8]) -> bool {
+    let mut conn = raw(address).await;
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(&mut conn)
+        .await
+        .unwrap()
+        == 1
+}
+
+// ---------------------------------------------------------------------------------------
+// Layout, reads and writes
+
+#[tokio::test]
+async fn writes_feasts_exact_hash_and_reads_it_back() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let project = unique_project("layout");
+    let table = driver_view(&project, "driver_hourly_stats");
+    let at = ts(1_714_521_600, 123_456_000);
+    let written = store
+        .online_write_batch(
+            &table,
+            &[
+                row(
+                    key(1001),
+                    at,
+                    &[
+                        ("conv_rate", Val::FloatVal(0.5)),
+                        ("acc_rate", Val::DoubleVal(0.25)),
+                    ],
+                ),
+                row(key(1002), at, &[("conv_rate", Val::FloatVal(0.75))]),
+                row(key(1003), at, &[]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(written, 2, "rows without features are not written");
+
+    // The raw hash, field by field, in insertion order: _ts first, then the features.
+    let k = redis_key(&key(1001), &project);
+    assert!(k.ends_with(project.as_bytes()));
+    assert_eq!(
+        hgetall(&shared_address(), &k).await,
+        vec![
+            (b"_ts:driver_hourly_stats".to_vec(), at.encode_to_vec()),
+            (
+                vec![0x61, 0x60, 0xe3, 0xda],
+                v(Val::FloatVal(0.5)).encode_to_vec()
+            ),
+            (
+                vec![0xfa, 0x5e, 0x58, 0xad],
+                v(Val::DoubleVal(0.25)).encode_to_vec()
+            ),
+        ]
+    );
+    assert!(!exists(&shared_address(), &redis_key(&key(1003), &project)).await);
+
+    let got = store
+        .online_read(
+            &table,
+            &[key(1002), key(1001), key(9999), key(1001)],
+            &names(&["acc_rate", "conv_rate"]),
+        )
+        .await
+        .unwrap();
+    let full = Some(FeatureRow {
+        event_ts: at,
+        values: vec![Some(v(Val::DoubleVal(0.25))), Some(v(Val::FloatVal(0.5)))],
+    });
+    assert_eq!(
+        got,
+        vec![
+            // The timestamp is there but acc_rate is not: that value alone is missing.
+            Some(FeatureRow {
+                event_ts: at,
+                values: vec![None, Some(v(Val::FloatVal(0.75)))],
+            }),
+            full.clone(),
+            None,
+            full,
+        ]
+    );
+    // No features requested: found by the timestamp alone.
+    let only_ts = store.online_read(&table, &[key(1001)], &[]).await.unwrap();
+    assert_eq!(
+        only_ts,
+        vec![Some(FeatureRow {
+            event_ts: at,
+            values: vec![]
+        })]
+    );
+    // Another project's hash of the same entity is a different key.
+    let other = driver_view(&unique_project("other"), "driver_hourly_stats");
+    assert_eq!(
+        store
+            .online_read(&other, &[key(1001)], &names(&["conv_rate"]))
+            .await
+            .unwrap(),
+        vec![None]
+    );
+    store.teardown(&project, &[table]).await.unwrap();
+}
+
+#[tokio::test]
+async fn newer_wins_at_nanosecond_precision_like_feast() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let project = unique_project("dedup");
+    let table = driver_view(&project, "stats");
+    let f = names(&["conv_rate"]);
+    let write = |at: Timestamp, x: f32| row(key(1), at, &[("conv_rate", Val::FloatVal(x))]);
+    let read = || async {
+        let r = store.online_read(&table, &[key(1)], &f).await.unwrap();
+        let r = r[0].clone().unwrap();
+        (r.event_ts, r.values[0].clone().unwrap())
+    };
+
+    assert_eq!(
+        store
+            .online_write_batch(&table, &[write(ts(10, 5), 1.0)])
+            .await
+            .unwrap(),
+        1
+    );
+    // Same instant: skipped (Feast skips `new <= stored`). One nanosecond older: skipped.
+    for at in [ts(10, 5), ts(10, 4), ts(9, 999_999_999)] {
+        assert_eq!(
+            store
+                .online_write_batch(&table, &[write(at, 2.0)])
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    assert_eq!(read().await, (ts(10, 5), v(Val::FloatVal(1.0))));
+    // One nanosecond newer (and given unnormalized): written.
+    assert_eq!(
+        store
+            .online_write_batch(&table, &[write(ts(11, -999_999_994), 3.0)])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(read().await, (ts(10, 6), v(Val::FloatVal(3.0))));
+
+    // Within a batch, a row is compared with the newest earlier row of the same entity.
+    let batch = [
+        write(ts(20, 0), 4.0),
+        write(ts(15, 0), 5.0),
+        write(ts(20, 0), 6.0),
+        write(ts(25, 0), 7.0),
+        row(key(2), ts(1, 0), &[("conv_rate", Val::FloatVal(8.0))]),
+    ];
+    assert_eq!(store.online_write_batch(&table, &batch).await.unwrap(), 3);
+    assert_eq!(read().await, (ts(25, 0), v(Val::FloatVal(7.0))));
+    store.teardown(&project, &[table]).await.unwrap();
+}
+
+#[tokio::test]
+async fn skip_dedup_writes_every_row_in_order() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig {
+        skip_dedup: true,
+        ..RedisOnlineStoreConfig::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let project = unique_project("skipdedup");
+    let table = driver_view(&project, "stats");
+    let f = names(&["conv_rate"]);
+    let write = |at: i64, x: f32| row(key(1), ts(at, 0), &[("conv_rate", Val::FloatVal(x))]);
+    store
+        .online_write_batch(&table, &[write(30, 1.0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .online_write_batch(&table, &[write(10, 2.0), write(5, 3.0)])
+            .await
+            .unwrap(),
+        2
+    );
+    let r = store.online_read(&table, &[key(1)], &f).await.unwrap();
+    assert_eq!(
+        r[0],
+        Some(FeatureRow {
+            event_ts: ts(5, 0),
+            values: vec![Some(v(Val::FloatVal(3.0)))]
+        })
+    );
+    store.teardown(&project, &[table]).await.unwrap();
+}
+
+#[tokio::test]
+async fn key_ttl_seconds_expires_the_whole_hash() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig {
+        key_ttl_seconds: Some(100),
+        ..RedisOnlineStoreConfig::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let project = unique_project("ttl");
+    let table = driver_view(&project, "stats");
+    store
+        .online_write_batch(
+            &table,
+            &[row(key(1), ts(1, 0), &[("conv_rate", Val::FloatVal(1.0))])],
+        )
+        .await
+        .unwrap();
+    let mut conn = raw(&shared_address()).await;
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(redis_key(&key(1), &project))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((90..=100).contains(&ttl), "ttl {ttl}");
+
+    // Without key_ttl_seconds nothing expires.
+    let plain = shared_store(RedisOnlineStoreConfig::default())
+        .await
+        .unwrap();
+    plain
+        .online_write_batch(
+            &table,
+            &[row(key(2), ts(1, 0), &[("conv_rate", Val::FloatVal(1.0))])],
+        )
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(redis_key(&key(2), &project))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1);
+    store.teardown(&project, &[table]).await.unwrap();
+}
+
+#[tokio::test]
+async fn views_share_the_entity_hash_and_read_many_reads_them_together() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let project = unique_project("many");
+    let a = TableRef::new(&project, "view_a").with_schema(["driver_id"], ["x"]);
+    let b = TableRef::new(&project, "view_b").with_schema(["driver_id"], ["y"]);
+    store
+        .online_write_batch(&a, &[row(key(1), ts(1, 0), &[("x", Val::Int64Val(10))])])
+        .await
+        .unwrap();
+    store
+        .online_write_batch(
+            &b,
+            &[
+                row(key(1), ts(2, 0), &[("y", Val::StringVal("one".into()))]),
+                row(key(2), ts(3, 0), &[("y", Val::StringVal("two".into()))]),
+            ],
+        )
+        .await
+        .unwrap();
+    let fields = hgetall(&shared_address(), &redis_key(&key(1), &project)).await;
+    assert_eq!(
+        fields.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+        vec![
+            ts_field("view_a"),
+            feature_field("view_a", "x").to_vec(),
+            ts_field("view_b"),
+            feature_field("view_b", "y").to_vec(),
+        ]
+    );
+
+    let keys_a = [key(1), key(2)];
+    let keys_b = [key(2), key(1), key(3)];
+    let (fa, fb) = (names(&["x"]), names(&["y"]));
+    let many = store
+        .online_read_many(&[
+            ReadSpec {
+                table: &a,
+                entity_keys: &keys_a,
+                features: &fa,
+            },
+            ReadSpec {
+                table: &b,
+                entity_keys: &keys_b,
+                features: &fb,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        many,
+        vec![
+            vec![
+                Some(FeatureRow {
+                    event_ts: ts(1, 0),
+                    values: vec![Some(v(Val::Int64Val(10)))]
+                }),
+                // key 2 has view_b only.
+                None,
+            ],
+            vec![
+                Some(FeatureRow {
+                    event_ts: ts(3, 0),
+                    values: vec![Some(v(Val::StringVal("two".into())))]
+                }),
+                Some(FeatureRow {
+                    event_ts: ts(2, 0),
+                    values: vec![Some(v(Val::StringVal("one".into())))]
+                }),
+                None,
+            ],
+        ]
+    );
+    // Each part is what online_read answers alone.
+    assert_eq!(many[1], store.online_read(&b, &keys_b, &fb).await.unwrap());
+    assert_eq!(
+        store.online_read_many(&[]).await.unwrap(),
+        Vec::<Vec<_>>::new()
+    );
+    store.teardown(&project, &[a, b]).await.unwrap();
+}
+
+#[tokio::test]
+async fn stored_garbage_is_invalid_data() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let project = unique_project("garbage");
+    let table = driver_view(&project, "stats");
+    let k = redis_key(&key(1), &project);
+    let mut conn = raw(&shared_address()).await;
+    let _: () = redis::cmd("HSET")
+        .arg(&k)
+        .arg(ts_field("stats"))
+        .arg(&[0xffu8][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = store
+        .online_read(&table, &[key(1)], &names(&["conv_rate"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OnlineStoreError::Invalid(_)), "{err:?}");
+    // A key of another type.
+    let _: () = redis::cmd("DEL")
+        .arg(&k)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&k)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = store
+        .online_read(&table, &[key(1)], &names(&["conv_rate"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OnlineStoreError::Invalid(_)), "{err:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&k)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// update and teardown
+
+#[tokio::test]
+async fn update_deletes_a_view_like_feasts_delete_table() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let project = unique_project("update");
+    let a = TableRef::new(&project, "view_a").with_schema(["driver_id"], ["x"]);
+    let b = TableRef::new(&project, "view_b").with_schema(["driver_id"], ["y"]);
+    let x = |id| row(key(id), ts(1, 0), &[("x", Val::Int64Val(id))]);
+    let y = |id| row(key(id), ts(1, 0), &[("y", Val::Int64Val(id))]);
+    store.online_write_batch(&a, &[x(1), x(2)]).await.unwrap();
+    store.online_write_batch(&b, &[y(2), y(3)]).await.unwrap();
+    // A project whose name ends with this one's matches Feast's SCAN pattern too; it must
+    // be left alone.
+    let suffixed = format!("x{project}");
+    let a_other = TableRef::new(&suffixed, "view_a").with_schema(["driver_id"], ["x"]);
+    store.online_write_batch(&a_other, &[x(1)]).await.unwrap();
+
+    store
+        .update(&project, std::slice::from_ref(&b), std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let addr = shared_address();
+    // Only view_a in it: the hash is gone.
+    assert!(!exists(&addr, &redis_key(&key(1), &project)).await);
+    // Shared with view_b: view_a's fields go, view_b's stay.
+    assert_eq!(
+        hgetall(&addr, &redis_key(&key(2), &project)).await,
+        vec![
+            (ts_field("view_b"), ts(1, 0).encode_to_vec()),
+            (
+                feature_field("view_b", "y").to_vec(),
+                v(Val::Int64Val(2)).encode_to_vec()
+            ),
+        ]
+    );
+    assert!(exists(&addr, &redis_key(&key(3), &project)).await);
+    assert!(exists(&addr, &redis_key(&key(1), &suffixed)).await);
+
+    // full_scan_for_deletion: false keeps the data, as Feast.
+    let keep = shared_store(RedisOnlineStoreConfig {
+        full_scan_for_deletion: Some(false),
+        ..RedisOnlineStoreConfig::default()
+    })
+    .await
+    .unwrap();
+    keep.update(&project, &[], std::slice::from_ref(&b))
+        .await
+        .unwrap();
+    assert!(exists(&addr, &redis_key(&key(3), &project)).await);
+
+    // Without join keys the store cannot find the data: an error, not a silent no-op.
+    let err = store
+        .update(&project, &[], &[TableRef::new(&project, "view_b")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OnlineStoreError::Invalid(_)), "{err:?}");
+
+    store.teardown(&project, &[b]).await.unwrap();
+    store.teardown(&suffixed, &[a_other]).await.unwrap();
+}
+
+#[tokio::test]
+async fn teardown_deletes_every_hash_of_the_projects_entities() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let project = unique_project("teardown");
+    let other = unique_project("teardown_other");
+    let drivers = TableRef::new(&project, "drivers").with_schema(["driver_id"], ["x"]);
+    let other_drivers = TableRef::new(&other, "drivers").with_schema(["driver_id"], ["x"]);
+    // Two join keys, one of them 42 bytes long: its length is the byte `*` (0x2a) in the
+    // key prefix, a glob metacharacter the SCAN pattern must escape.
+    let long_name = "k".repeat(42);
+    let pair = |id: i64| {
+        serialize_entity_key(
+            &EntityKey {
+                join_keys: vec![long_name.clone(), "customer_id".into()],
+                entity_values: vec![v(Val::StringVal(format!("s{id}"))), v(Val::Int32Val(7))],
+            },
+            3,
+        )
+        .unwrap()
+    };
+    assert!(pair(1).contains(&b'*'));
+    let pairs =
+        TableRef::new(&project, "pairs").with_schema([long_name.as_str(), "customer_id"], ["z"]);
+    let entityless = TableRef::new(&project, "global").with_schema(["__dummy_id"], ["g"]);
+    let dummy = serialize_entity_key(
+        &EntityKey {
+            join_keys: vec!["__dummy_id".into()],
+            entity_values: vec![v(Val::StringVal(String::new()))],
+        },
+        3,
+    )
+    .unwrap();
+    let x = |id| row(key(id), ts(1, 0), &[("x", Val::Int64Val(id))]);
+    store
+        .online_write_batch(&drivers, &[x(1), x(2)])
+        .await
+        .unwrap();
+    store
+        .online_write_batch(&other_drivers, &[x(1)])
+        .await
+        .unwrap();
+    store
+        .online_write_batch(
+            &pairs,
+            &[row(pair(1), ts(1, 0), &[("z", Val::BoolVal(true))])],
+        )
+        .await
+        .unwrap();
+    store
+        .online_write_batch(
+            &entityless,
+            &[row(dummy.clone(), ts(1, 0), &[("g", Val::DoubleVal(1.5))])],
+        )
+        .await
+        .unwrap();
+
+    store
+        .teardown(&project, &[drivers, pairs, entityless])
+        .await
+        .unwrap();
+    let addr = shared_address();
+    for k in [key(1), key(2), pair(1), dummy] {
+        assert!(!exists(&addr, &redis_key(&k, &project)).await);
+    }
+    assert!(exists(&addr, &redis_key(&key(1), &other)).await);
+    store.teardown(&other, &[other_drivers]).await.unwrap();
+    assert!(!exists(&addr, &redis_key(&key(1), &other)).await);
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration, errors, outages
+
+#[tokio::test]
+async fn sentinel_is_not_supported_and_bad_options_are_invalid() {
+    let sentinel = RedisOnlineStoreConfig {
+        redis_type: RedisType::RedisSentinel,
+        ..config("127.0.0.1:26379")
+    };
+    let err = RedisOnlineStore::connect(&sentinel, 3).await.err().unwrap();
+    assert!(
+        matches!(&err, OnlineStoreError::Invalid(m) if m.contains("redis_sentinel is not supported")),
+        "{err:?}"
+    );
+    let err = RedisOnlineStore::connect(&config("127.0.0.1:1,socket_timeout=soon"), 3)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, OnlineStoreError::Invalid(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_and_named() {
+    let port = free_port();
+    // Connecting is lazy: the store opens, and each call says where Redis was expected.
+    let store = RedisOnlineStore::connect(&config(&format!("127.0.0.1:{port},db=0")), 3)
+        .await
+        .unwrap();
+    let table = driver_view("p", "stats");
+    let err = store
+        .online_read(&table, &[key(1)], &names(&["conv_rate"]))
+        .await
+        .unwrap_err();
+    match err {
+        OnlineStoreError::Unavailable(m) => {
+            assert!(m.contains(&format!("127.0.0.1:{port}")), "{m}")
+        }
+        e => panic!("{e:?}"),
+    }
+    let err = store
+        .online_write_batch(
+            &table,
+            &[row(key(1), ts(1, 0), &[("conv_rate", Val::FloatVal(1.0))])],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OnlineStoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn reconnects_by_itself_when_redis_comes_back() {
+    let port = free_port();
+    let Some(mut server) = PrivateRedis::start(port, &[]) else {
+        return;
+    };
+    let store = RedisOnlineStore::connect(&config(&server.address()), 3)
+        .await
+        .unwrap();
+    let table = driver_view("outage", "stats");
+    let f = names(&["conv_rate"]);
+    let write = |x: f32| [row(key(1), ts(1, 0), &[("conv_rate", Val::FloatVal(x))])];
+    assert_eq!(
+        store.online_write_batch(&table, &write(1.0)).await.unwrap(),
+        1
+    );
+    assert!(store.online_read(&table, &[key(1)], &f).await.unwrap()[0].is_some());
+
+    server.kill();
+    let err = store.online_read(&table, &[key(1)], &f).await.unwrap_err();
+    match err {
+        OnlineStoreError::Unavailable(m) => assert!(m.contains(&server.address()), "{m}"),
+        e => panic!("{e:?}"),
+    }
+    // Still down: still unavailable, quickly.
+    let started = Instant::now();
+    assert!(matches!(
+        store.online_read(&table, &[key(1)], &f).await,
+        Err(OnlineStoreError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    server.spawn();
+    // The server kept nothing: the entity is gone, but the read succeeds within ~1 s.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let got = loop {
+        match store.online_read(&table, &[key(1)], &f).await {
+            Ok(rows) => break rows,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no recovery within 1 s: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(got, vec![None]);
+    assert_eq!(
+        store.online_write_batch(&table, &write(2.0)).await.unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_factory_opens_the_configured_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = |online: &str| {
+        RepoConfig::from_yaml_str(
+            &format!(
+                "project: p\nregistry: data/registry.db\nprovider: local\n{online}\n\
+                 entity_key_serialization_version: 3\n"
+            ),
+            "feature_store.yaml",
+            dir.path(),
+        )
+        .unwrap()
+    };
+    let sqlite = yaml("online_store:\n  type: sqlite\n  path: data/online.db");
+    let store = open_online_store(&sqlite).await.unwrap();
+    store
+        .update("p", &[TableRef::new("p", "v")], &[])
+        .await
+        .unwrap();
+    assert!(dir.path().join("data/online.db").exists());
+
+    let remote = yaml("online_store:\n  type: remote\n  path: http://127.0.0.1:1");
+    let err = open_online_store(&remote).await.err().unwrap();
+    assert!(
+        matches!(&err, OnlineStoreError::Invalid(m) if m.contains("`remote` is not supported")),
+        "{err:?}"
+    );
+
+    let redis = yaml(&format!(
+        "online_store:\n  type: redis\n  connection_string: \"{}\"",
+        shared_address()
+    ));
+    let Some(_) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let store = open_online_store(&redis).await.unwrap();
+    let table = driver_view(&unique_project("factory"), "stats");
+    assert_eq!(
+        store.online_read(&table, &[key(1)], &[]).await.unwrap(),
+        vec![None]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis Cluster
+
+/// Three primaries on free ports, slots assigned by `redis-cli --cluster create`.
+struct TestCluster {
+    nodes: Vec<PrivateRedis>,
+}
+
+impl TestCluster {
+    fn start() -> Option<Self> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            nodes.push(PrivateRedis::start(
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )?);
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(n.address());
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("running redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Every node must agree before clients can use it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster did not converge");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Some(TestCluster { nodes })
+    }
+
+    fn connection_string(&self) -> String {
+        self.nodes
+            .iter()
+            .map(PrivateRedis::address)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[tokio::test]
+async fn works_on_a_redis_cluster() {
+    let Some(cluster) = TestCluster::start() else {
+        return;
+    };
+    let cfg = RedisOnlineStoreConfig {
+        redis_type: RedisType::RedisCluster,
+        ..config(&cluster.connection_string())
+    };
+    let store = RedisOnlineStore::connect(&cfg, 3).await.unwrap();
+    let project = "clustered";
+    let a = TableRef::new(project, "view_a").with_schema(["driver_id"], ["x"]);
+    let b = TableRef::new(project, "view_b").with_schema(["driver_id"], ["y"]);
+    // Enough entities to land on every node.
+    let ids: Vec<i64> = (0..200).collect();
+    let rows_a: Vec<WriteRow> = ids
+        .iter()
+        .map(|&id| row(key(id), ts(100, 1), &[("x", Val::Int64Val(id))]))
+        .collect();
+    assert_eq!(store.online_write_batch(&a, &rows_a).await.unwrap(), 200);
+    // The dedup read works across slots too.
+    assert_eq!(store.online_write_batch(&a, &rows_a).await.unwrap(), 0);
+    let rows_b: Vec<WriteRow> = ids
+        .iter()
+        .filter(|id| *id % 2 == 0)
+        .map(|&id| row(key(id), ts(200, 0), &[("y", Val::Int64Val(-id))]))
+        .collect();
+    assert_eq!(store.online_write_batch(&b, &rows_b).await.unwrap(), 100);
+
+    // Keys really are spread over the nodes.
+    let mut per_node = Vec::new();
+    for n in &cluster.nodes {
+        let mut c = raw(&n.address()).await;
+        let size: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+        per_node.push(size);
+    }
+    assert!(per_node.iter().all(|&s| s > 0), "{per_node:?}");
+    assert_eq!(per_node.iter().sum::<i64>(), 200);
+
+    let keys: Vec<Vec<u8>> = ids.iter().map(|&id| key(id)).chain([key(999)]).collect();
+    let (fa, fb) = (names(&["x"]), names(&["y"]));
+    let many = store
+        .online_read_many(&[
+            ReadSpec {
+                table: &a,
+                entity_keys: &keys,
+                features: &fa,
+            },
+            ReadSpec {
+                table: &b,
+                entity_keys: &keys,
+                features: &fb,
+            },
+        ])
+        .await
+        .unwrap();
+    for (i, &id) in ids.iter().enumerate() {
+        assert_eq!(
+            many[0][i],
+            Some(FeatureRow {
+                event_ts: ts(100, 1),
+                values: vec![Some(v(Val::Int64Val(id)))]
+            })
+        );
+        assert_eq!(
+            many[1][i],
+            (id % 2 == 0).then(|| FeatureRow {
+                event_ts: ts(200, 0),
+                values: vec![Some(v(Val::Int64Val(-id)))]
+            })
+        );
+    }
+    assert_eq!(many[0][200], None);
+
+    // update scans every primary: view_a goes, whole hashes for odd ids.
+    store
+        .update(project, std::slice::from_ref(&b), std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    let after = store.online_read(&a, &keys, &fa).await.unwrap();
+    assert!(after.iter().all(Option::is_none));
+    let mut total = 0;
+    for n in &cluster.nodes {
+        let mut c = raw(&n.address()).await;
+        total += redis::cmd("DBSIZE")
+            .query_async::<i64>(&mut c)
+            .await
+            .unwrap();
+    }
+    assert_eq!(total, 100);
+    assert!(store.online_read(&b, &keys, &fb).await.unwrap()[0].is_some());
+
+    store.teardown(project, &[b]).await.unwrap();
+    let mut total = 0;
+    for n in &cluster.nodes {
+        let mut c = raw(&n.address()).await;
+        total += redis::cmd("DBSIZE")
+            .query_async::<i64>(&mut c)
+            .await
+            .unwrap();
+    }
+    assert_eq!(total, 0);
+}
