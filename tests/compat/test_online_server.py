@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -351,3 +352,41 @@ def test_bad_writes_are_clear_4xx(served):
     )
     assert r.status_code == 422
     assert 'df["conv_rate"][0]: expected FLOAT' in json.loads(r.json())["message"]
+
+
+def test_sdk_over_tls(served, feast_rs_bin, tmp_path):
+    """`feast-rs serve --cert --key` serves HTTPS; the SDK's remote online store with
+    `cert:` (Feast's setting for a self-signed server certificate) reads through it."""
+    local, _, _ = served
+    data = Path(__file__).resolve().parents[2] / "services" / "online" / "tests" / "data"
+    server_repo = Path(local.repo_path)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(feast_rs_bin), "-c", str(server_repo), "serve", "--port", str(port),
+            "--cert", str(data / "tls-cert.pem"), "--key", str(data / "tls-key.pem"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "listening on" in line and "TLS" in line, proc.stderr.read()
+        config = yaml.safe_load((server_repo / "feature_store.yaml").read_text())
+        config["registry"] = str(server_repo / "data" / "registry.db")
+        config["online_store"] = {
+            "type": "remote",
+            "path": f"https://localhost:{port}",
+            "cert": str(data / "tls-cert.pem"),
+        }
+        (tmp_path / "feature_store.yaml").write_text(yaml.safe_dump(config))
+        remote = FeatureStore(repo_path=str(tmp_path))
+        rows = [{"driver_id": 1001}, {"driver_id": 404}]
+        want = as_sent_over_json(local.get_online_features(features=FEATURES, entity_rows=rows).to_dict())
+        assert remote.get_online_features(features=FEATURES, entity_rows=rows).to_dict() == want
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

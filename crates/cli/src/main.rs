@@ -138,6 +138,12 @@ struct FeatureServeArgs {
     /// Largest request body accepted, in bytes (HTTP 413 / gRPC RESOURCE_EXHAUSTED above it).
     #[arg(long, default_value_t = feast_online::http::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// TLS private key (PEM); with --cert, serves HTTPS and gRPC over TLS.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
     /// Record Prometheus metrics (Feast's names) and serve them at GET /metrics.
     #[arg(long)]
     metrics: bool,

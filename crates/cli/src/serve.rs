@@ -139,6 +139,16 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
         ),
         None => bail!("feature_store.yaml has `online_store: null`: there is nothing to serve"),
     }
+    let tls = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let cert = std::fs::read(cert)
+                .with_context(|| format!("reading --cert {}", cert.display()))?;
+            let key =
+                std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?;
+            Some(feast_online::http::tls_config(&cert, &key)?)
+        }
+        _ => None,
+    };
     let project = ctx.config.project.clone();
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
     runtime()?.block_on(async move {
@@ -214,8 +224,16 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
             .await
             .with_context(|| format!("binding {addr}"))?;
         let bound = listener.local_addr()?;
-        println!("feast-rs feature server listening on {bound} (HTTP and gRPC)");
-        feast_online::http::serve(listener, server, shutdown_signal()).await?;
+        match tls {
+            Some(tls) => {
+                println!("feast-rs feature server listening on {bound} (HTTPS and gRPC over TLS)");
+                feast_online::http::serve_tls(listener, server, tls, shutdown_signal()).await?;
+            }
+            None => {
+                println!("feast-rs feature server listening on {bound} (HTTP and gRPC)");
+                feast_online::http::serve(listener, server, shutdown_signal()).await?;
+            }
+        }
         Ok(())
     })
 }

@@ -9,6 +9,8 @@
 //! | `POST /write-to-online-store` | `WriteToFeatureStoreRequest` → `null` |
 //! | `POST /push` | `PushFeaturesRequest` → empty 200 |
 //! | `GET /health` | 200 once the registry is loaded, else 503 |
+//! | `GET /metrics` | Prometheus text (with `--metrics`) |
+//! | `GET /docs`, `GET /openapi.json` | the OpenAPI document of these routes ([`OPENAPI`]) |
 //!
 //! Errors are Feast's error envelope with the status of the Feast exception (PROTOCOLS.md
 //! §0); a malformed body is a 422 with FastAPI's `{"detail": ...}` shape, a body over the
@@ -36,6 +38,9 @@ use crate::serving::{
 };
 use crate::store::OnlineStore;
 use crate::write::{Frame, PushMode, PushRequest, WriteOutcome, WriteToOnlineStoreRequest};
+
+/// The OpenAPI 3.1 document of the HTTP routes, served at `/docs` and `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Default request body limit: 16 MiB, enough for 10k-row writes.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 << 20;
@@ -194,6 +199,8 @@ pub fn router(server: FeatureServer) -> Router {
         .route("/push", post(push))
         .route("/health", get(health_route))
         .route("/metrics", get(metrics_route))
+        .route("/docs", get(docs_route))
+        .route("/openapi.json", get(docs_route))
         .with_state(server);
     // The gRPC routes bring their own fallback (UNIMPLEMENTED for unknown methods).
     http.merge(routes.prepare().into_axum_router())
@@ -236,6 +243,102 @@ pub async fn serve(
     axum::serve(listener, router(server))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Builds the TLS configuration from PEM files: the certificate chain and its private key
+/// (PKCS#8, PKCS#1 or SEC1). ALPN offers `h2` (gRPC) and `http/1.1`.
+pub fn tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> std::io::Result<tokio_rustls::rustls::ServerConfig> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |what: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("reading the --cert PEM", &e))?;
+    if certs.is_empty() {
+        return Err(invalid("reading the --cert PEM", &"no CERTIFICATE block"));
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| invalid("reading the --key PEM", &e))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("TLS protocol versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid("the --cert/--key pair", &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves `server` over TLS on `listener` until `shutdown`, then waits up to 30 s for open
+/// connections to finish their requests. HTTP/1.1 and HTTP/2 (gRPC) as [`serve`].
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    server: FeatureServer,
+    tls: tokio_rustls::rustls::ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let app = router(server);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(message = "accept failed", error = %e);
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(message = "TLS handshake failed", %peer, error = %e);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(message = "TLS handshake timed out", %peer);
+                    return;
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(message = "connection ended with an error", %peer, error = %e);
+            }
+        });
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(message = "connections still open 30 s after shutdown; closing them");
+    }
+    Ok(())
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> Response {
@@ -377,4 +480,8 @@ async fn metrics_route(State(server): State<Arc<FeatureServer>>) -> Response {
         text,
     )
         .into_response()
+}
+
+async fn docs_route() -> Response {
+    json_response(200, OPENAPI.as_bytes().to_vec())
 }

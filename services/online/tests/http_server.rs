@@ -177,7 +177,11 @@ struct Options {
     max_request_bytes: usize,
     metrics: bool,
     expired_as_present: bool,
+    tls: bool,
 }
+
+const TLS_CERT: &[u8] = include_bytes!("data/tls-cert.pem");
+const TLS_KEY: &[u8] = include_bytes!("data/tls-key.pem");
 
 impl Default for Options {
     fn default() -> Self {
@@ -185,6 +189,7 @@ impl Default for Options {
             max_request_bytes: feast_online::http::DEFAULT_MAX_REQUEST_BYTES,
             metrics: false,
             expired_as_present: false,
+            tls: false,
         }
     }
 }
@@ -270,9 +275,15 @@ async fn start_with(with_registry: bool, options: Options) -> Server {
         max_request_bytes: options.max_request_bytes,
         metrics: options.metrics.then(|| Arc::new(Metrics::new())),
     };
-    tokio::spawn(serve(listener, server, async {
+    let stop = async {
         let _ = rx.await;
-    }));
+    };
+    if options.tls {
+        let tls = feast_online::http::tls_config(TLS_CERT, TLS_KEY).unwrap();
+        tokio::spawn(feast_online::http::serve_tls(listener, server, tls, stop));
+    } else {
+        tokio::spawn(serve(listener, server, stop));
+    }
     Server {
         port,
         _dir: dir,
@@ -971,4 +982,116 @@ async fn metrics_use_feasts_names() {
     ] {
         assert!(text.contains(line), "{line} not in\n{text}");
     }
+}
+
+#[tokio::test]
+async fn docs_describe_every_route() {
+    let s = start(true).await;
+    let (status, body) = call(s.port, "GET", "/docs", "").await;
+    assert_eq!(status, 200);
+    let doc: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["openapi"], json!("3.1.0"));
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in [
+        ("post", "/get-online-features"),
+        ("post", "/write-to-online-store"),
+        ("post", "/push"),
+        ("get", "/health"),
+        ("get", "/metrics"),
+        ("get", "/docs"),
+        ("get", "/openapi.json"),
+    ] {
+        assert!(paths[path].get(method).is_some(), "{method} {path}");
+        // And the route exists: anything but 404/405 from the router.
+        let (status, _) = call(s.port, &method.to_uppercase(), path, "{}").await;
+        assert!(
+            status != 405 && (status != 404 || path == "/metrics"),
+            "{method} {path}: {status}"
+        );
+    }
+    // Every $ref resolves.
+    let refs: Vec<_> = body.match_indices("\"$ref\": \"#/components/").collect();
+    assert!(refs.len() > 10, "{}", refs.len());
+    for r in refs {
+        let rest = &body[r.0 + 9..];
+        let target = &rest[..rest.find('"').unwrap()];
+        let mut node = &doc;
+        for part in target.trim_start_matches("#/").split('/') {
+            node = &node[part];
+        }
+        assert!(!node.is_null(), "dangling {target}");
+    }
+}
+
+#[tokio::test]
+async fn tls_serves_https_and_grpc_on_one_port() {
+    use tokio_rustls::rustls;
+    let s = start_with(
+        true,
+        Options {
+            tls: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    // HTTPS (HTTP/1.1) with the server's certificate as the trust root.
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(TLS_CERT) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let body = json!({"entities": {"driver_id": [1]}, "features": ["stats:label"]}).to_string();
+    let request = format!(
+        "POST /get-online-features HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    // The server may close without a TLS close_notify once the response is sent.
+    let _ = tls.read_to_end(&mut out).await;
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains(r#""values":["a"]"#), "{out}");
+
+    // gRPC over TLS (HTTP/2 by ALPN) on the same port.
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", s.port))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(TLS_CERT))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client =
+        feast_proto::serving::serving_service_client::ServingServiceClient::new(channel);
+    let info = client
+        .get_feast_serving_info(feast_proto::serving::GetFeastServingInfoRequest {})
+        .await
+        .unwrap();
+    assert_eq!(info.into_inner().version, "0.67.0");
+
+    // Plain HTTP to the TLS port fails instead of being served in the clear.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await;
+    let mut tcp = tcp.unwrap();
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tcp.read_to_end(&mut buf).await;
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
 }
