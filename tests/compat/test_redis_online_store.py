@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 import redis
+import requests
 import yaml
 
 from conftest import copy_repo, run
@@ -317,3 +318,73 @@ def test_apply_and_teardown_with_redis(tmp_path, feast_rs_bin, feast_cli, redis_
     assert not client.exists(rkey(1001)) and not client.exists(rkey(1002))
     assert client.exists(other)
     client.flushdb()
+
+
+def start_redis(port, tmp):
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis(port=port).ping()
+            return proc
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.02)
+
+
+def test_redis_outage_is_503_and_serving_resumes(tmp_path, feast_rs_bin, redis_port):
+    """Redis goes away under a running `feast-rs serve`: reads and writes are 503 with a
+    message naming Redis, and the server serves again by itself once Redis is back."""
+    del redis_port  # only for its skip/fail rule when redis-server is missing
+    port = free_port()
+    redis_proc = start_redis(port, tmp_path)
+    repo = redis_repo(tmp_path, port, template="yaml_repo")
+    run([str(feast_rs_bin), "-c", str(repo), "apply"], cwd=repo)
+    http_port = free_port()
+    server = subprocess.Popen(
+        [str(feast_rs_bin), "-c", str(repo), "serve", "--port", str(http_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    read = {"entities": {"driver_id": [7]}, "features": ["driver_stats_fresh:acc_rate"]}
+    write = {
+        "feature_view_name": "driver_stats_fresh",
+        "df": {"driver_id": [7], "conv_rate": [0.5], "acc_rate": [0.75],
+               "event_timestamp": [datetime.now(UTC).replace(tzinfo=None).isoformat()]},
+    }
+    try:
+        assert "listening on" in server.stdout.readline(), server.stderr.read()
+        assert requests.post(f"{base}/write-to-online-store", json=write).status_code == 200
+        assert requests.post(f"{base}/get-online-features", json=read).json()["results"][1]["values"] == [0.75]
+
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+        for path, body in (("/get-online-features", read), ("/write-to-online-store", write)):
+            r = requests.post(f"{base}{path}", json=body, timeout=10)
+            assert r.status_code == 503, r.text
+            assert f"127.0.0.1:{port}" in json.loads(r.json())["message"]
+
+        redis_proc = start_redis(port, tmp_path)
+        back = time.monotonic()
+        while True:
+            r = requests.post(f"{base}/get-online-features", json=read, timeout=10)
+            if r.status_code == 200:
+                break
+            assert time.monotonic() - back < 1.0, f"still {r.status_code} 1 s after Redis returned: {r.text}"
+            time.sleep(0.01)
+        # The new Redis is empty (nothing is kept on disk): the entity is not found, not an error.
+        assert r.json()["results"][1]["statuses"] == ["NOT_FOUND"]
+        assert requests.post(f"{base}/write-to-online-store", json=write).status_code == 200
+        assert requests.post(f"{base}/get-online-features", json=read).json()["results"][1]["values"] == [0.75]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
