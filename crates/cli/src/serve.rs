@@ -219,6 +219,7 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
             metrics: args
                 .metrics
                 .then(|| std::sync::Arc::new(feast_online::metrics::Metrics::new())),
+            index: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -33,7 +33,7 @@ use serde_json::json;
 use crate::grpc::GrpcServices;
 use crate::metrics::Metrics;
 use crate::serving::{
-    GetOnlineFeaturesRequest, OnlineRequest, OnlineResponse, ReadOptions, ServeError,
+    GetOnlineFeaturesRequest, OnlineRequest, OnlineResponse, ProjectIndex, ReadOptions, ServeError,
     get_online_features,
 };
 use crate::store::OnlineStore;
@@ -57,6 +57,29 @@ pub struct FeatureServer {
     pub max_request_bytes: usize,
     /// Prometheus metrics (`--metrics`): recorded and served at `/metrics` when set.
     pub metrics: Option<Arc<Metrics>>,
+    /// The name index of the current registry snapshot (start with `Default::default()`).
+    pub index: IndexCache,
+}
+
+/// The [`ProjectIndex`] of the latest registry snapshot, rebuilt when the snapshot changes
+/// (once per registry refresh that loaded a new registry, not per request).
+#[derive(Clone, Default)]
+pub struct IndexCache(Arc<arc_swap::ArcSwapOption<(Arc<Snapshot>, ProjectIndex)>>);
+
+impl IndexCache {
+    fn get(&self, snapshot: &Arc<Snapshot>, project: &str) -> Arc<(Arc<Snapshot>, ProjectIndex)> {
+        if let Some(cached) = self.0.load_full()
+            && Arc::ptr_eq(&cached.0, snapshot)
+        {
+            return cached;
+        }
+        let built = Arc::new((
+            snapshot.clone(),
+            ProjectIndex::build(&snapshot.catalog, project),
+        ));
+        self.0.store(Some(built.clone()));
+        built
+    }
 }
 
 impl FeatureServer {
@@ -76,8 +99,10 @@ impl FeatureServer {
         let started = Instant::now();
         let result = match self.snapshot() {
             Ok(snapshot) => {
+                let indexed = self.index.get(&snapshot, &self.project);
                 get_online_features(
                     &snapshot.catalog,
+                    &indexed.1,
                     &self.project,
                     &self.store,
                     self.read_options,

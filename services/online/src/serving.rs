@@ -319,6 +319,7 @@ fn odfv_unsupported(name: &str) -> ServeError {
 /// Resolves `request`'s features to the views to read, grouped per view in first-mention order.
 fn resolve<'a>(
     catalog: &'a Catalog,
+    index: &ProjectIndex,
     project: &str,
     request: &OnlineRequest,
 ) -> Result<Vec<ViewRead<'a>>, ServeError> {
@@ -326,7 +327,11 @@ fn resolve<'a>(
     let refs = match &request.features {
         FeatureSelection::Refs(refs) => refs,
         FeatureSelection::Service(service) => {
-            let fs: &core::FeatureService = catalog.get(service, project).map_err(feast)?;
+            let fs: &core::FeatureService = match index.feature_services.get(service) {
+                Some(&i) => &catalog.proto().feature_services[i],
+                // Not in the project: the registry's own error.
+                None => catalog.get(service, project).map_err(feast)?,
+            };
             let spec = fs.spec.as_ref();
             for proj in spec.map(|s| s.features.as_slice()).unwrap_or_default() {
                 if proj.version_tag.is_some() {
@@ -336,7 +341,7 @@ fn resolve<'a>(
                         proj.feature_view_name
                     )));
                 }
-                let fv = lookup_view(catalog, project, &proj.feature_view_name)?;
+                let fv = lookup_view(catalog, index, &proj.feature_view_name)?;
                 let name_to_use = if proj.feature_view_name_alias.is_empty() {
                     proj.feature_view_name.clone()
                 } else {
@@ -380,7 +385,7 @@ fn resolve<'a>(
         let index = match reads.iter().position(|r| r.name_to_use == view) {
             Some(i) => i,
             None => {
-                let fv = lookup_view(catalog, project, view)?;
+                let fv = lookup_view(catalog, index, view)?;
                 reads.push(ViewRead {
                     fv,
                     name_to_use: view.to_string(),
@@ -455,22 +460,16 @@ fn check_collisions(reads: &[ViewRead<'_>], full: bool) -> Result<(), ServeError
 
 fn lookup_view<'a>(
     catalog: &'a Catalog,
-    project: &str,
+    index: &ProjectIndex,
     name: &str,
 ) -> Result<&'a core::FeatureView, ServeError> {
-    if let Ok(fv) = catalog.get::<core::FeatureView>(name, project) {
-        return Ok(fv);
+    if let Some(&i) = index.feature_views.get(name) {
+        return Ok(&catalog.proto().feature_views[i]);
     }
-    if catalog
-        .get::<core::OnDemandFeatureView>(name, project)
-        .is_ok()
-    {
+    if index.on_demand_views.contains(name) {
         return Err(odfv_unsupported(name));
     }
-    if catalog
-        .get::<core::StreamFeatureView>(name, project)
-        .is_ok()
-    {
+    if index.stream_views.contains(name) {
         return Err(ServeError::Unprocessable(format!(
             "{name} is a stream feature view: feast-rs does not serve stream feature views yet"
         )));
@@ -537,19 +536,59 @@ fn now_timestamp() -> Timestamp {
     }
 }
 
-/// Declared types of the project's join keys (from its entities).
-fn entity_types(catalog: &Catalog, project: &str) -> HashMap<String, ValueType> {
-    let no_tags = Default::default();
-    catalog
-        .list::<core::Entity>(project, &no_tags)
-        .filter_map(|e| e.spec.as_ref())
-        .map(|s| {
-            (
-                s.join_key.clone(),
-                ValueType::try_from(s.value_type).unwrap_or(ValueType::Invalid),
-            )
-        })
-        .collect()
+/// Name lookups of one project in one registry snapshot, built once per snapshot (see
+/// [`crate::http::FeatureServer`]) so a request costs hash lookups, not scans of the
+/// registry: serving latency does not grow with the number of views registered.
+#[derive(Debug, Default)]
+pub struct ProjectIndex {
+    /// Name → position in the registry's `feature_views`.
+    feature_views: HashMap<String, usize>,
+    feature_services: HashMap<String, usize>,
+    on_demand_views: std::collections::HashSet<String>,
+    stream_views: std::collections::HashSet<String>,
+    /// Join key → declared type, from the project's entities.
+    entity_types: HashMap<String, ValueType>,
+}
+
+impl ProjectIndex {
+    pub fn build(catalog: &Catalog, project: &str) -> Self {
+        let registry = catalog.proto();
+        let in_project = |spec_project: &str| spec_project == project;
+        let mut index = ProjectIndex::default();
+        for (i, v) in registry.feature_views.iter().enumerate() {
+            if let Some(spec) = v.spec.as_ref().filter(|s| in_project(&s.project)) {
+                index.feature_views.entry(spec.name.clone()).or_insert(i);
+            }
+        }
+        for (i, fs) in registry.feature_services.iter().enumerate() {
+            if let Some(spec) = fs.spec.as_ref().filter(|s| in_project(&s.project)) {
+                index.feature_services.entry(spec.name.clone()).or_insert(i);
+            }
+        }
+        index.on_demand_views = registry
+            .on_demand_feature_views
+            .iter()
+            .filter_map(|v| v.spec.as_ref().filter(|s| in_project(&s.project)))
+            .map(|s| s.name.clone())
+            .collect();
+        index.stream_views = registry
+            .stream_feature_views
+            .iter()
+            .filter_map(|v| v.spec.as_ref().filter(|s| in_project(&s.project)))
+            .map(|s| s.name.clone())
+            .collect();
+        for spec in registry
+            .entities
+            .iter()
+            .filter_map(|e| e.spec.as_ref().filter(|s| in_project(&s.project)))
+        {
+            index.entity_types.insert(
+                spec.join_key.clone(),
+                ValueType::try_from(spec.value_type).unwrap_or(ValueType::Invalid),
+            );
+        }
+        index
+    }
 }
 
 /// Types one request column by its declared type: JSON values through
@@ -609,13 +648,14 @@ impl Default for ReadOptions {
 
 pub async fn get_online_features(
     catalog: &Catalog,
+    index: &ProjectIndex,
     project: &str,
     store: &Arc<dyn OnlineStore>,
     options: ReadOptions,
     request: &OnlineRequest,
 ) -> Result<OnlineResponse, ServeError> {
     let key_version = options.entity_key_serialization_version;
-    let reads = resolve(catalog, project, request)?;
+    let reads = resolve(catalog, index, project, request)?;
     for r in &reads {
         check_servable(r.fv)?;
     }
@@ -636,20 +676,27 @@ pub async fn get_online_features(
     }
     let rows = rows.unwrap_or(0);
 
-    // Declared type of every request column that is a join key.
-    let mut types = entity_types(catalog, project);
+    // Declared type of every request column that is a join key: the views' entity columns
+    // (under their request names), else the project's entities.
+    let mut view_types: HashMap<&str, ValueType> = HashMap::new();
     for r in &reads {
         for col in &r.fv.spec_ref().entity_columns {
             let vt = ValueType::try_from(col.value_type).unwrap_or(ValueType::Invalid);
-            types.insert(r.request_column(&col.name).to_string(), vt);
+            view_types.insert(r.request_column(&col.name), vt);
         }
     }
+    let declared_type = |name: &str| {
+        view_types
+            .get(name)
+            .or_else(|| index.entity_types.get(name))
+            .copied()
+    };
     let epoch = Timestamp::default();
     let mut typed: HashMap<&str, usize> = HashMap::new();
     let mut columns: Vec<ResponseColumn> = Vec::new();
     for (name, values) in &request.entities {
         // Columns that are no join key are request data (for on-demand views): dropped.
-        let Some(&vt) = types.get(name.as_str()) else {
+        let Some(vt) = declared_type(name) else {
             continue;
         };
         let values = type_column(name, values, vt)?;
@@ -814,6 +861,55 @@ pub async fn get_online_features(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_sees_only_its_project() {
+        let view = |name: &str, project: &str, feature: &str| core::FeatureView {
+            spec: Some(core::FeatureViewSpec {
+                name: name.into(),
+                project: project.into(),
+                features: vec![core::FeatureSpecV2 {
+                    name: feature.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            meta: None,
+        };
+        let entity = |project: &str, vt: ValueType| core::Entity {
+            spec: Some(core::EntitySpecV2 {
+                name: "driver".into(),
+                project: project.into(),
+                join_key: "driver_id".into(),
+                value_type: vt as i32,
+                ..Default::default()
+            }),
+            meta: None,
+        };
+        let catalog = Catalog::from_proto(core::Registry {
+            feature_views: vec![view("stats", "other", "x"), view("stats", "mine", "y")],
+            entities: vec![
+                entity("other", ValueType::String),
+                entity("mine", ValueType::Int64),
+            ],
+            on_demand_feature_views: vec![core::OnDemandFeatureView {
+                spec: Some(core::OnDemandFeatureViewSpec {
+                    name: "odfv".into(),
+                    project: "other".into(),
+                    ..Default::default()
+                }),
+                meta: None,
+            }],
+            ..Default::default()
+        });
+        let index = ProjectIndex::build(&catalog, "mine");
+        let fv = lookup_view(&catalog, &index, "stats").unwrap();
+        assert_eq!(fv.feature_names(), ["y"]);
+        assert_eq!(index.entity_types["driver_id"], ValueType::Int64);
+        // Another project's on-demand view is simply unknown here.
+        let e = lookup_view(&catalog, &index, "odfv").unwrap_err();
+        assert_eq!(e.http_status(), 404);
+    }
 
     #[test]
     fn timestamps_use_protobuf_json_fraction_digits() {

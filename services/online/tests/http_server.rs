@@ -274,6 +274,7 @@ async fn start_with(with_registry: bool, options: Options) -> Server {
         },
         max_request_bytes: options.max_request_bytes,
         metrics: options.metrics.then(|| Arc::new(Metrics::new())),
+        index: Default::default(),
     };
     let stop = async {
         let _ = rx.await;
