@@ -2,7 +2,7 @@
 //! (`tests/compat/gen_value_vectors.py` → `tests/data/value_vectors.json`).
 
 use feast_core::types::ValueType;
-use feast_core::value::{json_to_value, value_to_json};
+use feast_core::value::{ValueJson, json_to_value, value_to_json};
 use feast_proto::types::Value;
 use prost::Message;
 use serde_json::Value as Json;
@@ -39,6 +39,29 @@ fn value_to_json_matches_feature_server() {
         let got = value_to_json(&decode(vec["proto"].as_str().unwrap()));
         // serde_json keeps integers and floats apart, so `1` vs `1.0` is a mismatch here.
         assert_eq!(got, vec["json"], "{name}");
+    }
+}
+
+#[test]
+fn streaming_serializer_writes_the_same_text() {
+    let v = vectors();
+    let mut protos: Vec<Value> = v["to_json"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| decode(c["proto"].as_str().unwrap()))
+        .collect();
+    // The vectors' inputs typed as Feast types them cover maps, nested lists and sets too.
+    for c in v["from_json"].as_array().unwrap() {
+        if let Some(hex) = c.get("proto") {
+            protos.push(decode(hex.as_str().unwrap()));
+        }
+    }
+    assert!(protos.len() > 100);
+    for p in &protos {
+        let tree = serde_json::to_string(&value_to_json(p)).unwrap();
+        let streamed = serde_json::to_string(&ValueJson(p)).unwrap();
+        assert_eq!(streamed, tree, "{p:?}");
     }
 }
 

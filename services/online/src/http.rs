@@ -430,7 +430,7 @@ async fn online_features(State(server): State<Arc<FeatureServer>>, body: Body) -
         Err(e) => Err(e),
     };
     match result {
-        Ok(v) => match serde_json::to_vec(&v.to_json()) {
+        Ok(v) => match serde_json::to_vec(&v) {
             Ok(body) => json_response(200, body),
             Err(e) => error_response(&ServeError::Internal(e.to_string())),
         },

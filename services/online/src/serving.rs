@@ -138,6 +138,95 @@ pub struct ReadStats {
     pub per_view: Vec<(String, u64, u64)>,
 }
 
+/// An event timestamp as [`format_timestamp`] writes it.
+struct TimestampJson<'a>(&'a Timestamp);
+
+impl serde::Serialize for TimestampJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_timestamp(self.0))
+    }
+}
+
+struct ColumnJson<'a>(&'a ResponseColumn);
+
+impl serde::Serialize for ColumnJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let c = self.0;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry(
+            "values",
+            &SeqJson(|| c.values.iter().map(feast_core::value::ValueJson)),
+        )?;
+        m.serialize_entry(
+            "statuses",
+            &SeqJson(|| c.statuses.iter().map(|s| s.as_str_name())),
+        )?;
+        m.serialize_entry(
+            "event_timestamps",
+            &SeqJson(|| c.timestamps.iter().map(TimestampJson)),
+        )?;
+        m.end()
+    }
+}
+
+/// A sequence serialized from a fresh iterator each time.
+struct SeqJson<F>(F);
+
+impl<F, I> serde::Serialize for SeqJson<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: serde::Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
+}
+
+/// Serializes as [`OnlineResponse::to_json`] renders it, streaming: no intermediate
+/// `serde_json::Value` (the HTTP route writes large responses with it).
+impl serde::Serialize for OnlineResponse {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("results", &SeqJson(|| self.columns.iter().map(ColumnJson)))?;
+        let mut metadata = Map::new();
+        metadata.insert(
+            "feature_names".into(),
+            Json::Array(
+                self.columns
+                    .iter()
+                    .map(|c| Json::String(c.name.clone()))
+                    .collect(),
+            ),
+        );
+        if let Some(views) = &self.view_metadata {
+            metadata.insert("feature_view_metadata".into(), view_metadata_json(views));
+        }
+        m.serialize_entry("metadata", &metadata)?;
+        m.end()
+    }
+}
+
+fn view_metadata_json(views: &[(String, i32)]) -> Json {
+    Json::Array(
+        views
+            .iter()
+            .map(|(name, version)| {
+                let mut m = Map::new();
+                if !name.is_empty() {
+                    m.insert("name".into(), json!(name));
+                }
+                if *version != 0 {
+                    m.insert("version".into(), json!(version));
+                }
+                Json::Object(m)
+            })
+            .collect(),
+    )
+}
+
 impl OnlineResponse {
     /// Feast's column-major JSON (PROTOCOLS.md §2.2).
     pub fn to_json(&self) -> Json {
@@ -173,20 +262,7 @@ impl OnlineResponse {
         let mut metadata = Map::new();
         metadata.insert("feature_names".into(), Json::Array(names));
         if let Some(views) = &self.view_metadata {
-            let views = views
-                .iter()
-                .map(|(name, version)| {
-                    let mut m = Map::new();
-                    if !name.is_empty() {
-                        m.insert("name".into(), json!(name));
-                    }
-                    if *version != 0 {
-                        m.insert("version".into(), json!(version));
-                    }
-                    Json::Object(m)
-                })
-                .collect();
-            metadata.insert("feature_view_metadata".into(), Json::Array(views));
+            metadata.insert("feature_view_metadata".into(), view_metadata_json(views));
         }
         let mut out = Map::new();
         out.insert("results".into(), Json::Array(results));
@@ -861,6 +937,60 @@ pub async fn get_online_features(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_json_equals_the_json_tree() {
+        let response = OnlineResponse {
+            columns: vec![
+                ResponseColumn {
+                    name: "driver_id".into(),
+                    values: vec![
+                        Value {
+                            val: Some(Val::Int64Val(1)),
+                        },
+                        Value {
+                            val: Some(Val::Int64Val(2)),
+                        },
+                    ],
+                    statuses: vec![FieldStatus::Present; 2],
+                    timestamps: vec![Timestamp::default(); 2],
+                },
+                ResponseColumn {
+                    name: "rate".into(),
+                    values: vec![
+                        Value {
+                            val: Some(Val::DoubleVal(1.0)),
+                        },
+                        Value::default(),
+                    ],
+                    statuses: vec![FieldStatus::Present, FieldStatus::NotFound],
+                    timestamps: vec![
+                        Timestamp {
+                            seconds: 1714557600,
+                            nanos: 123_000_000,
+                        },
+                        Timestamp::default(),
+                    ],
+                },
+            ],
+            view_metadata: Some(vec![("stats".into(), 0), ("v2".into(), 2)]),
+            stats: ReadStats::default(),
+        };
+        let streamed = serde_json::to_string(&response).unwrap();
+        assert_eq!(
+            streamed,
+            serde_json::to_string(&response.to_json()).unwrap()
+        );
+        assert!(streamed.contains(r#""values":[1.0,null]"#), "{streamed}");
+        let without = OnlineResponse {
+            view_metadata: None,
+            ..response
+        };
+        assert_eq!(
+            serde_json::to_string(&without).unwrap(),
+            serde_json::to_string(&without.to_json()).unwrap()
+        );
+    }
 
     #[test]
     fn the_index_sees_only_its_project() {
