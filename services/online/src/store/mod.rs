@@ -8,6 +8,7 @@
 //! every Feast layout stores anyway.
 
 mod murmur3;
+pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 
@@ -32,6 +33,9 @@ pub struct TableRef {
     pub join_keys: Vec<String>,
     /// The view's feature names; empty when unknown.
     pub features: Vec<String>,
+    /// Whether the view has STRING features: Postgres then adds Feast's full-text index on
+    /// `value_text` in [`OnlineStore::update`] ([`TableRef::with_string_features`]).
+    pub has_string_features: bool,
 }
 
 impl TableRef {
@@ -41,7 +45,14 @@ impl TableRef {
             view: view.into(),
             join_keys: Vec::new(),
             features: Vec::new(),
+            has_string_features: false,
         }
+    }
+
+    /// Says whether the view has STRING features (see the field).
+    pub fn with_string_features(mut self, has_string_features: bool) -> Self {
+        self.has_string_features = has_string_features;
+        self
     }
 
     /// Adds the view's join keys and feature names (see the type's documentation).
@@ -187,7 +198,8 @@ pub trait OnlineStore: Send + Sync + 'static {
 
 /// Opens the online store `config.online_store` names: `sqlite` (the file at
 /// [`RepoConfig::sqlite_online_store_path`](feast_core::config::RepoConfig::sqlite_online_store_path))
-/// or `redis` (see [`redis::RedisOnlineStore`]). Any other type, or `online_store: null`, is
+/// `redis` (see [`redis::RedisOnlineStore`]) or `postgres` (see
+/// [`postgres::PostgresOnlineStore`]). Any other type, or `online_store: null`, is
 /// an [`OnlineStoreError::Invalid`] saying so.
 pub async fn open_online_store(
     config: &feast_core::config::RepoConfig,
@@ -204,8 +216,12 @@ pub async fn open_online_store(
             redis::RedisOnlineStore::connect(redis, config.entity_key_serialization_version)
                 .await?,
         )),
+        Some(OnlineStoreConfig::Postgres(pg)) => {
+            Ok(Arc::new(postgres::PostgresOnlineStore::connect(pg).await?))
+        }
         Some(other) => Err(OnlineStoreError::Invalid(format!(
-            "online_store type `{}` is not supported by feast-rs yet; supported: sqlite, redis",
+            "online_store type `{}` is not supported by feast-rs yet; supported: sqlite, redis, \
+             postgres",
             other.type_name()
         ))),
         None => Err(OnlineStoreError::Invalid(
