@@ -153,7 +153,10 @@ pub trait OnlineStore: Send + Sync + 'static {
     ///
     /// The default reads the views one after the other. Stores that can do better override
     /// it: Redis sends every view's `HMGET`s in one pipeline, i.e. one round trip per request
-    /// (per cluster node in Redis Cluster) whatever the number of views.
+    /// (per cluster node in Redis Cluster) whatever the number of views; Postgres reads
+    /// them in one `UNION ALL` statement when the request is small enough
+    /// (`max_batched_result_rows`), as Feast 0.67 does, else one statement per view,
+    /// concurrently.
     async fn online_read_many(
         &self,
         reads: &[ReadSpec<'_>],
@@ -170,9 +173,10 @@ pub trait OnlineStore: Send + Sync + 'static {
     ///
     /// Newer wins: a row whose event timestamp is older than what the store already holds
     /// for that entity (including rows earlier in the same batch) is skipped. A row with the
-    /// same timestamp overwrites in SQLite; Redis skips it, as Feast's Redis store does (and
-    /// it has `skip_dedup` to turn the check off). Rows without features write nothing and
-    /// are not counted.
+    /// same timestamp overwrites in SQLite and Postgres; Redis skips it, as Feast's Redis
+    /// store does (and it has `skip_dedup` to turn the check off). Postgres compares per
+    /// (entity, feature) row, in SQL, and counts a row when at least one of its features was
+    /// written. Rows without features write nothing and are not counted.
     async fn online_write_batch(
         &self,
         table: &TableRef,
