@@ -1104,3 +1104,73 @@ async fn open_online_store_opens_postgres_from_feature_store_yaml() {
     assert_eq!(n, 1);
     store.teardown("proj", &[table]).await.unwrap();
 }
+
+/// Which statement a read runs, seen from the server: a lock on the second view's table makes
+/// the read wait, and `pg_stat_activity` shows the waiting statement's text.
+#[tokio::test]
+async fn batched_reads_are_one_union_all_statement() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let (a, b) = (view("view_a"), view("view_b"));
+    db.store()
+        .await
+        .update("proj", &[a.clone(), b.clone()], &[])
+        .await
+        .unwrap();
+    let keys = [driver_key(1), driver_key(2)];
+    let features = names(&["conv_rate"]);
+    for (limit, batched) in [(4, true), (3, false)] {
+        let store = db.store_with(|c| c.max_batched_result_rows = limit).await;
+        let mut locker = db.raw().await;
+        sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+        sqlx::query("LOCK TABLE proj_view_b IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+        let reads = [
+            ReadSpec {
+                table: &a,
+                entity_keys: &keys,
+                features: &features,
+            },
+            ReadSpec {
+                table: &b,
+                entity_keys: &keys,
+                features: &features,
+            },
+        ];
+        let read = store.online_read_many(&reads);
+        let watch = async {
+            let mut observer = db.raw().await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let waiting: Vec<String> = sqlx::query_scalar(
+                    "SELECT query FROM pg_stat_activity WHERE datname = current_database() \
+                     AND application_name = 'feast-rs' AND wait_event_type = 'Lock'",
+                )
+                .fetch_all(&mut observer)
+                .await
+                .unwrap();
+                if let Some(q) = waiting.first() {
+                    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+                    return q.clone();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the read never waited"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let (result, waiting) = tokio::join!(read, watch);
+        assert_eq!(result.unwrap(), vec![vec![None, None], vec![None, None]]);
+        assert_eq!(
+            waiting.contains("UNION ALL"),
+            batched,
+            "limit {limit}: {waiting}"
+        );
+        assert_eq!(waiting.contains("\"proj_view_a\""), batched, "{waiting}");
+        assert!(waiting.contains("\"proj_view_b\""), "{waiting}");
+    }
+}
