@@ -242,7 +242,7 @@ pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
     }
     if let Some(online) = online
         .as_ref()
-        .filter(|_| plan.has_changes() || infra_changed)
+        .filter(|o| plan.has_changes() || infra_changed || o.update_every_apply)
     {
         // Feast's `update`: tables for every view (SQLite), data of the views removed
         // dropped. Skipped when neither the registry nor the infra changed.
@@ -285,7 +285,7 @@ fn drop_online_tables(ctx: &RepoContext) -> Result<()> {
                 return Ok(());
             }
         }
-        Some(OnlineStoreConfig::Redis(_)) => {}
+        Some(OnlineStoreConfig::Redis(_) | OnlineStoreConfig::Postgres(_)) => {}
         _ => return Ok(()),
     }
     let catalog = ctx.load_registry()?;
@@ -313,8 +313,12 @@ fn table_ref(
     if join_keys.is_empty() {
         join_keys.push(DUMMY_ENTITY_ID);
     }
+    let has_string_features = features
+        .iter()
+        .any(|c| c.value_type == feast_core::types::ValueType::String as i32);
     TableRef::new(project, spec_name)
         .with_schema(join_keys, features.iter().map(|c| c.name.as_str()))
+        .with_string_features(has_string_features)
 }
 
 fn fv_table(project: &str, v: &core::FeatureView) -> TableRef {
@@ -351,9 +355,13 @@ fn registered_table(catalog: &Catalog, project: &str, name: &str) -> Option<Tabl
 /// stream feature view, online or not), and for SQLite the file they live in. Redis has no
 /// tables to create and Feast records no infra objects for it (`RedisOnlineStore.plan` is
 /// the base class's empty list).
+///
+/// Postgres gets tables only for online views, as Feast's `update_infra` passes only those
+/// to the store, and its `update` runs on every apply (creating what is missing), as Feast's.
 struct OnlineInfra {
     sqlite_db: Option<PathBuf>,
     tables: Vec<TableRef>,
+    update_every_apply: bool,
 }
 
 fn online_infra(ctx: &RepoContext, desired: &diff::DesiredState) -> Option<OnlineInfra> {
@@ -363,22 +371,33 @@ fn online_infra(ctx: &RepoContext, desired: &diff::DesiredState) -> Option<Onlin
             let db = ctx.config.sqlite_online_store_path()?;
             Some(std::path::absolute(&db).unwrap_or(db))
         }
-        Some(OnlineStoreConfig::Redis(_)) => None,
+        Some(OnlineStoreConfig::Redis(_) | OnlineStoreConfig::Postgres(_)) => None,
         _ => return None,
     };
+    let postgres = matches!(
+        &ctx.config.online_store,
+        Some(OnlineStoreConfig::Postgres(_))
+    );
+    let online_only = |online: bool| online || !postgres;
     let mut tables: Vec<TableRef> = desired
         .feature_views
         .iter()
+        .filter(|v| online_only(v.spec.as_ref().is_some_and(|s| s.online)))
         .map(|v| fv_table(ctx.project(), v))
         .chain(
             desired
                 .stream_feature_views
                 .iter()
+                .filter(|v| online_only(v.spec.as_ref().is_some_and(|s| s.online)))
                 .map(|v| sfv_table(ctx.project(), v)),
         )
         .collect();
     tables.sort_by(|a, b| a.view.cmp(&b.view));
-    Some(OnlineInfra { sqlite_db, tables })
+    Some(OnlineInfra {
+        sqlite_db,
+        tables,
+        update_every_apply: postgres,
+    })
 }
 
 const SQLITE_TABLE_CLASS: &str = "feast.infra.online_stores.sqlite.SqliteTable";

@@ -132,9 +132,14 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
     };
     let addr = SocketAddr::new(ip, args.port);
     match &ctx.config.online_store {
-        Some(OnlineStoreConfig::Sqlite(_) | OnlineStoreConfig::Redis(_)) => {}
+        Some(
+            OnlineStoreConfig::Sqlite(_)
+            | OnlineStoreConfig::Redis(_)
+            | OnlineStoreConfig::Postgres(_),
+        ) => {}
         Some(other) => bail!(
-            "online_store type `{}` is not supported by `feast-rs serve` yet; sqlite and redis are",
+            "online_store type `{}` is not supported by `feast-rs serve` yet; sqlite, redis and \
+             postgres are",
             other.type_name()
         ),
         None => bail!("feature_store.yaml has `online_store: null`: there is nothing to serve"),

@@ -8,6 +8,7 @@
 //! every Feast layout stores anyway.
 
 mod murmur3;
+pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 
@@ -32,6 +33,9 @@ pub struct TableRef {
     pub join_keys: Vec<String>,
     /// The view's feature names; empty when unknown.
     pub features: Vec<String>,
+    /// Whether the view has STRING features: Postgres then adds Feast's full-text index on
+    /// `value_text` in [`OnlineStore::update`] ([`TableRef::with_string_features`]).
+    pub has_string_features: bool,
 }
 
 impl TableRef {
@@ -41,7 +45,14 @@ impl TableRef {
             view: view.into(),
             join_keys: Vec::new(),
             features: Vec::new(),
+            has_string_features: false,
         }
+    }
+
+    /// Says whether the view has STRING features (see the field).
+    pub fn with_string_features(mut self, has_string_features: bool) -> Self {
+        self.has_string_features = has_string_features;
+        self
     }
 
     /// Adds the view's join keys and feature names (see the type's documentation).
@@ -142,7 +153,10 @@ pub trait OnlineStore: Send + Sync + 'static {
     ///
     /// The default reads the views one after the other. Stores that can do better override
     /// it: Redis sends every view's `HMGET`s in one pipeline, i.e. one round trip per request
-    /// (per cluster node in Redis Cluster) whatever the number of views.
+    /// (per cluster node in Redis Cluster) whatever the number of views; Postgres reads
+    /// them in one `UNION ALL` statement when the request is small enough
+    /// (`max_batched_result_rows`), as Feast 0.67 does, else one statement per view,
+    /// concurrently.
     async fn online_read_many(
         &self,
         reads: &[ReadSpec<'_>],
@@ -159,9 +173,10 @@ pub trait OnlineStore: Send + Sync + 'static {
     ///
     /// Newer wins: a row whose event timestamp is older than what the store already holds
     /// for that entity (including rows earlier in the same batch) is skipped. A row with the
-    /// same timestamp overwrites in SQLite; Redis skips it, as Feast's Redis store does (and
-    /// it has `skip_dedup` to turn the check off). Rows without features write nothing and
-    /// are not counted.
+    /// same timestamp overwrites in SQLite and Postgres; Redis skips it, as Feast's Redis
+    /// store does (and it has `skip_dedup` to turn the check off). Postgres compares per
+    /// (entity, feature) row, in SQL, and counts a row when at least one of its features was
+    /// written. Rows without features write nothing and are not counted.
     async fn online_write_batch(
         &self,
         table: &TableRef,
@@ -187,7 +202,8 @@ pub trait OnlineStore: Send + Sync + 'static {
 
 /// Opens the online store `config.online_store` names: `sqlite` (the file at
 /// [`RepoConfig::sqlite_online_store_path`](feast_core::config::RepoConfig::sqlite_online_store_path))
-/// or `redis` (see [`redis::RedisOnlineStore`]). Any other type, or `online_store: null`, is
+/// `redis` (see [`redis::RedisOnlineStore`]) or `postgres` (see
+/// [`postgres::PostgresOnlineStore`]). Any other type, or `online_store: null`, is
 /// an [`OnlineStoreError::Invalid`] saying so.
 pub async fn open_online_store(
     config: &feast_core::config::RepoConfig,
@@ -204,8 +220,12 @@ pub async fn open_online_store(
             redis::RedisOnlineStore::connect(redis, config.entity_key_serialization_version)
                 .await?,
         )),
+        Some(OnlineStoreConfig::Postgres(pg)) => {
+            Ok(Arc::new(postgres::PostgresOnlineStore::connect(pg).await?))
+        }
         Some(other) => Err(OnlineStoreError::Invalid(format!(
-            "online_store type `{}` is not supported by feast-rs yet; supported: sqlite, redis",
+            "online_store type `{}` is not supported by feast-rs yet; supported: sqlite, redis, \
+             postgres",
             other.type_name()
         ))),
         None => Err(OnlineStoreError::Invalid(

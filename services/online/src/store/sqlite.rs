@@ -199,7 +199,7 @@ fn decode_ts(table: &str, text: Option<&str>) -> Result<Option<i64>, OnlineStore
 
 /// Feast's `value_text` and `value_num` for a value (`helpers.extract_text_and_num`): the
 /// Python `str()` of string, int, float and bool values; the number for numeric and bool.
-fn text_and_num(v: &Value) -> (Option<String>, Option<f64>) {
+pub(crate) fn text_and_num(v: &Value) -> (Option<String>, Option<f64>) {
     use feast_core::value::python_float_repr;
     match &v.val {
         Some(Val::StringVal(s)) => (Some(s.clone()), None),
