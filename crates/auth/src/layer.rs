@@ -280,6 +280,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn authenticator_from_config() {
+        use feast_core::config::{KubernetesAuthConfig, OidcServerAuthConfig};
+        assert!(
+            !Authenticator::from_config(&AuthConfig::NoAuth)
+                .unwrap()
+                .is_enabled()
+        );
+        let oidc = AuthConfig::OidcServer(OidcServerAuthConfig {
+            auth_discovery_url: "https://idp.example.com/.well-known/openid-configuration".into(),
+            client_id: Some("feast".into()),
+            ui_client_id: None,
+            verify_ssl: true,
+            ca_cert_path: String::new(),
+            audience: Some("feast".into()),
+            issuer: None,
+            jwks_cache_lifespan_seconds: 60,
+            jwks_request_timeout_seconds: 2.5,
+        });
+        let Authenticator::Oidc(v) = Authenticator::from_config(&oidc).unwrap() else {
+            panic!("oidc config gives an OIDC authenticator");
+        };
+        assert_eq!(
+            v.settings().jwks_cache_lifespan,
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(
+            v.settings().jwks_request_timeout,
+            std::time::Duration::from_millis(2500)
+        );
+        assert_eq!(v.settings().audience.as_deref(), Some("feast"));
+        let k8s = AuthConfig::Kubernetes(KubernetesAuthConfig::default());
+        assert!(matches!(
+            Authenticator::from_config(&k8s),
+            Err(AuthError::Config(m)) if m.contains("kubernetes")
+        ));
+    }
+
+    #[test]
     fn grpc_message_is_percent_encoded() {
         assert_eq!(grpc_message("a b%c\né"), "a b%25c%0A%C3%A9");
     }
