@@ -142,11 +142,16 @@ impl KeySet {
     }
 }
 
+/// After a failed discovery/JWKS fetch, requests fail fast with the same error for this
+/// long instead of queueing behind one fetch (and its timeout) each.
+pub const FETCH_FAILURE_BACKOFF: Duration = Duration::from_secs(2);
+
 /// State touched only when the JWKS must be (re)fetched.
 #[derive(Default)]
 struct RefreshState {
     jwks_uri: Option<String>,
     last_unknown_kid_refresh: Option<Instant>,
+    last_failure: Option<(Instant, AuthError)>,
 }
 
 /// Validates OIDC bearer tokens and maps their claims to a [`User`]. Share it in an `Arc`.
@@ -347,6 +352,22 @@ impl OidcValidator {
     }
 
     async fn fetch_keys(&self, state: &mut RefreshState) -> Result<(), AuthError> {
+        if let Some((at, error)) = &state.last_failure
+            && at.elapsed() < FETCH_FAILURE_BACKOFF
+        {
+            return Err(error.clone());
+        }
+        let result = self.fetch_keys_now(state).await;
+        if let Err(error) = &result {
+            tracing::warn!(message = "could not refresh the identity provider's keys", %error);
+            state.last_failure = Some((Instant::now(), error.clone()));
+        } else {
+            state.last_failure = None;
+        }
+        result
+    }
+
+    async fn fetch_keys_now(&self, state: &mut RefreshState) -> Result<(), AuthError> {
         let jwks_uri = match &state.jwks_uri {
             Some(uri) => uri.clone(),
             None => {
