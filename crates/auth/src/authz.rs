@@ -26,9 +26,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use feast_core::error::{ErrorClass, FeastError};
-use feast_proto::core::Permission;
+use feast_core::model::{ObjectKind, RegistryObject};
 use feast_proto::core::permission_spec::Type as PermissionType;
 use feast_proto::core::policy::PolicyType;
+use feast_proto::core::{DataSource, Permission};
 use regex::Regex;
 
 use crate::user::User;
@@ -92,6 +93,24 @@ impl ResourceKind {
     }
 }
 
+impl From<ObjectKind> for ResourceKind {
+    fn from(k: ObjectKind) -> Self {
+        match k {
+            ObjectKind::Project => Self::Project,
+            ObjectKind::DataSource => Self::DataSource,
+            ObjectKind::Entity => Self::Entity,
+            ObjectKind::FeatureView => Self::FeatureView,
+            ObjectKind::OnDemandFeatureView => Self::OnDemandFeatureView,
+            ObjectKind::StreamFeatureView => Self::StreamFeatureView,
+            ObjectKind::LabelView => Self::LabelView,
+            ObjectKind::FeatureService => Self::FeatureService,
+            ObjectKind::Permission => Self::Permission,
+            ObjectKind::SavedDataset => Self::SavedDataset,
+            ObjectKind::ValidationReference => Self::ValidationReference,
+        }
+    }
+}
+
 /// The resource a request touches: what a permission is matched against.
 #[derive(Debug, Clone, Copy)]
 pub struct ResourceRef<'a> {
@@ -112,6 +131,18 @@ impl<'a> ResourceRef<'a> {
             tags: None,
             python_class: None,
         }
+    }
+
+    /// The resource for a registry object: its kind, name and tags, and for a data source
+    /// the concrete class it records (`data_source_class_type`).
+    pub fn of<T: RegistryObject>(object: &'a T) -> Self {
+        let mut r = Self::new(T::KIND.into(), object.name()).with_tags(object.tags());
+        if let Some(ds) = (object as &dyn std::any::Any).downcast_ref::<DataSource>()
+            && !ds.data_source_class_type.is_empty()
+        {
+            r.python_class = Some(&ds.data_source_class_type);
+        }
+        r
     }
 
     pub fn with_tags(mut self, tags: &'a BTreeMap<String, String>) -> Self {

@@ -536,3 +536,26 @@ fn filter_only_quirks() {
         Vec::<&str>::new()
     );
 }
+
+#[test]
+fn resource_ref_of_registry_objects() {
+    let ds = feast_proto::core::DataSource {
+        name: "src".into(),
+        data_source_class_type: "feast.infra.offline_stores.file_source.FileSource".into(),
+        tags: BTreeMap::from([("team".into(), "a".into())]),
+        ..Default::default()
+    };
+    let r = ResourceRef::of(&ds);
+    assert_eq!(r.kind, ResourceKind::DataSource);
+    assert_eq!(r.name, "src");
+    assert_eq!(r.tags.unwrap()["team"], "a");
+    let perms = [perm(
+        "p",
+        &[T::DataSource],
+        &[],
+        &[Action::Describe],
+        Pol::Roles(&["r"]),
+    )];
+    let e = err(Authorizer::new().check(&User::new("x"), &perms, r, &[Action::Describe]));
+    assert!(e.contains("to FileSource:src:"), "{e}");
+}
