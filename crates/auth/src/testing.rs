@@ -147,6 +147,8 @@ struct IssuerState {
 }
 
 struct Shared {
+    /// Delay before `/jwks` answers (simulates a slow IdP), in milliseconds.
+    jwks_delay_ms: std::sync::atomic::AtomicU64,
     state: Mutex<IssuerState>,
     jwks_fetches: AtomicUsize,
     discovery_fetches: AtomicUsize,
@@ -182,6 +184,7 @@ impl TestIssuer {
             users: HashMap::new(),
         };
         let shared = Arc::new(Shared {
+            jwks_delay_ms: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::new(state),
             jwks_fetches: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
@@ -233,6 +236,13 @@ impl TestIssuer {
             issuer: Some(self.url()),
             ..OidcSettings::new(self.discovery_url())
         }
+    }
+
+    /// Make `/jwks` answer only after `delay` (a slow or hanging identity provider).
+    pub fn set_jwks_delay(&self, delay: std::time::Duration) {
+        self.shared
+            .jwks_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// How many times `/jwks` was served.
@@ -474,6 +484,10 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Json<Value> {
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let delay = shared.jwks_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     let keys: Vec<Value> = s.published.iter().map(|k| s.keys[k].jwk.clone()).collect();

@@ -314,3 +314,53 @@ async fn cached_validation_is_fast() {
     eprintln!("cached RS256 validation: {per:?} per token (debug build)");
     assert_eq!(idp.jwks_fetches(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_refresh_does_not_block_requests_with_known_keys() {
+    let idp = TestIssuer::start().await;
+    let v = std::sync::Arc::new(validator(OidcSettings {
+        jwks_request_timeout: Duration::from_secs(5),
+        unknown_kid_refresh_interval: Duration::ZERO,
+        ..idp.settings()
+    }));
+    let known = idp.user_token("alice", &[], &[]);
+    v.validate(&known).await.unwrap();
+    idp.set_jwks_delay(Duration::from_millis(1500));
+    // An unknown kid starts a refresh that holds the refresh lock for 1.5 s.
+    let unknown = idp.bad_token(BadToken::UnknownKid, "x");
+    let slow = {
+        let v = v.clone();
+        tokio::spawn(async move { v.validate(&unknown).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    for _ in 0..10 {
+        v.validate(&known).await.unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(700),
+        "known-key validations waited for the refresh: {:?}",
+        start.elapsed()
+    );
+    assert!(matches!(slow.await.unwrap(), Err(AuthError::UnknownKey(_))));
+}
+
+#[tokio::test]
+async fn a_hanging_jwks_endpoint_times_out_as_unavailable() {
+    let idp = TestIssuer::start().await;
+    idp.set_jwks_delay(Duration::from_secs(5));
+    let v = validator(OidcSettings {
+        jwks_request_timeout: Duration::from_millis(200),
+        ..idp.settings()
+    });
+    let start = Instant::now();
+    let e = v
+        .validate(&idp.user_token("a", &[], &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, AuthError::ProviderUnavailable(m) if m.contains("timed out")),
+        "{e:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
