@@ -1,0 +1,28 @@
+//! feast-rs authentication and authorization, shared by every server.
+//!
+//! - [`extract`]: the `authorization: Bearer <token>` header (HTTP, gRPC metadata, Flight).
+//! - [`oidc`]: OIDC access-token validation against the provider's JWKS → [`User`].
+//! - [`authz`]: Feast's permission engine over the project's `Permission` protos.
+//! - [`layer`]: the tower layer that authenticates every request of a server.
+//! - `testing` (feature `testing`): a loopback OIDC issuer and token minter for tests.
+//!
+//! Errors: authentication failures are [`AuthError`] (401 / `UNAUTHENTICATED`); authorization
+//! failures are Feast's `FeastPermissionError` (`feast_core::error::FeastError`, 403 /
+//! `PERMISSION_DENIED`).
+
+pub mod authz;
+pub mod error;
+pub mod extract;
+mod fetch;
+pub mod layer;
+pub mod oidc;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod user;
+
+pub use authz::{Action, Authorizer, ResourceKind, ResourceRef, permission_error};
+pub use error::AuthError;
+pub use extract::bearer_token;
+pub use layer::{AuthLayer, AuthService, Authenticator, log_auth_mode};
+pub use oidc::{OidcSettings, OidcValidator};
+pub use user::User;
