@@ -156,7 +156,19 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
     };
     let project = ctx.config.project.clone();
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
+    let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
+        .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     runtime()?.block_on(async move {
+        feast_auth::log_auth_mode("feature server", &authenticator);
+        let auth = match authenticator {
+            feast_auth::Authenticator::NoAuth => None,
+            authenticator => Some(feast_online::http::ServerAuth {
+                authenticator,
+                authz: feast_online::authz::Authz {
+                    authorizer: std::sync::Arc::new(feast_auth::Authorizer::new()),
+                },
+            }),
+        };
         let source = match &ctx.config.registry {
             RegistryConfig::File(_) => CacheSource::Store(Box::new(FileStore::new(
                 ctx.config.registry_path().context("file registry path")?,
@@ -225,6 +237,7 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
                 .metrics
                 .then(|| std::sync::Arc::new(feast_online::metrics::Metrics::new())),
             index: Default::default(),
+            auth,
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status};
 use crate::http::FeatureServer;
 use crate::serving::{EntityValues, FeatureSelection, OnlineRequest, ServeError};
 use crate::write::{Frame, PushMode};
+use feast_auth::User;
 
 /// The Feast release whose serving protocol this server speaks, reported by
 /// `GetFeastServingInfo`.
@@ -115,12 +116,13 @@ impl GrpcServices {
     async fn get_online_features(
         &self,
         endpoint: &str,
-        request: GetOnlineFeaturesRequest,
+        request: Request<GetOnlineFeaturesRequest>,
     ) -> Result<GetOnlineFeaturesResponse, Status> {
-        let request = online_request(request).map_err(|e| to_status(&e))?;
+        let user = request.extensions().get::<User>().cloned();
+        let request = online_request(request.into_inner()).map_err(|e| to_status(&e))?;
         let response = self
             .server
-            .get_online_features(endpoint, &request)
+            .get_online_features(endpoint, user.as_ref(), &request)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(response.to_proto())
@@ -145,7 +147,7 @@ impl ServingService for GrpcServices {
         GrpcServices::get_online_features(
             self,
             "/feast.serving.ServingService/GetOnlineFeatures",
-            request.into_inner(),
+            request,
         )
         .await
         .map(Response::new)
@@ -155,6 +157,7 @@ impl ServingService for GrpcServices {
 #[tonic::async_trait]
 impl GrpcFeatureServer for GrpcServices {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
+        let user = request.extensions().get::<User>().cloned();
         let r = request.into_inner();
         let frame = row_frame(r.features, r.typed_features)?;
         let to = if r.to.is_empty() {
@@ -165,6 +168,7 @@ impl GrpcFeatureServer for GrpcServices {
         self.server
             .push(
                 "/GrpcFeatureServer/Push",
+                user.as_ref(),
                 &r.stream_feature_view,
                 &frame,
                 to,
@@ -178,11 +182,13 @@ impl GrpcFeatureServer for GrpcServices {
         &self,
         request: Request<WriteToOnlineStoreRequest>,
     ) -> Result<Response<WriteToOnlineStoreResponse>, Status> {
+        let user = request.extensions().get::<User>().cloned();
         let r = request.into_inner();
         let frame = row_frame(r.features, r.typed_features)?;
         self.server
             .write_to_online_store(
                 "/GrpcFeatureServer/WriteToOnlineStore",
+                user.as_ref(),
                 &r.feature_view_name,
                 &frame,
             )
@@ -195,12 +201,8 @@ impl GrpcFeatureServer for GrpcServices {
         &self,
         request: Request<GetOnlineFeaturesRequest>,
     ) -> Result<Response<GetOnlineFeaturesResponse>, Status> {
-        GrpcServices::get_online_features(
-            self,
-            "/GrpcFeatureServer/GetOnlineFeatures",
-            request.into_inner(),
-        )
-        .await
-        .map(Response::new)
+        GrpcServices::get_online_features(self, "/GrpcFeatureServer/GetOnlineFeatures", request)
+            .await
+            .map(Response::new)
     }
 }

@@ -30,6 +30,7 @@ use feast_registry::{RegistryCache, Snapshot};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::authz::Authz;
 use crate::grpc::GrpcServices;
 use crate::metrics::Metrics;
 use crate::serving::{
@@ -38,6 +39,7 @@ use crate::serving::{
 };
 use crate::store::OnlineStore;
 use crate::write::{Frame, PushMode, PushRequest, WriteOutcome, WriteToOnlineStoreRequest};
+use feast_auth::User;
 
 /// The OpenAPI 3.1 document of the HTTP routes, served at `/docs` and `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -59,6 +61,17 @@ pub struct FeatureServer {
     pub metrics: Option<Arc<Metrics>>,
     /// The name index of the current registry snapshot (start with `Default::default()`).
     pub index: IndexCache,
+    /// Authentication and authorization; `None` under `auth: {type: no_auth}`.
+    pub auth: Option<ServerAuth>,
+}
+
+/// How a server with `auth` on checks its callers.
+#[derive(Clone)]
+pub struct ServerAuth {
+    /// Verifies the bearer token of every request (the [`feast_auth::AuthLayer`]).
+    pub authenticator: feast_auth::Authenticator,
+    /// Checks the caller against the project's permissions.
+    pub authz: Authz,
 }
 
 /// The [`ProjectIndex`] of the latest registry snapshot, rebuilt when the snapshot changes
@@ -89,29 +102,33 @@ impl FeatureServer {
             .ok_or_else(|| ServeError::Unavailable("the registry has not been loaded yet".into()))
     }
 
-    /// `get_online_features` against the current registry snapshot; `endpoint` names the
-    /// route or gRPC method in the metrics.
+    /// `get_online_features` against the current registry snapshot, as `user`; `endpoint`
+    /// names the route or gRPC method in the metrics.
     pub async fn get_online_features(
         &self,
         endpoint: &str,
+        user: Option<&User>,
         request: &OnlineRequest,
     ) -> Result<OnlineResponse, ServeError> {
         let started = Instant::now();
-        let result = match self.snapshot() {
-            Ok(snapshot) => {
-                let indexed = self.index.get(&snapshot, &self.project);
-                get_online_features(
-                    &snapshot.catalog,
-                    &indexed.1,
-                    &self.project,
-                    &self.store,
-                    self.read_options,
-                    request,
-                )
-                .await
+        let result = async {
+            let snapshot = self.snapshot()?;
+            let indexed = self.index.get(&snapshot, &self.project);
+            if let Some(auth) = &self.auth {
+                auth.authz
+                    .read(user, &snapshot.catalog, &indexed.1, request)?;
             }
-            Err(e) => Err(e),
-        };
+            get_online_features(
+                &snapshot.catalog,
+                &indexed.1,
+                &self.project,
+                &self.store,
+                self.read_options,
+                request,
+            )
+            .await
+        }
+        .await;
         if let Some(m) = &self.metrics {
             match &result {
                 Ok(r) => {
@@ -145,24 +162,29 @@ impl FeatureServer {
     pub async fn write_to_online_store(
         &self,
         endpoint: &str,
+        user: Option<&User>,
         view: &str,
         frame: &Frame,
     ) -> Result<WriteOutcome, ServeError> {
         let started = Instant::now();
-        let result = match self.snapshot() {
-            Ok(snapshot) => {
-                crate::write::write_to_online_store(
-                    &snapshot.catalog,
-                    &self.project,
-                    &self.store,
-                    self.read_options.entity_key_serialization_version,
-                    view,
-                    frame,
-                )
-                .await
+        let result = async {
+            let snapshot = self.snapshot()?;
+            if let Some(auth) = &self.auth {
+                let indexed = self.index.get(&snapshot, &self.project);
+                auth.authz
+                    .write(user, &snapshot.catalog, &indexed.1, &self.project, view)?;
             }
-            Err(e) => Err(e),
-        };
+            crate::write::write_to_online_store(
+                &snapshot.catalog,
+                &self.project,
+                &self.store,
+                self.read_options.entity_key_serialization_version,
+                view,
+                frame,
+            )
+            .await
+        }
+        .await;
         self.record(endpoint, started, &result);
         result
     }
@@ -171,26 +193,37 @@ impl FeatureServer {
     pub async fn push(
         &self,
         endpoint: &str,
+        user: Option<&User>,
         push_source: &str,
         frame: &Frame,
         to: PushMode,
     ) -> Result<WriteOutcome, ServeError> {
         let started = Instant::now();
-        let result = match self.snapshot() {
-            Ok(snapshot) => {
-                crate::write::push(
+        let result = async {
+            let snapshot = self.snapshot()?;
+            if let Some(auth) = &self.auth {
+                let indexed = self.index.get(&snapshot, &self.project);
+                auth.authz.push(
+                    user,
                     &snapshot.catalog,
+                    &indexed.1,
                     &self.project,
-                    &self.store,
-                    self.read_options.entity_key_serialization_version,
                     push_source,
-                    frame,
                     to,
-                )
-                .await
+                )?;
             }
-            Err(e) => Err(e),
-        };
+            crate::write::push(
+                &snapshot.catalog,
+                &self.project,
+                &self.store,
+                self.read_options.entity_key_serialization_version,
+                push_source,
+                frame,
+                to,
+            )
+            .await
+        }
+        .await;
         if let Some(m) = &self.metrics {
             m.push(push_source, to.as_str());
         }
@@ -203,6 +236,10 @@ impl FeatureServer {
 pub fn router(server: FeatureServer) -> Router {
     let server = Arc::new(server);
     let limit = server.max_request_bytes;
+    let auth_layer = server
+        .auth
+        .as_ref()
+        .map(|a| feast_auth::AuthLayer::new(a.authenticator.clone()));
     let grpc = GrpcServices::new(server.clone());
     let serving =
         feast_proto::serving::serving_service_server::ServingServiceServer::new(grpc.clone())
@@ -228,7 +265,13 @@ pub fn router(server: FeatureServer) -> Router {
         .route("/openapi.json", get(docs_route))
         .with_state(server);
     // The gRPC routes bring their own fallback (UNIMPLEMENTED for unknown methods).
-    http.merge(routes.prepare().into_axum_router())
+    let all = http.merge(routes.prepare().into_axum_router());
+    // Every route goes through authentication, except the layer's public paths (`/health`,
+    // `/metrics`, grpc.health.v1).
+    match auth_layer {
+        Some(layer) => all.layer(layer),
+        None => all,
+    }
 }
 
 type Reflection<S> = tonic_reflection::server::v1::ServerReflectionServer<S>;
@@ -415,7 +458,15 @@ async fn read_json<T: DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| invalid_body(what, e))
 }
 
-async fn online_features(State(server): State<Arc<FeatureServer>>, body: Body) -> Response {
+/// The authenticated caller, when authentication is on.
+type Caller = Option<axum::Extension<User>>;
+
+async fn online_features(
+    State(server): State<Arc<FeatureServer>>,
+    caller: Caller,
+    body: Body,
+) -> Response {
+    let user = caller.as_ref().map(|c| &c.0);
     let request: GetOnlineFeaturesRequest =
         match read_json(body, server.max_request_bytes, "get-online-features").await {
             Ok(r) => r,
@@ -424,7 +475,7 @@ async fn online_features(State(server): State<Arc<FeatureServer>>, body: Body) -
     let result = match OnlineRequest::try_from(request) {
         Ok(request) => {
             server
-                .get_online_features("/get-online-features", &request)
+                .get_online_features("/get-online-features", user, &request)
                 .await
         }
         Err(e) => Err(e),
@@ -438,7 +489,12 @@ async fn online_features(State(server): State<Arc<FeatureServer>>, body: Body) -
     }
 }
 
-async fn write_to_online_store(State(server): State<Arc<FeatureServer>>, body: Body) -> Response {
+async fn write_to_online_store(
+    State(server): State<Arc<FeatureServer>>,
+    caller: Caller,
+    body: Body,
+) -> Response {
+    let user = caller.as_ref().map(|c| &c.0);
     let request: WriteToOnlineStoreRequest =
         match read_json(body, server.max_request_bytes, "write-to-online-store").await {
             Ok(r) => r,
@@ -447,7 +503,12 @@ async fn write_to_online_store(State(server): State<Arc<FeatureServer>>, body: B
     let result = match Frame::from_columns(request.df) {
         Ok(frame) => {
             server
-                .write_to_online_store("/write-to-online-store", &request.feature_view_name, &frame)
+                .write_to_online_store(
+                    "/write-to-online-store",
+                    user,
+                    &request.feature_view_name,
+                    &frame,
+                )
                 .await
         }
         Err(e) => Err(e),
@@ -459,7 +520,8 @@ async fn write_to_online_store(State(server): State<Arc<FeatureServer>>, body: B
     }
 }
 
-async fn push(State(server): State<Arc<FeatureServer>>, body: Body) -> Response {
+async fn push(State(server): State<Arc<FeatureServer>>, caller: Caller, body: Body) -> Response {
+    let user = caller.as_ref().map(|c| &c.0);
     let request: PushRequest = match read_json(body, server.max_request_bytes, "push").await {
         Ok(r) => r,
         Err(response) => return response,
@@ -468,7 +530,7 @@ async fn push(State(server): State<Arc<FeatureServer>>, body: Body) -> Response 
         let to = PushMode::parse(&request.to)?;
         let frame = Frame::from_columns(request.df)?;
         server
-            .push("/push", &request.push_source_name, &frame, to)
+            .push("/push", user, &request.push_source_name, &frame, to)
             .await
     }
     .await;

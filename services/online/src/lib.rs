@@ -10,6 +10,7 @@
 //! [`serving`] answers Feast's `get-online-features` request from a cached registry
 //! snapshot and an online store; [`http`] serves it over HTTP as Feast's feature server.
 
+pub mod authz;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

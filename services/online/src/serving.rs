@@ -403,8 +403,8 @@ fn resolve<'a>(
     let refs = match &request.features {
         FeatureSelection::Refs(refs) => refs,
         FeatureSelection::Service(service) => {
-            let fs: &core::FeatureService = match index.feature_services.get(service) {
-                Some(&i) => &catalog.proto().feature_services[i],
+            let fs: &core::FeatureService = match index.feature_service(catalog, service) {
+                Some(fs) => fs,
                 // Not in the project: the registry's own error.
                 None => catalog.get(service, project).map_err(feast)?,
             };
@@ -539,10 +539,10 @@ fn lookup_view<'a>(
     index: &ProjectIndex,
     name: &str,
 ) -> Result<&'a core::FeatureView, ServeError> {
-    if let Some(&i) = index.feature_views.get(name) {
-        return Ok(&catalog.proto().feature_views[i]);
+    if let Some(fv) = index.feature_view(catalog, name) {
+        return Ok(fv);
     }
-    if index.on_demand_views.contains(name) {
+    if index.on_demand_views.contains_key(name) {
         return Err(odfv_unsupported(name));
     }
     if index.stream_views.contains(name) {
@@ -620,10 +620,12 @@ pub struct ProjectIndex {
     /// Name → position in the registry's `feature_views`.
     feature_views: HashMap<String, usize>,
     feature_services: HashMap<String, usize>,
-    on_demand_views: std::collections::HashSet<String>,
+    on_demand_views: HashMap<String, usize>,
     stream_views: std::collections::HashSet<String>,
     /// Join key → declared type, from the project's entities.
     entity_types: HashMap<String, ValueType>,
+    /// The project's permissions (for authorization).
+    permissions: Vec<core::Permission>,
 }
 
 impl ProjectIndex {
@@ -641,11 +643,16 @@ impl ProjectIndex {
                 index.feature_services.entry(spec.name.clone()).or_insert(i);
             }
         }
-        index.on_demand_views = registry
-            .on_demand_feature_views
+        for (i, v) in registry.on_demand_feature_views.iter().enumerate() {
+            if let Some(spec) = v.spec.as_ref().filter(|s| in_project(&s.project)) {
+                index.on_demand_views.entry(spec.name.clone()).or_insert(i);
+            }
+        }
+        index.permissions = registry
+            .permissions
             .iter()
-            .filter_map(|v| v.spec.as_ref().filter(|s| in_project(&s.project)))
-            .map(|s| s.name.clone())
+            .filter(|p| p.spec.as_ref().is_some_and(|s| in_project(&s.project)))
+            .cloned()
             .collect();
         index.stream_views = registry
             .stream_feature_views
@@ -664,6 +671,38 @@ impl ProjectIndex {
             );
         }
         index
+    }
+
+    pub fn feature_view<'a>(
+        &self,
+        catalog: &'a Catalog,
+        name: &str,
+    ) -> Option<&'a core::FeatureView> {
+        let &i = self.feature_views.get(name)?;
+        catalog.proto().feature_views.get(i)
+    }
+
+    pub fn feature_service<'a>(
+        &self,
+        catalog: &'a Catalog,
+        name: &str,
+    ) -> Option<&'a core::FeatureService> {
+        let &i = self.feature_services.get(name)?;
+        catalog.proto().feature_services.get(i)
+    }
+
+    pub fn on_demand_view<'a>(
+        &self,
+        catalog: &'a Catalog,
+        name: &str,
+    ) -> Option<&'a core::OnDemandFeatureView> {
+        let &i = self.on_demand_views.get(name)?;
+        catalog.proto().on_demand_feature_views.get(i)
+    }
+
+    /// The project's permissions.
+    pub fn permissions(&self) -> &[core::Permission] {
+        &self.permissions
     }
 }
 

@@ -275,6 +275,7 @@ async fn start_with(with_registry: bool, options: Options) -> Server {
         max_request_bytes: options.max_request_bytes,
         metrics: options.metrics.then(|| Arc::new(Metrics::new())),
         index: Default::default(),
+        auth: None,
     };
     let stop = async {
         let _ = rx.await;
