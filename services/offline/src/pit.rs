@@ -120,11 +120,14 @@ fn view_matches(
     }
     on.push(ident(&r_ts).lt_eq(ident(&l_ts)));
     if let Some(ttl) = view.ttl {
+        // The lower bound is computed once per entity row, not per candidate pair.
         let nanos = i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX);
         let ttl = lit(ScalarValue::IntervalMonthDayNano(Some(
             IntervalMonthDayNano::new(0, 0, nanos),
         )));
-        on.push(ident(&r_ts).gt_eq(ident(&l_ts) - ttl));
+        let l_lower = format!("__v{i}_lower_ts");
+        left_cols.push((ident(entity_ts) - ttl).alias(&l_lower));
+        on.push(ident(&r_ts).gt_eq(ident(l_lower)));
     }
 
     let left = entities.clone().select(left_cols)?;

@@ -535,3 +535,43 @@ driver_id:i64 | event_timestamp:ts
         "{err}"
     );
 }
+
+/// The plan shape the docs describe: keyed views are hash joins (the time window a join
+/// filter), entity-less views nested-loop joins, and a window ranks the candidates.
+#[tokio::test]
+async fn keyed_views_plan_as_hash_joins() {
+    let (dir, catalog) = setup();
+    let entities = table(
+        "
+driver_id:i64 | event_timestamp:ts
+1001          | 2024-05-01T11:00:00
+",
+    );
+    let store = FileOfflineStore::new(dir.path());
+    let request = HistoricalRequest {
+        features: refs(&["driver_hourly:trips", "global_stats:total"]),
+        full_feature_names: false,
+    };
+    let df = store
+        .historical_features_plan(
+            &catalog,
+            "demo",
+            EntityTable::new(entities.schema(), vec![entities]),
+            &request,
+        )
+        .await
+        .unwrap();
+    let plan = df.create_physical_plan().await.unwrap();
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(false)
+        .to_string();
+    assert!(
+        text.contains("HashJoinExec: mode=") && text.contains("filter="),
+        "{text}"
+    );
+    assert!(text.contains("NestedLoopJoinExec"), "{text}");
+    assert!(
+        text.contains("BoundedWindowAggExec") || text.contains("WindowAggExec"),
+        "{text}"
+    );
+}
