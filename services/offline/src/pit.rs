@@ -49,20 +49,28 @@ pub struct ViewJoin {
     pub ttl: Option<Duration>,
 }
 
+/// The entity table's earliest and latest timestamps (`None` when it is empty).
+pub type TimeBounds = Option<(ScalarValue, ScalarValue)>;
+
 /// Builds the plan over `entities` (which must have [`ROW_ID`] and the UTC timestamp column
 /// `entity_ts` of type `ts_type`) and one source DataFrame per view. The output has the
 /// entity columns in `entity_columns` order, then each view's features.
+///
+/// `bounds` restricts every source to `[earliest - ttl, latest]` before the join, as
+/// Feast's stores do with the entity timestamp range; on Parquet the predicate prunes row
+/// groups by their statistics.
 pub fn plan(
     entities: DataFrame,
     entity_columns: &[String],
     entity_ts: &str,
     ts_type: &DataType,
+    bounds: &TimeBounds,
     views: Vec<(ViewJoin, DataFrame)>,
 ) -> Result<DataFrame> {
     let mut matched = Vec::with_capacity(views.len());
     for (i, (view, source)) in views.into_iter().enumerate() {
         matched.push((
-            view_matches(i, &entities, entity_ts, ts_type, &view, source)?,
+            view_matches(i, &entities, entity_ts, ts_type, bounds, &view, source)?,
             view,
         ));
     }
@@ -93,6 +101,7 @@ fn view_matches(
     entities: &DataFrame,
     entity_ts: &str,
     ts_type: &DataType,
+    bounds: &TimeBounds,
     view: &ViewJoin,
     source: DataFrame,
 ) -> Result<DataFrame> {
@@ -119,19 +128,28 @@ fn view_matches(
         right_cols.push(cast(ident(source_col), ty.clone()).alias(feature_col(i, n)));
     }
     on.push(ident(&r_ts).lt_eq(ident(&l_ts)));
-    if let Some(ttl) = view.ttl {
-        // The lower bound is computed once per entity row, not per candidate pair.
+    let ttl = view.ttl.map(|ttl| {
         let nanos = i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX);
-        let ttl = lit(ScalarValue::IntervalMonthDayNano(Some(
+        lit(ScalarValue::IntervalMonthDayNano(Some(
             IntervalMonthDayNano::new(0, 0, nanos),
-        )));
+        )))
+    });
+    if let Some(ttl) = &ttl {
+        // The lower bound is computed once per entity row, not per candidate pair.
         let l_lower = format!("__v{i}_lower_ts");
-        left_cols.push((ident(entity_ts) - ttl).alias(&l_lower));
+        left_cols.push((ident(entity_ts) - ttl.clone()).alias(&l_lower));
         on.push(ident(&r_ts).gt_eq(ident(l_lower)));
     }
 
     let left = entities.clone().select(left_cols)?;
-    let right = source.select(right_cols)?;
+    let mut right = source.select(right_cols)?;
+    if let Some((earliest, latest)) = bounds {
+        let mut keep = ident(&r_ts).lt_eq(lit(latest.clone()));
+        if let Some(ttl) = ttl {
+            keep = keep.and(ident(&r_ts).gt_eq(lit(earliest.clone()) - ttl));
+        }
+        right = right.filter(keep)?;
+    }
     let mut order = vec![ident(&r_ts).sort(false, false)];
     if view.created_ts.is_some() {
         order.push(ident(&r_created).sort(false, false));

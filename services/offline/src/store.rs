@@ -8,9 +8,12 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::prelude::{SessionConfig, SessionContext, ident};
 use feast_core::model::{DUMMY_ENTITY_ID, FeatureViewExt};
 use feast_core::registry::Catalog;
 use feast_core::types::{ValueType, value_type_to_arrow};
@@ -109,7 +112,7 @@ impl FileOfflineStore {
         project: &str,
         entities: EntityTable,
         request: &HistoricalRequest,
-    ) -> Result<datafusion::dataframe::DataFrame> {
+    ) -> Result<DataFrame> {
         let views = resolve(
             catalog,
             project,
@@ -151,6 +154,8 @@ impl FileOfflineStore {
         let entity_df =
             ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
 
+        let bounds = time_bounds(&entity_df, &ts_col).await?;
+
         let mut joins = Vec::with_capacity(views.len());
         for v in &views {
             let batch = v.view.spec_ref().batch_source.as_ref().ok_or_else(|| {
@@ -177,7 +182,14 @@ impl FileOfflineStore {
             )?;
             joins.push((join, source));
         }
-        pit::plan(entity_df, &entity_columns, &ts_col, &ts_type, joins)
+        pit::plan(
+            entity_df,
+            &entity_columns,
+            &ts_col,
+            &ts_type,
+            &bounds,
+            joins,
+        )
     }
 }
 
@@ -194,6 +206,27 @@ impl OfflineStore for FileOfflineStore {
             .await?;
         Ok(df.execute_stream().await?)
     }
+}
+
+/// The earliest and latest entity timestamps (one pass over the in-memory entity table).
+async fn time_bounds(entities: &DataFrame, ts_col: &str) -> Result<pit::TimeBounds> {
+    let batches = entities
+        .clone()
+        .aggregate(
+            vec![],
+            vec![
+                min(ident(ts_col)).alias("lo"),
+                max(ident(ts_col)).alias("hi"),
+            ],
+        )?
+        .collect()
+        .await?;
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let lo = ScalarValue::try_from_array(batch.column(0), 0)?;
+    let hi = ScalarValue::try_from_array(batch.column(1), 0)?;
+    Ok((!lo.is_null() && !hi.is_null()).then_some((lo, hi)))
 }
 
 /// Adds [`ROW_ID`] and normalises the timestamp column to UTC, as Feast does (tz-naive

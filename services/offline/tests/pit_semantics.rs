@@ -537,7 +537,8 @@ driver_id:i64 | event_timestamp:ts
 }
 
 /// The plan shape the docs describe: keyed views are hash joins (the time window a join
-/// filter), entity-less views nested-loop joins, and a window ranks the candidates.
+/// filter), entity-less views nested-loop joins, a window ranks the candidates, and the
+/// sources are cut to the entity time range (a Parquet pruning predicate).
 #[tokio::test]
 async fn keyed_views_plan_as_hash_joins() {
     let (dir, catalog) = setup();
@@ -570,6 +571,7 @@ driver_id:i64 | event_timestamp:ts
         "{text}"
     );
     assert!(text.contains("NestedLoopJoinExec"), "{text}");
+    assert!(text.contains("pruning_predicate="), "{text}");
     assert!(
         text.contains("BoundedWindowAggExec") || text.contains("WindowAggExec"),
         "{text}"
