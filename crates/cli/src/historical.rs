@@ -29,6 +29,10 @@ pub struct HistoricalArgs {
     /// Name feature columns `view__feature`.
     #[arg(long)]
     full_feature_names: bool,
+    /// Memory for sorts and windows, in MiB; beyond it they spill to the temp directory
+    /// (default: unbounded).
+    #[arg(long, value_name = "MIB")]
+    memory_limit_mb: Option<usize>,
     /// Output Parquet file.
     #[arg(short = 'o', long, value_name = "OUT.parquet")]
     output: PathBuf,
@@ -45,7 +49,10 @@ pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Resu
         },
         full_feature_names: args.full_feature_names,
     };
-    let store = FileOfflineStore::new(&ctx.config.repo_path);
+    let mut store = FileOfflineStore::new(&ctx.config.repo_path);
+    if let Some(mib) = args.memory_limit_mb {
+        store = store.with_memory_limit(mib << 20)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

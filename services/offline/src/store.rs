@@ -12,6 +12,8 @@ use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::prelude::{SessionConfig, SessionContext, ident};
 use feast_core::model::{DUMMY_ENTITY_ID, FeatureViewExt};
@@ -88,6 +90,7 @@ pub trait OfflineStore: Send + Sync {
 pub struct FileOfflineStore {
     repo_path: PathBuf,
     config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
 }
 
 impl FileOfflineStore {
@@ -96,7 +99,27 @@ impl FileOfflineStore {
         Self {
             repo_path: repo_path.into(),
             config: SessionConfig::new(),
+            runtime: Arc::new(RuntimeEnv::default()),
         }
+    }
+
+    /// Bounds the memory of the sorts, windows and aggregations to `bytes` (a fair spill
+    /// pool): beyond it they spill to the OS temp directory. Hash-join build sides (the
+    /// entity table) do not spill; a query that needs more fails with a resources error.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Result<Self> {
+        // Each sorter reserves this much for its merge phase (10 MiB by default); keep it a
+        // small share of the pool so that small limits still work.
+        let reserve = self
+            .config
+            .options()
+            .execution
+            .sort_spill_reservation_bytes
+            .min(bytes / 16);
+        self.config = self.config.with_sort_spill_reservation_bytes(reserve);
+        self.runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(bytes)))
+            .build_arc()?;
+        Ok(self)
     }
 
     /// Overrides DataFusion's session settings (partitions, batch size).
@@ -150,7 +173,7 @@ impl FileOfflineStore {
         let ts_type = schema
             .field_with_name(&ts_col)
             .map(|f| f.data_type().clone())?;
-        let ctx = SessionContext::new_with_config(self.config.clone());
+        let ctx = SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
         let entity_df =
             ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
 

@@ -404,6 +404,35 @@ async fn point_in_time_semantics() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// The same answers under a small memory pool (sorts and windows spill past it).
+#[tokio::test]
+async fn a_memory_limit_keeps_the_answers() {
+    let (dir, catalog) = setup();
+    let case = &cases()[0];
+    let batch = table(case.entities);
+    let store = FileOfflineStore::new(dir.path())
+        .with_memory_limit(2 << 20)
+        .unwrap();
+    let request = HistoricalRequest {
+        features: case.features.clone(),
+        full_feature_names: case.full,
+    };
+    let stream = store
+        .get_historical_features(
+            &catalog,
+            "demo",
+            EntityTable::new(batch.schema(), vec![batch]),
+            &request,
+        )
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    assert_eq!(
+        pretty_format_batches(&batches).unwrap().to_string().trim(),
+        case.expected.trim()
+    );
+}
+
 #[tokio::test]
 async fn output_types_follow_the_view_schema() {
     let (dir, catalog) = setup();
@@ -575,5 +604,87 @@ driver_id:i64 | event_timestamp:ts
     assert!(
         text.contains("BoundedWindowAggExec") || text.contains("WindowAggExec"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn empty_entity_table_gives_no_rows_and_the_full_schema() {
+    let (dir, catalog) = setup();
+    let entities = table(
+        "
+driver_id:i64 | event_timestamp:ts
+1001          | 2024-05-01T11:00:00
+",
+    )
+    .slice(0, 0);
+    let store = FileOfflineStore::new(dir.path());
+    let request = HistoricalRequest {
+        features: refs(&["driver_hourly:trips", "global_stats:total"]),
+        full_feature_names: true,
+    };
+    let stream = store
+        .get_historical_features(
+            &catalog,
+            "demo",
+            EntityTable::new(entities.schema(), vec![]),
+            &request,
+        )
+        .await
+        .unwrap();
+    let schema = stream.schema();
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "driver_id",
+            "event_timestamp",
+            "driver_hourly__trips",
+            "global_stats__total"
+        ]
+    );
+}
+
+/// Zoned entity timestamps are instants: `2024-05-01T13:00:00+02:00` is 11:00 UTC.
+#[tokio::test]
+async fn zoned_entity_timestamps_are_converted_to_utc() {
+    let (dir, catalog) = setup();
+    let utc = table(
+        "
+driver_id:i64 | event_timestamp:tsz
+1001          | 2024-05-01T11:00:00
+",
+    );
+    let zoned_type = DataType::Timestamp(TimeUnit::Microsecond, Some("+02:00".into()));
+    let zoned = datafusion::arrow::compute::cast(utc.column(1), &zoned_type).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, true),
+        Field::new("event_timestamp", zoned_type, true),
+    ]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![utc.column(0).clone(), zoned]).unwrap();
+    let store = FileOfflineStore::new(dir.path());
+    let request = HistoricalRequest {
+        features: refs(&["driver_hourly:trips"]),
+        full_feature_names: false,
+    };
+    let stream = store
+        .get_historical_features(
+            &catalog,
+            "demo",
+            EntityTable::new(schema, vec![batch]),
+            &request,
+        )
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    assert_eq!(
+        pretty_format_batches(&batches).unwrap().to_string(),
+        "\
++-----------+----------------------+-------+
+| driver_id | event_timestamp      | trips |
++-----------+----------------------+-------+
+| 1001      | 2024-05-01T11:00:00Z | 3     |
++-----------+----------------------+-------+"
     );
 }
