@@ -2,6 +2,7 @@
 //! (as they land) every service. Global options and subcommands mirror `feast`'s.
 
 mod commands;
+mod historical;
 mod init;
 mod online_hook;
 mod output;
@@ -64,6 +65,9 @@ enum Command {
     ServeRegistry(ServeArgs),
     /// Serve online features over HTTP (Feast's `feast serve`).
     Serve(FeatureServeArgs),
+    /// Point-in-time correct features for an entity table, from the embedded offline
+    /// engine, written to Parquet.
+    GetHistoricalFeatures(historical::HistoricalArgs),
     /// Print the feast-rs version.
     Version,
     /// Print the effective feature_store.yaml configuration.
@@ -254,6 +258,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::RegistryDump => println!("{}", commands::registry_dump(&open(&cli)?)?),
         Command::ServeRegistry(args) => serve::registry(&open(&cli)?, args)?,
         Command::Serve(args) => serve::feature_server(&open(&cli)?, args)?,
+        Command::GetHistoricalFeatures(args) => {
+            let rows = historical::get_historical_features(&open(&cli)?, args)?;
+            println!("Wrote {rows} rows to {}", args.output_display());
+        }
         Command::Version => {
             println!(
                 "feast-rs {} (Feast wire protocol 0.67)",

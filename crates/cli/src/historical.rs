@@ -1,0 +1,94 @@
+//! `feast-rs get-historical-features`: point-in-time correct training data from the
+//! embedded offline engine (`feast_offline::FileOfflineStore`), written to Parquet.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use feast_offline::{
+    EntityTable, FeatureSelection, FileOfflineStore, HistoricalRequest, OfflineStore,
+};
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::commands::RepoContext;
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("selection").required(true).args(["features", "feature_service"])))]
+pub struct HistoricalArgs {
+    /// Parquet file of the entity table: join keys, `event_timestamp`, any other columns.
+    #[arg(long, value_name = "FILE.parquet")]
+    entities: PathBuf,
+    /// Feature references (`feature_view:feature`), in output order.
+    #[arg(long, num_args = 1.., value_name = "VIEW:FEATURE")]
+    features: Vec<String>,
+    /// A feature service whose features to retrieve.
+    #[arg(long, value_name = "NAME")]
+    feature_service: Option<String>,
+    /// Name feature columns `view__feature`.
+    #[arg(long)]
+    full_feature_names: bool,
+    /// Memory for sorts and windows, in MiB; beyond it they spill to the temp directory
+    /// (default: unbounded).
+    #[arg(long, value_name = "MIB")]
+    memory_limit_mb: Option<usize>,
+    /// Output Parquet file.
+    #[arg(short = 'o', long, value_name = "OUT.parquet")]
+    output: PathBuf,
+}
+
+/// Runs the join and writes the result; returns the number of rows written.
+pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Result<usize> {
+    let catalog = ctx.load_registry()?;
+    let entities = read_entities(&args.entities)?;
+    let request = HistoricalRequest {
+        features: match &args.feature_service {
+            Some(name) => FeatureSelection::Service(name.clone()),
+            None => FeatureSelection::Refs(args.features.clone()),
+        },
+        full_feature_names: args.full_feature_names,
+    };
+    let mut store = FileOfflineStore::new(&ctx.config.repo_path);
+    if let Some(mib) = args.memory_limit_mb {
+        store = store.with_memory_limit(mib << 20)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")?;
+    runtime.block_on(async {
+        let mut stream = store
+            .get_historical_features(&catalog, ctx.project(), entities, &request)
+            .await?;
+        let file = File::create(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?;
+        let mut writer = ArrowWriter::try_new(file, stream.schema(), None)?;
+        let mut rows = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            writer.write(&batch)?;
+        }
+        writer.close()?;
+        Ok(rows)
+    })
+}
+
+fn read_entities(path: &Path) -> Result<EntityTable> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let schema = reader.schema().clone();
+    let batches = reader
+        .build()?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(EntityTable::new(schema, batches))
+}
+
+impl HistoricalArgs {
+    pub fn output_display(&self) -> String {
+        self.output.display().to_string()
+    }
+}

@@ -1,0 +1,35 @@
+//! feast-rs offline store: Feast's point-in-time join (`get_historical_features`) computed
+//! by DataFusion over the feature views' file sources.
+//!
+//! - [`OfflineStore`]: the store interface the services and the CLI program against. Its
+//!   first method is [`OfflineStore::get_historical_features`]; the pull/write APIs of
+//!   Feast's `OfflineStore` follow in later slices.
+//! - [`FileOfflineStore`]: the implementation over Parquet/CSV file sources (Feast's `file`
+//!   and `duckdb` stores read the same files).
+//! - [`resolve`]: feature refs / feature services → the views and columns to join.
+//! - [`source`]: a file source (file, directory or glob; Parquet or CSV) as a DataFrame.
+//! - [`pit`]: the point-in-time join plan.
+//!
+//! # Semantics (what every store must return)
+//!
+//! For each entity row and each requested view, the feature row with the same join keys
+//! (after the feature service's `join_key_map`) and the latest event timestamp in
+//! `[entity_ts - ttl, entity_ts]` (both ends inclusive; a ttl of 0 or unset is unbounded
+//! into the past), equal event timestamps going to the latest created timestamp. Every
+//! entity row is returned once, in input order, with nulls where no feature row qualifies.
+//! Output columns: the entity table's columns in their order (its timestamp column as UTC),
+//! then each view's features in request order, named `feature` or, with
+//! `full_feature_names`, `view__feature` (`view` being the projection's alias if any).
+//! Feature columns have the Arrow type of the view's schema (`value_type_to_arrow`).
+
+pub mod error;
+pub mod pit;
+pub mod resolve;
+pub mod source;
+pub mod store;
+
+pub use error::OfflineError;
+pub use resolve::FeatureSelection;
+pub use store::{EntityTable, FileOfflineStore, HistoricalRequest, OfflineStore};
+
+pub use datafusion::execution::SendableRecordBatchStream;

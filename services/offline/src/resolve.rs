@@ -1,0 +1,191 @@
+//! Feature refs or a feature service → the views to join, as Feast's
+//! `_get_feature_views_to_use` / `_group_feature_refs` resolve them.
+
+use std::collections::HashMap;
+
+use feast_core::error::{ErrorClass, FeastError};
+use feast_core::model::FeatureViewExt;
+use feast_core::registry::Catalog;
+use feast_proto::core;
+
+use crate::error::{OfflineError, Result};
+
+/// What to retrieve: `view:feature` refs or all of a feature service's projections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeatureSelection {
+    Refs(Vec<String>),
+    Service(String),
+}
+
+/// One feature view of the request, as the request or feature-service projection names it.
+#[derive(Debug, Clone)]
+pub struct ViewRequest<'a> {
+    pub view: &'a core::FeatureView,
+    /// The projection alias or the view name: the prefix of full feature names.
+    pub name_to_use: String,
+    /// Requested features in request order.
+    pub features: Vec<String>,
+    /// View join key → entity-table column (feature-service `join_key_map`).
+    pub join_key_map: HashMap<String, String>,
+}
+
+impl ViewRequest<'_> {
+    /// The entity-table column holding `join_key`.
+    pub fn entity_column<'k>(&'k self, join_key: &'k str) -> &'k str {
+        self.join_key_map
+            .get(join_key)
+            .map(String::as_str)
+            .unwrap_or(join_key)
+    }
+
+    /// The output column name of `feature`.
+    pub fn output_name(&self, feature: &str, full_feature_names: bool) -> String {
+        if full_feature_names {
+            format!("{}__{feature}", self.name_to_use)
+        } else {
+            feature.to_string()
+        }
+    }
+}
+
+/// Resolves `selection` against the registry, views in first-mention order.
+pub fn resolve<'a>(
+    catalog: &'a Catalog,
+    project: &str,
+    selection: &FeatureSelection,
+    full_feature_names: bool,
+) -> Result<Vec<ViewRequest<'a>>> {
+    let mut views: Vec<ViewRequest<'a>> = Vec::new();
+    match selection {
+        FeatureSelection::Service(service) => {
+            let fs: &core::FeatureService = catalog.get(service, project)?;
+            for proj in fs.spec.iter().flat_map(|s| s.features.iter()) {
+                let view = lookup_view(catalog, project, &proj.feature_view_name)?;
+                let name_to_use = if proj.feature_view_name_alias.is_empty() {
+                    proj.feature_view_name.clone()
+                } else {
+                    proj.feature_view_name_alias.clone()
+                };
+                let features = if proj.feature_columns.is_empty() {
+                    view.feature_names().iter().map(|s| s.to_string()).collect()
+                } else {
+                    proj.feature_columns
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .collect()
+                };
+                views.push(ViewRequest {
+                    view,
+                    name_to_use,
+                    features,
+                    join_key_map: proj
+                        .join_key_map
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                });
+            }
+        }
+        FeatureSelection::Refs(refs) => {
+            for reference in refs {
+                let Some((name, feature)) = reference.split_once(':') else {
+                    return Err(OfflineError::Invalid(format!(
+                        "feature reference {reference:?} is not of the form \"feature_view:feature\""
+                    )));
+                };
+                let index = match views.iter().position(|r| r.name_to_use == name) {
+                    Some(i) => i,
+                    None => {
+                        let view = lookup_view(catalog, project, name)?;
+                        views.push(ViewRequest {
+                            view,
+                            name_to_use: name.to_string(),
+                            features: Vec::new(),
+                            join_key_map: HashMap::new(),
+                        });
+                        views.len() - 1
+                    }
+                };
+                let request = &mut views[index];
+                if !request.view.feature_names().contains(&feature) {
+                    return Err(FeastError::new(
+                        ErrorClass::FeastObjectNotFoundException,
+                        format!("Feature {feature} not found in projection {name}"),
+                    )
+                    .into());
+                }
+                request.features.push(feature.to_string());
+            }
+        }
+    }
+    check_collisions(&views, full_feature_names)?;
+    Ok(views)
+}
+
+fn lookup_view<'a>(
+    catalog: &'a Catalog,
+    project: &str,
+    name: &str,
+) -> Result<&'a core::FeatureView> {
+    if let Ok(fv) = catalog.get::<core::FeatureView>(name, project) {
+        return Ok(fv);
+    }
+    if catalog
+        .get::<core::OnDemandFeatureView>(name, project)
+        .is_ok()
+    {
+        return Err(OfflineError::Invalid(format!(
+            "{name} is an on-demand feature view: feast-rs does not execute on-demand \
+             transformations yet; request the underlying feature views' features instead"
+        )));
+    }
+    if catalog
+        .get::<core::StreamFeatureView>(name, project)
+        .is_ok()
+    {
+        return Err(OfflineError::Invalid(format!(
+            "{name} is a stream feature view: feast-rs does not read stream feature views \
+             offline yet"
+        )));
+    }
+    Err(FeastError::new(
+        ErrorClass::FeatureViewNotFoundException,
+        format!("Feature view {name} does not exist"),
+    )
+    .into())
+}
+
+/// Feast's `_validate_feature_refs`: output names must be unique.
+fn check_collisions(views: &[ViewRequest<'_>], full: bool) -> Result<()> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut collided: Vec<String> = Vec::new();
+    for v in views {
+        for f in &v.features {
+            let name = v.output_name(f, full);
+            let n = seen.entry(name.clone()).or_default();
+            *n += 1;
+            if *n == 2 {
+                collided.push(name);
+            }
+        }
+    }
+    if collided.is_empty() {
+        return Ok(());
+    }
+    let hint = if full {
+        "To resolve this collision, please ensure that the feature views or their own features \
+         have different names. If you're intentionally joining the same feature view twice on \
+         different sets of entities, please rename one of the feature views with '.with_name'."
+    } else {
+        "To resolve this collision, either use the full feature name by setting \
+         'full_feature_names=True', or ensure that the features in question have different names."
+    };
+    Err(FeastError::new(
+        ErrorClass::FeatureNameCollisionError,
+        format!(
+            "Duplicate features named {} found.\n{hint}",
+            collided.join(", ")
+        ),
+    )
+    .into())
+}

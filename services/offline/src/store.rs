@@ -1,0 +1,385 @@
+//! The [`OfflineStore`] interface and its file-source implementation.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::MemTable;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::prelude::{SessionConfig, SessionContext, ident};
+use feast_core::model::{DUMMY_ENTITY_ID, FeatureViewExt};
+use feast_core::registry::Catalog;
+use feast_core::types::{ValueType, value_type_to_arrow};
+use feast_proto::core;
+
+use crate::error::{OfflineError, Result};
+use crate::pit::{self, ROW_ID, ViewJoin};
+use crate::resolve::{FeatureSelection, ViewRequest, resolve};
+use crate::source::FileLocation;
+
+/// Feast's `DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL`.
+pub const ENTITY_TIMESTAMP: &str = "event_timestamp";
+
+/// The entity table ("entity dataframe"): join keys, an event timestamp, anything else.
+#[derive(Debug, Clone)]
+pub struct EntityTable {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl EntityTable {
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Self { schema, batches }
+    }
+
+    /// Feast's `infer_event_timestamp_from_entity_df`: `event_timestamp` if present, else the
+    /// only timestamp column.
+    pub fn timestamp_column(&self) -> Result<&str> {
+        if self.schema.column_with_name(ENTITY_TIMESTAMP).is_some() {
+            return Ok(ENTITY_TIMESTAMP);
+        }
+        let ts: Vec<&Field> = self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+            .map(|f| f.as_ref())
+            .collect();
+        match ts.as_slice() {
+            [only] => Ok(only.name()),
+            _ => Err(OfflineError::Invalid(format!(
+                "Please provide an entity_df with a column named {ENTITY_TIMESTAMP} \
+                 representing the time of events."
+            ))),
+        }
+    }
+}
+
+/// One `get_historical_features` request.
+#[derive(Debug, Clone)]
+pub struct HistoricalRequest {
+    pub features: FeatureSelection,
+    pub full_feature_names: bool,
+}
+
+/// Feast's `OfflineStore`, as far as this slice goes. Implementations return a stream: the
+/// caller writes or forwards batches as they come.
+pub trait OfflineStore: Send + Sync {
+    /// Point-in-time correct feature values for every row of `entities` (see the crate
+    /// documentation for the exact semantics).
+    fn get_historical_features(
+        &self,
+        catalog: &Catalog,
+        project: &str,
+        entities: EntityTable,
+        request: &HistoricalRequest,
+    ) -> impl Future<Output = Result<SendableRecordBatchStream>> + Send;
+}
+
+/// The offline store over file sources (Parquet/CSV), executed by DataFusion in-process.
+#[derive(Debug, Clone)]
+pub struct FileOfflineStore {
+    repo_path: PathBuf,
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl FileOfflineStore {
+    /// A store reading sources relative to `repo_path` (`RepoConfig::repo_path`).
+    pub fn new(repo_path: impl Into<PathBuf>) -> Self {
+        Self {
+            repo_path: repo_path.into(),
+            config: SessionConfig::new(),
+            runtime: Arc::new(RuntimeEnv::default()),
+        }
+    }
+
+    /// Bounds the memory of the sorts, windows and aggregations to `bytes` (a fair spill
+    /// pool): beyond it they spill to the OS temp directory. Hash-join build sides (the
+    /// entity table) do not spill; a query that needs more fails with a resources error.
+    pub fn with_memory_limit(mut self, bytes: usize) -> Result<Self> {
+        // Each sorter reserves this much for its merge phase (10 MiB by default); keep it a
+        // small share of the pool so that small limits still work.
+        let reserve = self
+            .config
+            .options()
+            .execution
+            .sort_spill_reservation_bytes
+            .min(bytes / 16);
+        self.config = self.config.with_sort_spill_reservation_bytes(reserve);
+        self.runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(bytes)))
+            .build_arc()?;
+        Ok(self)
+    }
+
+    /// Overrides DataFusion's session settings (partitions, batch size).
+    pub fn with_config(mut self, config: SessionConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The plan without executing it (tests and `EXPLAIN`).
+    pub async fn historical_features_plan(
+        &self,
+        catalog: &Catalog,
+        project: &str,
+        entities: EntityTable,
+        request: &HistoricalRequest,
+    ) -> Result<DataFrame> {
+        let views = resolve(
+            catalog,
+            project,
+            &request.features,
+            request.full_feature_names,
+        )?;
+        let ts_col = entities.timestamp_column()?.to_string();
+        let entity_columns: Vec<String> = entities
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        for v in &views {
+            for jk in join_keys(v.view) {
+                let col = v.entity_column(jk);
+                if entities.schema.column_with_name(col).is_none() {
+                    return Err(OfflineError::Invalid(format!(
+                        "the entity table has no column {col} (join key {jk} of feature view {})",
+                        v.name_to_use
+                    )));
+                }
+            }
+            for f in &v.features {
+                let name = v.output_name(f, request.full_feature_names);
+                if entity_columns.contains(&name) {
+                    return Err(OfflineError::Invalid(format!(
+                        "feature {name} has the name of an entity-table column; \
+                         use full_feature_names"
+                    )));
+                }
+            }
+        }
+        let (schema, batches) = with_row_id(entities, &ts_col)?;
+        let ts_type = schema
+            .field_with_name(&ts_col)
+            .map(|f| f.data_type().clone())?;
+        let ctx = SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
+        let entity_df =
+            ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
+
+        let bounds = time_bounds(&entity_df, &ts_col).await?;
+
+        let mut joins = Vec::with_capacity(views.len());
+        for v in &views {
+            let batch = v.view.spec_ref().batch_source.as_ref().ok_or_else(|| {
+                OfflineError::Invalid(format!(
+                    "feature view {} has no batch source",
+                    v.name_to_use
+                ))
+            })?;
+            let source = FileLocation::of(&v.view.spec_ref().name, batch, &self.repo_path)?
+                .read(&ctx, &v.view.spec_ref().name)
+                .await?;
+            let source_columns: Vec<String> = source
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            let join = view_join(
+                v,
+                batch,
+                &schema,
+                &source_columns,
+                request.full_feature_names,
+            )?;
+            joins.push((join, source));
+        }
+        pit::plan(
+            entity_df,
+            &entity_columns,
+            &ts_col,
+            &ts_type,
+            &bounds,
+            joins,
+        )
+    }
+}
+
+impl OfflineStore for FileOfflineStore {
+    async fn get_historical_features(
+        &self,
+        catalog: &Catalog,
+        project: &str,
+        entities: EntityTable,
+        request: &HistoricalRequest,
+    ) -> Result<SendableRecordBatchStream> {
+        let df = self
+            .historical_features_plan(catalog, project, entities, request)
+            .await?;
+        Ok(df.execute_stream().await?)
+    }
+}
+
+/// The earliest and latest entity timestamps (one pass over the in-memory entity table).
+async fn time_bounds(entities: &DataFrame, ts_col: &str) -> Result<pit::TimeBounds> {
+    let batches = entities
+        .clone()
+        .aggregate(
+            vec![],
+            vec![
+                min(ident(ts_col)).alias("lo"),
+                max(ident(ts_col)).alias("hi"),
+            ],
+        )?
+        .collect()
+        .await?;
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let lo = ScalarValue::try_from_array(batch.column(0), 0)?;
+    let hi = ScalarValue::try_from_array(batch.column(1), 0)?;
+    Ok((!lo.is_null() && !hi.is_null()).then_some((lo, hi)))
+}
+
+/// Adds [`ROW_ID`] and normalises the timestamp column to UTC, as Feast does (tz-naive
+/// values are taken as UTC; the unit is kept).
+fn with_row_id(entities: EntityTable, ts_col: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let ts_field = entities.schema.field_with_name(ts_col)?;
+    let DataType::Timestamp(unit, _) = ts_field.data_type() else {
+        return Err(OfflineError::Invalid(format!(
+            "the entity table's timestamp column {ts_col} has type {}; expected a timestamp",
+            ts_field.data_type()
+        )));
+    };
+    let ts_type = DataType::Timestamp(*unit, Some("UTC".into()));
+    let mut fields: Vec<Field> = entities
+        .schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == ts_col {
+                f.as_ref().clone().with_data_type(ts_type.clone())
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    fields.push(Field::new(ROW_ID, DataType::UInt64, false));
+    let schema = Arc::new(Schema::new(fields));
+    let ts_index = entities.schema.index_of(ts_col)?;
+    let mut offset = 0u64;
+    let mut batches = Vec::with_capacity(entities.batches.len());
+    for batch in entities.batches {
+        let n = batch.num_rows() as u64;
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns[ts_index] = cast(&columns[ts_index], &ts_type)?;
+        columns.push(Arc::new(UInt64Array::from_iter_values(offset..offset + n)));
+        offset += n;
+        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    Ok((schema, batches))
+}
+
+/// The view's join keys; entity-less views (Feast's `__dummy` entity) have none: they join
+/// on time only.
+fn join_keys(view: &core::FeatureView) -> impl Iterator<Item = &str> {
+    view.join_keys()
+        .into_iter()
+        .filter(|k| *k != DUMMY_ENTITY_ID)
+}
+
+/// The source column holding `name` after the source's `field_mapping` (source → feature).
+fn source_column<'a>(mapping: &'a BTreeMap<String, String>, name: &'a str) -> &'a str {
+    mapping
+        .iter()
+        .find(|(_, to)| to.as_str() == name)
+        .map(|(from, _)| from.as_str())
+        .unwrap_or(name)
+}
+
+fn view_join(
+    v: &ViewRequest<'_>,
+    batch: &core::DataSource,
+    entity_schema: &Schema,
+    source_columns: &[String],
+    full_feature_names: bool,
+) -> Result<ViewJoin> {
+    let view_name = &v.view.spec_ref().name;
+    let require = |col: &str, what: &str| -> Result<String> {
+        if source_columns.iter().any(|c| c == col) {
+            Ok(col.to_string())
+        } else {
+            Err(OfflineError::Source {
+                view: view_name.clone(),
+                message: format!(
+                    "{what} column {col} is not in the source (columns: {})",
+                    source_columns.join(", ")
+                ),
+            })
+        }
+    };
+    let mapping = &batch.field_mapping;
+    // Timestamps name source columns; accept a mapped name too.
+    let ts_source = |name: &str| {
+        if source_columns.iter().any(|c| c == name) {
+            name.to_string()
+        } else {
+            source_column(mapping, name).to_string()
+        }
+    };
+    let event_ts = require(&ts_source(&batch.timestamp_field), "timestamp")?;
+    let created_ts = if batch.created_timestamp_column.is_empty() {
+        None
+    } else {
+        Some(require(
+            &ts_source(&batch.created_timestamp_column),
+            "created timestamp",
+        )?)
+    };
+    let mut keys = Vec::new();
+    for jk in join_keys(v.view) {
+        let entity_col = v.entity_column(jk);
+        let ty = entity_schema
+            .field_with_name(entity_col)?
+            .data_type()
+            .clone();
+        keys.push((
+            entity_col.to_string(),
+            require(source_column(mapping, jk), "join key")?,
+            ty,
+        ));
+    }
+    let specs = &v.view.spec_ref().features;
+    let mut features = Vec::new();
+    for f in &v.features {
+        let spec = specs.iter().find(|s| &s.name == f).ok_or_else(|| {
+            OfflineError::Invalid(format!("feature {f} is not in feature view {view_name}"))
+        })?;
+        let vt = ValueType::try_from(spec.value_type).unwrap_or(ValueType::Invalid);
+        let ty = value_type_to_arrow(vt)
+            .map_err(|e| OfflineError::Invalid(format!("feature {view_name}:{f}: {e}")))?;
+        features.push((
+            require(source_column(mapping, f), "feature")?,
+            v.output_name(f, full_feature_names),
+            ty,
+        ));
+    }
+    Ok(ViewJoin {
+        keys,
+        event_ts,
+        created_ts,
+        features,
+        ttl: v.view.ttl(),
+    })
+}
