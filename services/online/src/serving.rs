@@ -138,12 +138,31 @@ pub struct ReadStats {
     pub per_view: Vec<(String, u64, u64)>,
 }
 
-/// An event timestamp as [`format_timestamp`] writes it.
-struct TimestampJson<'a>(&'a Timestamp);
+/// A column's event timestamps as [`format_timestamp`] writes them. The rows of one entity
+/// share a timestamp and missing values carry the epoch, so the text of the previous
+/// timestamp is reused when it repeats.
+struct TimestampsJson<'a>(&'a [Timestamp]);
 
-impl serde::Serialize for TimestampJson<'_> {
+impl serde::Serialize for TimestampsJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_timestamp(self.0))
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        let mut last: Option<(&Timestamp, String)> = None;
+        for t in self.0 {
+            if *t == Timestamp::default() {
+                seq.serialize_element(EPOCH)?;
+                continue;
+            }
+            match &last {
+                Some((prev, text)) if *prev == t => seq.serialize_element(text)?,
+                _ => {
+                    let text = format_timestamp(t);
+                    seq.serialize_element(&text)?;
+                    last = Some((t, text));
+                }
+            }
+        }
+        seq.end()
     }
 }
 
@@ -162,10 +181,7 @@ impl serde::Serialize for ColumnJson<'_> {
             "statuses",
             &SeqJson(|| c.statuses.iter().map(|s| s.as_str_name())),
         )?;
-        m.serialize_entry(
-            "event_timestamps",
-            &SeqJson(|| c.timestamps.iter().map(TimestampJson)),
-        )?;
+        m.serialize_entry("event_timestamps", &TimestampsJson(&c.timestamps))?;
         m.end()
     }
 }
@@ -589,7 +605,22 @@ pub fn format_timestamp(ts: &Timestamp) -> String {
     let Some(dt) = chrono::DateTime::from_timestamp(ts.seconds, ts.nanos as u32) else {
         return EPOCH.to_string();
     };
-    let base = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+    use chrono::{Datelike, Timelike};
+    // Formatted by hand: chrono's `format` parses the pattern on every call, and a response
+    // carries one timestamp per value.
+    let base = if (0..=9999).contains(&dt.year()) {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        )
+    } else {
+        dt.format("%Y-%m-%dT%H:%M:%S").to_string()
+    };
     let n = ts.nanos;
     if n == 0 {
         format!("{base}Z")
@@ -1015,6 +1046,14 @@ mod tests {
             view_metadata: Some(vec![("stats".into(), 0), ("v2".into(), 2)]),
             stats: ReadStats::default(),
         };
+        let mut response = response;
+        let at = |seconds| Timestamp { seconds, nanos: 0 };
+        response.columns.push(ResponseColumn {
+            name: "label".into(),
+            values: vec![Value::default(); 4],
+            statuses: vec![FieldStatus::Present; 4],
+            timestamps: vec![at(5), at(5), Timestamp::default(), at(6)],
+        });
         let streamed = serde_json::to_string(&response).unwrap();
         assert_eq!(
             streamed,
@@ -1088,5 +1127,8 @@ mod tests {
         assert_eq!(t(1714557600, 500_000_000), "2024-05-01T10:00:00.500Z");
         assert_eq!(t(1714557600, 1_000), "2024-05-01T10:00:00.000001Z");
         assert_eq!(t(1714557600, 1), "2024-05-01T10:00:00.000000001Z");
+        assert_eq!(t(-1, 0), "1969-12-31T23:59:59Z");
+        assert_eq!(t(253402300800, 0), "+10000-01-01T00:00:00Z");
+        assert_eq!(t(-62135596800, 0), "0001-01-01T00:00:00Z");
     }
 }
