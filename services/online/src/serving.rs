@@ -953,13 +953,11 @@ pub async fn get_online_features(
             let expired = row
                 .as_ref()
                 .is_some_and(|fr| oldest.is_some_and(|o| fr.event_ts.seconds < o));
-            let mut values = row.as_ref().map(|fr| fr.values.iter());
+            let ts = row.as_ref().map_or(epoch, |fr| fr.event_ts);
+            // The row's values move into the columns (no clone per value).
+            let mut values = row.map(|fr| fr.values.into_iter());
             for col in columns[first..].iter_mut() {
-                let value = values
-                    .as_mut()
-                    .and_then(|v| v.next())
-                    .and_then(Option::as_ref);
-                let ts = row.as_ref().map_or(epoch, |fr| fr.event_ts);
+                let value = values.as_mut().and_then(|v| v.next()).flatten();
                 match value {
                     None => {
                         missing += 1;
@@ -974,7 +972,7 @@ pub async fn get_online_features(
                     }
                     Some(v) => {
                         present += 1;
-                        col.values.push(v.clone());
+                        col.values.push(v);
                         col.statuses.push(FieldStatus::Present);
                         col.timestamps.push(ts);
                     }

@@ -664,7 +664,12 @@ impl OnlineStore for RedisOnlineStore {
                     "Redis: the pipeline returned fewer replies than commands".into(),
                 ));
             }
-            out.push(index.into_iter().map(|i| decoded[i].clone()).collect());
+            if index.iter().enumerate().all(|(at, i)| at == *i) {
+                // No key repeated (the usual case): the decoded rows are the answer.
+                out.push(decoded);
+            } else {
+                out.push(index.into_iter().map(|i| decoded[i].clone()).collect());
+            }
         }
         Ok(out)
     }
