@@ -562,22 +562,17 @@ fn parse_cluster_primaries(text: &str) -> Vec<(String, u16)> {
 
 /// Decodes one `HMGET key f1 ... fn _ts:view` reply (`features.len()` values, then the
 /// timestamp).
-fn decode_hmget(
+/// One view's part of an `HMGET` reply: its features' fields, then its `_ts:` field.
+fn decode_fields(
     view: &str,
     features: &[String],
-    reply: redis::Value,
+    reply: &[Option<Vec<u8>>],
 ) -> Result<Option<FeatureRow>, OnlineStoreError> {
-    let mut fields: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply).map_err(|e| {
-        OnlineStoreError::Invalid(format!("Redis: unexpected HMGET reply for {view:?}: {e}"))
-    })?;
-    if fields.len() != features.len() + 1 {
+    let Some((ts, fields)) = reply.split_last() else {
         return Err(OnlineStoreError::Invalid(format!(
-            "Redis: HMGET for {view:?} returned {} fields, expected {}",
-            fields.len(),
-            features.len() + 1
+            "Redis: empty HMGET reply for {view:?}"
         )));
-    }
-    let ts = fields.pop().flatten();
+    };
     if ts.is_none() && fields.iter().all(Option::is_none) {
         return Ok(None);
     }
@@ -626,50 +621,92 @@ impl OnlineStore for RedisOnlineStore {
         &self,
         reads: &[ReadSpec<'_>],
     ) -> Result<Vec<Vec<Option<FeatureRow>>>, OnlineStoreError> {
-        let mut cmds: Vec<(Vec<u8>, Cmd)> = Vec::new();
-        // Per read: how many distinct keys it sent, and each entity key's index among them.
-        let mut plans: Vec<(usize, Vec<usize>)> = Vec::with_capacity(reads.len());
-        for r in reads {
-            let mut fields: Vec<Vec<u8>> = r
-                .features
-                .iter()
-                .map(|f| feature_field(&r.table.view, f).to_vec())
-                .collect();
-            fields.push(ts_field(&r.table.view));
-            let mut seen: HashMap<&[u8], usize> = HashMap::with_capacity(r.entity_keys.len());
-            let mut index = Vec::with_capacity(r.entity_keys.len());
+        // Views with the same join keys share Feast's hash (entity key ‖ project), so each
+        // distinct key gets ONE `HMGET` carrying the fields of every view that reads it: a
+        // 10-view request for 100 entities sends 100 commands, not 1,000.
+        let view_fields: Vec<Vec<Vec<u8>>> = reads
+            .iter()
+            .map(|r| {
+                let mut fields: Vec<Vec<u8>> = r
+                    .features
+                    .iter()
+                    .map(|f| feature_field(&r.table.view, f).to_vec())
+                    .collect();
+                fields.push(ts_field(&r.table.view));
+                fields
+            })
+            .collect();
+        let mut key_index: HashMap<Vec<u8>, usize> = HashMap::new();
+        // Per distinct key: the key, its HMGET fields, and (read, offset) of each view in them.
+        let mut keys: Vec<(Vec<u8>, Vec<Vec<u8>>, Vec<(usize, usize)>)> = Vec::new();
+        // Per read, per entity row: (key index, offset of the view's fields in its reply).
+        let mut locate: Vec<Vec<(usize, usize)>> = Vec::with_capacity(reads.len());
+        for (ri, r) in reads.iter().enumerate() {
+            let mut rows = Vec::with_capacity(r.entity_keys.len());
             for ek in r.entity_keys {
-                let next = seen.len();
-                let i = *seen.entry(ek.as_slice()).or_insert_with(|| {
-                    let key = redis_key(ek, &r.table.project);
-                    let mut cmd = redis::cmd("HMGET");
-                    cmd.arg(&key).arg(&fields);
-                    cmds.push((key, cmd));
-                    next
-                });
-                index.push(i);
+                let rk = redis_key(ek, &r.table.project);
+                let ki = match key_index.get(&rk) {
+                    Some(&ki) => ki,
+                    None => {
+                        key_index.insert(rk.clone(), keys.len());
+                        keys.push((rk, Vec::new(), Vec::new()));
+                        keys.len() - 1
+                    }
+                };
+                let (_, fields, parts) = &mut keys[ki];
+                let offset = match parts.iter().find(|(read, _)| *read == ri) {
+                    Some(&(_, offset)) => offset,
+                    None => {
+                        let offset = fields.len();
+                        fields.extend(view_fields[ri].iter().cloned());
+                        parts.push((ri, offset));
+                        offset
+                    }
+                };
+                rows.push((ki, offset));
             }
-            plans.push((seen.len(), index));
+            locate.push(rows);
         }
-        // Replies come back in command order: each read's distinct keys, read after read.
-        let mut replies = self.run(cmds).await?.into_iter();
+        let expected: Vec<usize> = keys.iter().map(|(_, fields, _)| fields.len()).collect();
+        let cmds = keys
+            .into_iter()
+            .map(|(key, fields, _)| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(&key).arg(&fields);
+                (key, cmd)
+            })
+            .collect();
+        let replies = self.run(cmds).await?;
+        if replies.len() != expected.len() {
+            return Err(OnlineStoreError::Invalid(
+                "Redis: the pipeline returned fewer replies than commands".into(),
+            ));
+        }
+        let mut fields_of: Vec<Vec<Option<Vec<u8>>>> = Vec::with_capacity(replies.len());
+        for (reply, want) in replies.into_iter().zip(expected) {
+            let fields: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply).map_err(|e| {
+                OnlineStoreError::Invalid(format!("Redis: unexpected HMGET reply: {e}"))
+            })?;
+            if fields.len() != want {
+                return Err(OnlineStoreError::Invalid(format!(
+                    "Redis: HMGET returned {} fields, expected {want}",
+                    fields.len()
+                )));
+            }
+            fields_of.push(fields);
+        }
         let mut out = Vec::with_capacity(reads.len());
-        for (r, (distinct, index)) in reads.iter().zip(plans) {
-            let mut decoded = Vec::with_capacity(distinct);
-            for reply in replies.by_ref().take(distinct) {
-                decoded.push(decode_hmget(&r.table.view, r.features, reply)?);
+        for ((r, rows), fields) in reads.iter().zip(locate).zip(&view_fields) {
+            let n = fields.len();
+            let mut decoded = Vec::with_capacity(rows.len());
+            for (ki, offset) in rows {
+                decoded.push(decode_fields(
+                    &r.table.view,
+                    r.features,
+                    &fields_of[ki][offset..offset + n],
+                )?);
             }
-            if decoded.len() != distinct {
-                return Err(OnlineStoreError::Invalid(
-                    "Redis: the pipeline returned fewer replies than commands".into(),
-                ));
-            }
-            if index.iter().enumerate().all(|(at, i)| at == *i) {
-                // No key repeated (the usual case): the decoded rows are the answer.
-                out.push(decoded);
-            } else {
-                out.push(index.into_iter().map(|i| decoded[i].clone()).collect());
-            }
+            out.push(decoded);
         }
         Ok(out)
     }
@@ -915,7 +952,6 @@ e5 [::1]:7005@17005 master - 0 1 5 connected 10923-16383
     fn hmget_replies_decode_to_rows() {
         use feast_proto::types::value::Val;
         let features = vec!["a".to_string(), "b".to_string()];
-        let bulk = |b: Vec<u8>| redis::Value::BulkString(b);
         let v = Value {
             val: Some(Val::Int64Val(7)),
         };
@@ -924,38 +960,35 @@ e5 [::1]:7005@17005 master - 0 1 5 connected 10923-16383
             nanos: 5,
         };
         // Nothing at all: not found.
-        let none = redis::Value::Array(vec![redis::Value::Nil; 3]);
-        assert_eq!(decode_hmget("v", &features, none).unwrap(), None);
-        // The timestamp and one feature.
-        let some = redis::Value::Array(vec![
-            bulk(v.encode_to_vec()),
-            redis::Value::Nil,
-            bulk(ts.encode_to_vec()),
-        ]);
         assert_eq!(
-            decode_hmget("v", &features, some).unwrap(),
+            decode_fields("v", &features, &[None, None, None]).unwrap(),
+            None
+        );
+        // The timestamp and one feature.
+        let some = [Some(v.encode_to_vec()), None, Some(ts.encode_to_vec())];
+        assert_eq!(
+            decode_fields("v", &features, &some).unwrap(),
             Some(FeatureRow {
                 event_ts: ts,
                 values: vec![Some(v.clone()), None]
             })
         );
         // A feature without the view's timestamp: found, at the epoch.
-        let no_ts = redis::Value::Array(vec![
-            redis::Value::Nil,
-            bulk(v.encode_to_vec()),
-            redis::Value::Nil,
-        ]);
+        let no_ts = [None, Some(v.encode_to_vec()), None];
         assert_eq!(
-            decode_hmget("v", &features, no_ts)
+            decode_fields("v", &features, &no_ts)
                 .unwrap()
                 .unwrap()
                 .event_ts,
             Timestamp::default()
         );
-        let bad_ts =
-            redis::Value::Array(vec![redis::Value::Nil, redis::Value::Nil, bulk(vec![0xff])]);
+        let bad_ts = [None, None, Some(vec![0xff])];
         assert!(matches!(
-            decode_hmget("v", &features, bad_ts),
+            decode_fields("v", &features, &bad_ts),
+            Err(OnlineStoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            decode_fields("v", &features, &[]),
             Err(OnlineStoreError::Invalid(_))
         ));
     }
