@@ -390,6 +390,73 @@ pub fn duration_seconds(d: &Duration) -> f64 {
     d.seconds as f64 + f64::from(d.nanos) / 1e9
 }
 
+/// The name a feature-service projection serves its view under: the alias, else the view's
+/// name (Feast's `name_to_use`, the prefix of full feature names).
+pub fn projection_name(proj: &core::FeatureViewProjection) -> &str {
+    if proj.feature_view_name_alias.is_empty() {
+        &proj.feature_view_name
+    } else {
+        &proj.feature_view_name_alias
+    }
+}
+
+/// The features a projection selects: its columns, or every feature of `view` when it names
+/// none.
+pub fn projection_features(
+    proj: &core::FeatureViewProjection,
+    view: &impl FeatureViewExt,
+) -> Vec<String> {
+    if proj.feature_columns.is_empty() {
+        view.feature_names().iter().map(|s| s.to_string()).collect()
+    } else {
+        proj.feature_columns
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+}
+
+/// Feast's `_validate_feature_refs`: the output names of `(name_to_use, feature)` pairs must
+/// be unique (bare feature names, or `view__feature` with `full_feature_names`); a ref
+/// requested twice collides too. The error is Feast's `FeatureNameCollisionError` text.
+pub fn check_feature_name_collisions<'a>(
+    refs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    full: bool,
+) -> Result<(), crate::error::FeastError> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut collided: Vec<String> = Vec::new();
+    for (view, feature) in refs {
+        let name = if full {
+            format!("{view}__{feature}")
+        } else {
+            feature.to_string()
+        };
+        let n = seen.entry(name.clone()).or_default();
+        *n += 1;
+        if *n == 2 {
+            collided.push(name);
+        }
+    }
+    if collided.is_empty() {
+        return Ok(());
+    }
+    let hint = if full {
+        "To resolve this collision, please ensure that the feature views or their own features \
+         have different names. If you're intentionally joining the same feature view twice on \
+         different sets of entities, please rename one of the feature views with '.with_name'."
+    } else {
+        "To resolve this collision, either use the full feature name by setting \
+         'full_feature_names=True', or ensure that the features in question have different names."
+    };
+    Err(crate::error::FeastError::new(
+        crate::error::ErrorClass::FeatureNameCollisionError,
+        format!(
+            "Duplicate features named {} found.\n{hint}",
+            collided.join(", ")
+        ),
+    ))
+}
+
 /// Typed reads of a feature view.
 pub trait FeatureViewExt {
     fn spec_ref(&self) -> &core::FeatureViewSpec;

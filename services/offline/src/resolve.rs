@@ -61,19 +61,8 @@ pub fn resolve<'a>(
             let fs: &core::FeatureService = catalog.get(service, project)?;
             for proj in fs.spec.iter().flat_map(|s| s.features.iter()) {
                 let view = lookup_view(catalog, project, &proj.feature_view_name)?;
-                let name_to_use = if proj.feature_view_name_alias.is_empty() {
-                    proj.feature_view_name.clone()
-                } else {
-                    proj.feature_view_name_alias.clone()
-                };
-                let features = if proj.feature_columns.is_empty() {
-                    view.feature_names().iter().map(|s| s.to_string()).collect()
-                } else {
-                    proj.feature_columns
-                        .iter()
-                        .map(|c| c.name.clone())
-                        .collect()
-                };
+                let name_to_use = feast_core::model::projection_name(proj).to_string();
+                let features = feast_core::model::projection_features(proj, view);
                 views.push(ViewRequest {
                     view,
                     name_to_use,
@@ -155,37 +144,13 @@ fn lookup_view<'a>(
     .into())
 }
 
-/// Feast's `_validate_feature_refs`: output names must be unique.
 fn check_collisions(views: &[ViewRequest<'_>], full: bool) -> Result<()> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut collided: Vec<String> = Vec::new();
-    for v in views {
-        for f in &v.features {
-            let name = v.output_name(f, full);
-            let n = seen.entry(name.clone()).or_default();
-            *n += 1;
-            if *n == 2 {
-                collided.push(name);
-            }
-        }
-    }
-    if collided.is_empty() {
-        return Ok(());
-    }
-    let hint = if full {
-        "To resolve this collision, please ensure that the feature views or their own features \
-         have different names. If you're intentionally joining the same feature view twice on \
-         different sets of entities, please rename one of the feature views with '.with_name'."
-    } else {
-        "To resolve this collision, either use the full feature name by setting \
-         'full_feature_names=True', or ensure that the features in question have different names."
-    };
-    Err(FeastError::new(
-        ErrorClass::FeatureNameCollisionError,
-        format!(
-            "Duplicate features named {} found.\n{hint}",
-            collided.join(", ")
-        ),
-    )
-    .into())
+    let refs = views.iter().flat_map(|v| {
+        v.features
+            .iter()
+            .map(|f| (v.name_to_use.as_str(), f.as_str()))
+    });
+    Ok(feast_core::model::check_feature_name_collisions(
+        refs, full,
+    )?)
 }

@@ -434,19 +434,8 @@ fn resolve<'a>(
                     )));
                 }
                 let fv = lookup_view(catalog, index, &proj.feature_view_name)?;
-                let name_to_use = if proj.feature_view_name_alias.is_empty() {
-                    proj.feature_view_name.clone()
-                } else {
-                    proj.feature_view_name_alias.clone()
-                };
-                let features = if proj.feature_columns.is_empty() {
-                    fv.feature_names().iter().map(|s| s.to_string()).collect()
-                } else {
-                    proj.feature_columns
-                        .iter()
-                        .map(|c| c.name.clone())
-                        .collect()
-                };
+                let name_to_use = feast_core::model::projection_name(proj).to_string();
+                let features = feast_core::model::projection_features(proj, fv);
                 reads.push(ViewRead {
                     fv,
                     name_to_use,
@@ -500,54 +489,14 @@ fn resolve<'a>(
     Ok(reads)
 }
 
-/// Feast's `_validate_feature_refs`: output names must be unique (the bare feature names, or
-/// the full `view__feature` names with `full_feature_names`), so a ref requested twice is an
-/// error too.
 fn check_collisions(reads: &[ViewRead<'_>], full: bool) -> Result<(), ServeError> {
-    let refs: Vec<(&str, &str)> = reads
-        .iter()
-        .flat_map(|r| {
-            r.features
-                .iter()
-                .map(|f| (r.name_to_use.as_str(), f.as_str()))
-        })
-        .collect();
-    let key = |(v, f): (&str, &str)| {
-        if full {
-            format!("{v}__{f}")
-        } else {
-            f.to_string()
-        }
-    };
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for r in &refs {
-        *counts.entry(key(*r)).or_default() += 1;
-    }
-    let mut collided: Vec<String> = Vec::new();
-    for r in &refs {
-        let k = key(*r);
-        if counts[&k] > 1 && !collided.contains(&k) {
-            collided.push(k);
-        }
-    }
-    if collided.is_empty() {
-        return Ok(());
-    }
-    let hint = if full {
-        "To resolve this collision, please ensure that the feature views or their own features \
-         have different names. If you're intentionally joining the same feature view twice on \
-         different sets of entities, please rename one of the feature views with '.with_name'."
-    } else {
-        "To resolve this collision, either use the full feature name by setting \
-         'full_feature_names=True', or ensure that the features in question have different names."
-    };
-    Err(ServeError::Rejected(FeastError::new(
-        ErrorClass::FeatureNameCollisionError,
-        format!(
-            "Duplicate features named {} found.\n{hint}",
-            collided.join(", ")
-        ),
-    )))
+    let refs = reads.iter().flat_map(|r| {
+        r.features
+            .iter()
+            .map(|f| (r.name_to_use.as_str(), f.as_str()))
+    });
+    // Feast answers 500 here, which its client retries; the request can never succeed.
+    feast_core::model::check_feature_name_collisions(refs, full).map_err(ServeError::Rejected)
 }
 
 fn lookup_view<'a>(
