@@ -37,6 +37,22 @@ fn to_json<M: prost::Message + prost::Name>(
     serde_json::from_slice(&buf).unwrap_or(serde_json::Value::Null)
 }
 
+/// Parses protobuf JSON (what Python's `MessageToJson` writes, or proto field names, as
+/// `json_format.Parse` accepts) into a Feast message.
+pub fn message_from_json<M: prost::Message + prost::Name + Default>(
+    json: &str,
+) -> Result<M, String> {
+    let descriptor = feast_proto::descriptor_pool()
+        .get_message_by_name(&M::full_name())
+        .ok_or_else(|| format!("{} is not in the descriptor pool", M::full_name()))?;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let dynamic = DynamicMessage::deserialize(descriptor, &mut de)
+        .map_err(|e| format!("invalid {} JSON: {e}", M::full_name()))?;
+    dynamic
+        .transcode_to::<M>()
+        .map_err(|e| format!("invalid {}: {e}", M::full_name()))
+}
+
 /// Sorts object keys recursively (Python's `json.dumps(..., sort_keys=True)`).
 pub fn sort_keys(value: &mut serde_json::Value) {
     match value {
@@ -127,6 +143,28 @@ fn write_python_json_str(s: &str, out: &mut String) {
 mod tests {
     use super::*;
     use feast_proto::core;
+
+    #[test]
+    fn data_source_json_round_trips() {
+        let source = core::DataSource {
+            name: "driver_stats".into(),
+            r#type: core::data_source::SourceType::BatchFile as i32,
+            timestamp_field: "event_timestamp".into(),
+            field_mapping: [("conv".to_string(), "conv_rate".to_string())].into(),
+            options: Some(core::data_source::Options::FileOptions(
+                core::data_source::FileOptions {
+                    uri: "data/driver_stats.parquet".into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        let json = message_to_json(&source).to_string();
+        assert!(json.contains("\"timestampField\""), "{json}");
+        let back: core::DataSource = message_from_json(&json).unwrap();
+        assert_eq!(back, source);
+        assert!(message_from_json::<core::DataSource>("{\"nope\": 1}").is_err());
+    }
 
     #[test]
     fn dumps_like_python() {

@@ -601,6 +601,89 @@ pub fn value_type_to_arrow(vt: ValueType) -> Result<DataType, TypeError> {
     })
 }
 
+/// The name pyarrow prints for an Arrow type (`str(pa.DataType)`), which is what Feast's
+/// data sources report from `get_table_column_names_and_types` and feed to
+/// `pa_to_feast_value_type`: `int64`, `double`, `float`, `string`, `large_string`, `bool`,
+/// `binary`, `timestamp[us, tz=UTC]`, `date32[day]`, `list<item: int64>`, `map<string, int64>`,
+/// `struct<a: int64>`, `decimal128(10, 2)`, ...
+pub fn pyarrow_type_name(dt: &DataType) -> String {
+    let unit = |u: &TimeUnit| match u {
+        TimeUnit::Second => "s",
+        TimeUnit::Millisecond => "ms",
+        TimeUnit::Microsecond => "us",
+        TimeUnit::Nanosecond => "ns",
+    };
+    let field = |f: &Field| {
+        let null = if f.is_nullable() { "" } else { " not null" };
+        format!("{}: {}{null}", f.name(), pyarrow_type_name(f.data_type()))
+    };
+    match dt {
+        DataType::Null => "null".into(),
+        DataType::Boolean => "bool".into(),
+        DataType::Int8 => "int8".into(),
+        DataType::Int16 => "int16".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::UInt8 => "uint8".into(),
+        DataType::UInt16 => "uint16".into(),
+        DataType::UInt32 => "uint32".into(),
+        DataType::UInt64 => "uint64".into(),
+        DataType::Float16 => "halffloat".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Utf8 => "string".into(),
+        DataType::LargeUtf8 => "large_string".into(),
+        DataType::Utf8View => "string_view".into(),
+        DataType::Binary => "binary".into(),
+        DataType::LargeBinary => "large_binary".into(),
+        DataType::BinaryView => "binary_view".into(),
+        DataType::FixedSizeBinary(n) => format!("fixed_size_binary[{n}]"),
+        DataType::Date32 => "date32[day]".into(),
+        DataType::Date64 => "date64[ms]".into(),
+        DataType::Timestamp(u, None) => format!("timestamp[{}]", unit(u)),
+        DataType::Timestamp(u, Some(tz)) => format!("timestamp[{}, tz={tz}]", unit(u)),
+        DataType::Time32(u) => format!("time32[{}]", unit(u)),
+        DataType::Time64(u) => format!("time64[{}]", unit(u)),
+        DataType::Duration(u) => format!("duration[{}]", unit(u)),
+        DataType::Interval(_) => "month_day_nano_interval".into(),
+        DataType::Decimal32(p, s) => format!("decimal32({p}, {s})"),
+        DataType::Decimal64(p, s) => format!("decimal64({p}, {s})"),
+        DataType::Decimal128(p, s) => format!("decimal128({p}, {s})"),
+        DataType::Decimal256(p, s) => format!("decimal256({p}, {s})"),
+        DataType::List(f) => format!("list<{}>", field(f)),
+        DataType::LargeList(f) => format!("large_list<{}>", field(f)),
+        DataType::ListView(f) => format!("list_view<{}>", field(f)),
+        DataType::LargeListView(f) => format!("large_list_view<{}>", field(f)),
+        DataType::FixedSizeList(f, n) => format!("fixed_size_list<{}>[{n}]", field(f)),
+        DataType::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| field(f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => {
+                let value = &kv[1];
+                let null = if value.is_nullable() { "" } else { " not null" };
+                format!(
+                    "map<{}, {}{null}>",
+                    pyarrow_type_name(kv[0].data_type()),
+                    pyarrow_type_name(value.data_type())
+                )
+            }
+            other => format!("map<{}>", pyarrow_type_name(other)),
+        },
+        DataType::Dictionary(k, v) => format!(
+            "dictionary<values={}, indices={}, ordered=0>",
+            pyarrow_type_name(v),
+            pyarrow_type_name(k)
+        ),
+        other => other.to_string().to_ascii_lowercase(),
+    }
+}
+
 /// The Feast value type of an Arrow column, following `pa_to_feast_value_type`.
 ///
 /// As in Feast: signed ints up to 32 bits and `uint8`/`uint16` → `INT32`; `int64`, `uint32`,
@@ -684,6 +767,39 @@ fn arrow_scalar_to_value_type(dt: &DataType) -> Option<ValueType> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pyarrow_names_match_pyarrow() {
+        use std::sync::Arc;
+        let cases = [
+            (DataType::Int64, "int64"),
+            (DataType::Float32, "float"),
+            (DataType::Float64, "double"),
+            (DataType::Boolean, "bool"),
+            (DataType::LargeUtf8, "large_string"),
+            (
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                "timestamp[us, tz=UTC]",
+            ),
+            (
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                "timestamp[ns]",
+            ),
+            (
+                DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+                "list<item: int64>",
+            ),
+            (
+                DataType::List(Arc::new(Field::new("element", DataType::Utf8, false))),
+                "list<element: string not null>",
+            ),
+            (string_map(), "map<string, string>"),
+            (DataType::Decimal128(10, 2), "decimal128(10, 2)"),
+        ];
+        for (dt, name) in cases {
+            assert_eq!(pyarrow_type_name(&dt), name, "{dt}");
+        }
+    }
     use super::*;
 
     /// (value type, `str(from_value_type(vt))` as printed by feast 0.67).

@@ -17,6 +17,9 @@ pub enum OfflineError {
     /// An Arrow operation on the entity table failed.
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// Reading or writing a Parquet file failed.
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
     /// Planning or execution failed inside DataFusion.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),

@@ -1,7 +1,7 @@
 //! Feature refs or a feature service → the views to join, as Feast's
 //! `_get_feature_views_to_use` / `_group_feature_refs` resolve them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use feast_core::error::{ErrorClass, FeastError};
 use feast_core::model::FeatureViewExt;
@@ -15,6 +15,14 @@ use crate::error::{OfflineError, Result};
 pub enum FeatureSelection {
     Refs(Vec<String>),
     Service(String),
+    /// What Feast's remote offline store sends: the views by name, each with the alias of
+    /// the feature-service projection it was requested through (Feast applies the
+    /// projection of any feature service whose projection has that alias), and refs
+    /// `name_to_use:feature` naming the features.
+    Views {
+        views: Vec<(String, Option<String>)>,
+        refs: Vec<String>,
+    },
 }
 
 /// One feature view of the request, as the request or feature-service projection names it.
@@ -75,40 +83,86 @@ pub fn resolve<'a>(
                 });
             }
         }
-        FeatureSelection::Refs(refs) => {
-            for reference in refs {
-                let Some((name, feature)) = reference.split_once(':') else {
-                    return Err(OfflineError::Invalid(format!(
-                        "feature reference {reference:?} is not of the form \"feature_view:feature\""
-                    )));
+        FeatureSelection::Views { views: named, refs } => {
+            for (name, alias) in named {
+                let view = lookup_view(catalog, project, name)?;
+                let mut request = ViewRequest {
+                    view,
+                    name_to_use: name.clone(),
+                    features: Vec::new(),
+                    join_key_map: HashMap::new(),
                 };
-                let index = match views.iter().position(|r| r.name_to_use == name) {
-                    Some(i) => i,
-                    None => {
-                        let view = lookup_view(catalog, project, name)?;
-                        views.push(ViewRequest {
-                            view,
-                            name_to_use: name.to_string(),
-                            features: Vec::new(),
-                            join_key_map: HashMap::new(),
-                        });
-                        views.len() - 1
+                if let Some(alias) = alias {
+                    request.name_to_use = alias.clone();
+                    let no_tags = BTreeMap::new();
+                    let projection = catalog
+                        .list::<core::FeatureService>(project, &no_tags)
+                        .flat_map(|fs| fs.spec.iter().flat_map(|s| s.features.iter()))
+                        .find(|p| &p.feature_view_name_alias == alias);
+                    if let Some(p) = projection {
+                        request.join_key_map = p
+                            .join_key_map
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
                     }
-                };
-                let request = &mut views[index];
-                if !request.view.feature_names().contains(&feature) {
-                    return Err(FeastError::new(
-                        ErrorClass::FeastObjectNotFoundException,
-                        format!("Feature {feature} not found in projection {name}"),
-                    )
-                    .into());
                 }
-                request.features.push(feature.to_string());
+                views.push(request);
             }
+            add_refs(&mut views, refs, |name| {
+                Err(FeastError::new(
+                    ErrorClass::FeatureViewNotFoundException,
+                    format!("Feature view {name} is not among the requested feature_view_names"),
+                )
+                .into())
+            })?;
+            views.retain(|v| !v.features.is_empty());
+        }
+        FeatureSelection::Refs(refs) => {
+            add_refs(&mut views, refs, |name| lookup_view(catalog, project, name))?;
         }
     }
     check_collisions(&views, full_feature_names)?;
     Ok(views)
+}
+
+/// Adds each `view:feature` ref to the request of its view, creating the request with
+/// `lookup` the first time a view is named.
+fn add_refs<'a>(
+    views: &mut Vec<ViewRequest<'a>>,
+    refs: &[String],
+    lookup: impl Fn(&str) -> Result<&'a core::FeatureView>,
+) -> Result<()> {
+    for reference in refs {
+        let Some((name, feature)) = reference.split_once(':') else {
+            return Err(OfflineError::Invalid(format!(
+                "feature reference {reference:?} is not of the form \"feature_view:feature\""
+            )));
+        };
+        let index = match views.iter().position(|r| r.name_to_use == name) {
+            Some(i) => i,
+            None => {
+                let view = lookup(name)?;
+                views.push(ViewRequest {
+                    view,
+                    name_to_use: name.to_string(),
+                    features: Vec::new(),
+                    join_key_map: HashMap::new(),
+                });
+                views.len() - 1
+            }
+        };
+        let request = &mut views[index];
+        if !request.view.feature_names().contains(&feature) {
+            return Err(FeastError::new(
+                ErrorClass::FeastObjectNotFoundException,
+                format!("Feature {feature} not found in projection {name}"),
+            )
+            .into());
+        }
+        request.features.push(feature.to_string());
+    }
+    Ok(())
 }
 
 fn lookup_view<'a>(
@@ -139,7 +193,7 @@ fn lookup_view<'a>(
     }
     Err(FeastError::new(
         ErrorClass::FeatureViewNotFoundException,
-        format!("Feature view {name} does not exist"),
+        format!("Feature view {name} does not exist in project {project}"),
     )
     .into())
 }

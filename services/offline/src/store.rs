@@ -18,13 +18,15 @@ use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::prelude::{SessionConfig, SessionContext, ident};
 use feast_core::model::{DUMMY_ENTITY_ID, FeatureViewExt};
 use feast_core::registry::Catalog;
-use feast_core::types::{ValueType, value_type_to_arrow};
+use feast_core::types::{ValueType, pyarrow_type_name, value_type_to_arrow};
 use feast_proto::core;
 
 use crate::error::{OfflineError, Result};
 use crate::pit::{self, ROW_ID, ViewJoin};
+use crate::pull::{self, PullKind, PullRequest};
 use crate::resolve::{FeatureSelection, ViewRequest, resolve};
 use crate::source::FileLocation;
+use crate::write::{self, WriteLocks};
 
 /// Feast's `DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL`.
 pub const ENTITY_TIMESTAMP: &str = "event_timestamp";
@@ -71,8 +73,8 @@ pub struct HistoricalRequest {
     pub full_feature_names: bool,
 }
 
-/// Feast's `OfflineStore`, as far as this slice goes. Implementations return a stream: the
-/// caller writes or forwards batches as they come.
+/// Feast's `OfflineStore`. Reads return a stream: the caller writes or forwards batches as
+/// they come.
 pub trait OfflineStore: Send + Sync {
     /// Point-in-time correct feature values for every row of `entities` (see the crate
     /// documentation for the exact semantics).
@@ -83,6 +85,32 @@ pub trait OfflineStore: Send + Sync {
         entities: EntityTable,
         request: &HistoricalRequest,
     ) -> impl Future<Output = Result<SendableRecordBatchStream>> + Send;
+
+    /// `pull_latest_from_table_or_query` / `pull_all_from_table_or_query` over `source`
+    /// (see [`crate::pull`]).
+    fn pull(
+        &self,
+        source: &core::DataSource,
+        request: &PullRequest,
+        kind: PullKind,
+    ) -> impl Future<Output = Result<SendableRecordBatchStream>> + Send;
+
+    /// The source's columns and their types, as Feast's
+    /// `DataSource.get_table_column_names_and_types` names them (pyarrow type names for
+    /// file sources).
+    fn column_names_and_types(
+        &self,
+        source: &core::DataSource,
+    ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+
+    /// Appends rows to the batch source of `view` (`offline_write_batch`); returns the
+    /// number of rows written.
+    fn offline_write_batch(
+        &self,
+        view: &core::FeatureView,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> impl Future<Output = Result<usize>> + Send;
 }
 
 /// The offline store over file sources (Parquet/CSV), executed by DataFusion in-process.
@@ -91,6 +119,7 @@ pub struct FileOfflineStore {
     repo_path: PathBuf,
     config: SessionConfig,
     runtime: Arc<RuntimeEnv>,
+    write_locks: WriteLocks,
 }
 
 impl FileOfflineStore {
@@ -98,8 +127,9 @@ impl FileOfflineStore {
     pub fn new(repo_path: impl Into<PathBuf>) -> Self {
         Self {
             repo_path: repo_path.into(),
-            config: SessionConfig::new(),
+            config: default_config(),
             runtime: Arc::new(RuntimeEnv::default()),
+            write_locks: WriteLocks::default(),
         }
     }
 
@@ -122,10 +152,16 @@ impl FileOfflineStore {
         Ok(self)
     }
 
-    /// Overrides DataFusion's session settings (partitions, batch size).
+    /// Overrides DataFusion's session settings (partitions, batch size); start from
+    /// [`FileOfflineStore::config`] to keep the store's defaults.
     pub fn with_config(mut self, config: SessionConfig) -> Self {
         self.config = config;
         self
+    }
+
+    /// The store's DataFusion settings.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
     }
 
     /// The plan without executing it (tests and `EXPLAIN`).
@@ -173,7 +209,7 @@ impl FileOfflineStore {
         let ts_type = schema
             .field_with_name(&ts_col)
             .map(|f| f.data_type().clone())?;
-        let ctx = SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone());
+        let ctx = self.session();
         let entity_df =
             ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
 
@@ -216,6 +252,25 @@ impl FileOfflineStore {
     }
 }
 
+impl FileOfflineStore {
+    fn session(&self) -> SessionContext {
+        SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone())
+    }
+
+    /// The pull's plan without executing it.
+    pub async fn pull_plan(
+        &self,
+        source: &core::DataSource,
+        request: &PullRequest,
+        kind: PullKind,
+    ) -> Result<DataFrame> {
+        let df = FileLocation::of(&source.name, source, &self.repo_path)?
+            .read(&self.session(), &source.name)
+            .await?;
+        pull::plan(df, &source.name, request, kind)
+    }
+}
+
 impl OfflineStore for FileOfflineStore {
     async fn get_historical_features(
         &self,
@@ -229,6 +284,64 @@ impl OfflineStore for FileOfflineStore {
             .await?;
         Ok(df.execute_stream().await?)
     }
+
+    async fn pull(
+        &self,
+        source: &core::DataSource,
+        request: &PullRequest,
+        kind: PullKind,
+    ) -> Result<SendableRecordBatchStream> {
+        let df = self.pull_plan(source, request, kind).await?;
+        Ok(df.execute_stream().await?)
+    }
+
+    async fn column_names_and_types(
+        &self,
+        source: &core::DataSource,
+    ) -> Result<Vec<(String, String)>> {
+        let df = FileLocation::of(&source.name, source, &self.repo_path)?
+            .read(&self.session(), &source.name)
+            .await?;
+        Ok(df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), pyarrow_type_name(f.data_type())))
+            .collect())
+    }
+
+    async fn offline_write_batch(
+        &self,
+        view: &core::FeatureView,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<usize> {
+        let name = view.spec_ref().name.clone();
+        let source = view.spec_ref().batch_source.clone().ok_or_else(|| {
+            OfflineError::Invalid(format!("feature view {name} has no batch source"))
+        })?;
+        let location = FileLocation::of(&name, &source, &self.repo_path)?;
+        let lock = self.write_locks.of(&location.path);
+        let _guard = lock.lock().await;
+        tokio::task::spawn_blocking(move || {
+            write::append(&name, &location, &source.field_mapping, &schema, &batches)
+        })
+        .await
+        .map_err(|e| OfflineError::Invalid(format!("the write task failed: {e}")))?
+    }
+}
+
+/// DataFusion's settings with Parquet strings and binaries read as the file's own types
+/// (`string`, `binary`) rather than view types, so pulls and column listings report the
+/// types Feast's stores see.
+fn default_config() -> SessionConfig {
+    let mut config = SessionConfig::new();
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    config
 }
 
 /// The earliest and latest entity timestamps (one pass over the in-memory entity table).

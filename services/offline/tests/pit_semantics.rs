@@ -688,3 +688,242 @@ driver_id:i64 | event_timestamp:tsz
 +-----------+----------------------+-------+"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Materialization pulls and offline writes
+
+fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
+        .unwrap()
+        .and_utc()
+}
+
+async fn pull(
+    catalog: &Catalog,
+    root: &Path,
+    source: &str,
+    request: &feast_offline::PullRequest,
+    kind: feast_offline::PullKind,
+) -> Result<String, OfflineError> {
+    let source: &feast_proto::core::DataSource = catalog.get(source, "demo").unwrap();
+    let stream = FileOfflineStore::new(root)
+        .pull(source, request, kind)
+        .await?;
+    let mut batches: Vec<RecordBatch> = stream.try_collect().await?;
+    // Rows of a pull come in no particular order: sort by every column for the comparison.
+    if let Some(first) = batches.first() {
+        let schema = first.schema();
+        let all = datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap();
+        let columns: Vec<_> = all
+            .columns()
+            .iter()
+            .map(|c| datafusion::arrow::compute::SortColumn {
+                values: c.clone(),
+                options: None,
+            })
+            .collect();
+        let indices = datafusion::arrow::compute::lexsort_to_indices(&columns, None).unwrap();
+        let sorted = all
+            .columns()
+            .iter()
+            .map(|c| datafusion::arrow::compute::take(c, &indices, None).unwrap())
+            .collect();
+        batches = vec![RecordBatch::try_new(schema, sorted).unwrap()];
+    }
+    Ok(pretty_format_batches(&batches).unwrap().to_string())
+}
+
+fn driver_pull(start: &str, end: &str) -> feast_offline::PullRequest {
+    feast_offline::PullRequest {
+        join_key_columns: vec!["driver_id".into()],
+        feature_name_columns: vec!["conv".into(), "trips".into()],
+        timestamp_field: "event_timestamp".into(),
+        created_timestamp_column: Some("created".into()),
+        start: Some(utc(start)),
+        end: Some(utc(end)),
+    }
+}
+
+#[tokio::test]
+async fn pull_latest_keeps_the_latest_row_per_key_in_the_window() {
+    use feast_offline::PullKind::{All, Latest};
+    let (dir, catalog) = setup();
+    let cases = [
+        (
+            "whole range: the 11:00 tie goes to the later created row; both ends inclusive",
+            driver_pull("2024-05-01T09:00:00", "2024-05-01T11:00:00"),
+            Latest,
+            "
++-----------+------+-------+----------------------+----------------------+
+| driver_id | conv | trips | event_timestamp      | created              |
++-----------+------+-------+----------------------+----------------------+
+| 1001      | 0.3  | 3     | 2024-05-01T11:00:00Z | 2024-05-01T11:30:00Z |
+| 1002      | 0.5  | 5     | 2024-05-01T09:00:00Z | 2024-05-01T09:00:00Z |
+| 1003      |      | 7     | 2024-05-01T09:00:00Z |                      |
++-----------+------+-------+----------------------+----------------------+",
+        ),
+        (
+            "a window ending before the tie",
+            driver_pull("2024-05-01T09:30:00", "2024-05-01T10:59:59"),
+            Latest,
+            "
++-----------+------+-------+----------------------+----------------------+
+| driver_id | conv | trips | event_timestamp      | created              |
++-----------+------+-------+----------------------+----------------------+
+| 1001      | 0.1  | 1     | 2024-05-01T10:00:00Z | 2024-05-01T10:00:00Z |
++-----------+------+-------+----------------------+----------------------+",
+        ),
+        (
+            "pull_all returns every row of the window",
+            driver_pull("2024-05-01T10:00:00", "2024-05-01T12:00:00"),
+            All,
+            "
++-----------+------+-------+----------------------+----------------------+
+| driver_id | conv | trips | event_timestamp      | created              |
++-----------+------+-------+----------------------+----------------------+
+| 1001      | 0.1  | 1     | 2024-05-01T10:00:00Z | 2024-05-01T10:00:00Z |
+| 1001      | 0.2  | 2     | 2024-05-01T11:00:00Z | 2024-05-01T11:00:00Z |
+| 1001      | 0.3  | 3     | 2024-05-01T11:00:00Z | 2024-05-01T11:30:00Z |
++-----------+------+-------+----------------------+----------------------+",
+        ),
+    ];
+    for (name, request, kind, expected) in cases {
+        let got = pull(&catalog, dir.path(), "driver_src", &request, kind)
+            .await
+            .unwrap();
+        assert_eq!(got.trim(), expected.trim(), "case: {name}");
+    }
+
+    // Keyless: one latest row over the directory source, with Feast's __dummy_id column.
+    let keyless = feast_offline::PullRequest {
+        join_key_columns: vec![],
+        feature_name_columns: vec!["total".into()],
+        timestamp_field: "event_timestamp".into(),
+        created_timestamp_column: None,
+        start: Some(utc("2024-05-01T00:00:00")),
+        end: Some(utc("2024-05-02T00:00:00")),
+    };
+    let got = pull(&catalog, dir.path(), "global_src", &keyless, Latest)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.trim(),
+        "
++-------+----------------------+------------+
+| total | event_timestamp      | __dummy_id |
++-------+----------------------+------------+
+| 200   | 2024-05-01T10:00:00Z |            |
++-------+----------------------+------------+"
+            .trim()
+    );
+
+    // CSV source with string timestamps; an open window.
+    let csv = feast_offline::PullRequest {
+        join_key_columns: vec!["driver_id".into(), "customer_id".into()],
+        feature_name_columns: vec!["score".into()],
+        timestamp_field: "ts".into(),
+        created_timestamp_column: None,
+        start: None,
+        end: None,
+    };
+    let got = pull(&catalog, dir.path(), "affinity_src", &csv, Latest)
+        .await
+        .unwrap();
+    assert!(got.contains("| 1001      | c1          | 0.11  |"), "{got}");
+    assert_eq!(got.matches("| 100").count(), 3, "{got}");
+
+    // A missing column is a clear error.
+    let mut bad = driver_pull("2024-05-01T09:00:00", "2024-05-01T11:00:00");
+    bad.feature_name_columns.push("nope".into());
+    let err = pull(&catalog, dir.path(), "driver_src", &bad, Latest)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("data source driver_src has no feature column nope"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn offline_writes_append_to_file_and_directory_sources() {
+    let (dir, catalog) = setup();
+    let store = FileOfflineStore::new(dir.path());
+    let view: &feast_proto::core::FeatureView = catalog.get("driver_hourly", "demo").unwrap();
+    // Columns in another order, `conv` named by its feature name (conv_rate), types to cast
+    // (trips as i32), and a pandas index column to drop.
+    let rows = table(
+        "
+trips:i32 | driver_id:i64 | conv_rate:f32 | acc_rate:f64 | event_timestamp:ts  | created:tsz         | __index_level_0__:i64
+9         | 1009          | 0.9           | 9.0          | 2024-05-01T11:00:00 | 2024-05-01T11:00:00 | 0
+",
+    );
+    let written = store
+        .offline_write_batch(view, rows.schema(), vec![rows])
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+    let got = run(
+        &catalog,
+        dir.path(),
+        "driver_id:i64 | event_timestamp:tsz\n1009 | 2024-05-01T11:30:00\n1001 | 2024-05-01T11:30:00",
+        refs(&["driver_hourly:trips", "driver_hourly:conv_rate"]),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(
+        got.contains("| 1009      | 2024-05-01T11:30:00Z | 9     | 0.9       |"),
+        "{got}"
+    );
+    assert!(
+        got.contains("| 1001      | 2024-05-01T11:30:00Z | 3     | 0.3       |"),
+        "{got}"
+    );
+    // The file keeps its schema (same columns, same types) and now has one more row.
+    let file = std::fs::File::open(dir.path().join("data/driver_stats.parquet")).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    assert_eq!(
+        reader.schema().as_ref(),
+        table(DRIVER_STATS).schema().as_ref()
+    );
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 6);
+
+    // Wrong columns: refused, nothing written.
+    let bad = table("driver_id:i64 | bogus:i64\n1 | 2");
+    let err = store
+        .offline_write_batch(view, bad.schema(), vec![bad])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert!(err.to_string().contains("bogus"), "{err}");
+    let file = std::fs::File::open(dir.path().join("data/driver_stats.parquet")).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 6);
+
+    // A directory source gets a new part file; no temporary file is left behind.
+    let global: &feast_proto::core::FeatureView = catalog.get("global_stats", "demo").unwrap();
+    let rows = table("total:i64 | event_timestamp:tsz\n300 | 2024-05-01T11:00:00");
+    store
+        .offline_write_batch(global, rows.schema(), vec![rows])
+        .await
+        .unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("data/global"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".parquet")), "{names:?}");
+    let got = run(
+        &catalog,
+        dir.path(),
+        "event_timestamp:tsz\n2024-05-01T11:30:00",
+        refs(&["global_stats:total"]),
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(got.contains("| 300   |"), "{got}");
+}
