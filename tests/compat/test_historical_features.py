@@ -1,5 +1,8 @@
 """`feast-rs get-historical-features` (the embedded DataFusion engine) against Feast's own
 `get_historical_features(...).to_df()` on the same repository, data and entity frames.
+Every case also runs through `feast-rs serve-offline` with the Feast SDK configured with
+`offline_store: {type: remote}` (Arrow Flight `do_exchange`), which must give exactly the
+CLI's frame.
 
 Feast applies tests/compat/feast_repo (plus an entity-less view written below); feast-rs
 reads the registry Feast wrote. Each case runs Feast's `file` (dask) and `duckdb` offline
@@ -18,11 +21,14 @@ feast-rs follows the semantics of issue 5 where Feast's stores disagree with eac
 from datetime import datetime, timedelta, timezone
 import math
 import os
+import socket
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from conftest import copy_repo, run
 from feast import FeatureStore
@@ -116,7 +122,60 @@ def repo(tmp_path_factory, feast_cli):
     return repo
 
 
-def feast_rs(feast_rs_bin, repo, tmp_path, entity_df, features=None, service=None, full=False):
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_offline_server(feast_rs_bin, repo, *extra):
+    """Starts `feast-rs serve-offline` on `repo`; returns (process, port)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(feast_rs_bin), "-c", str(repo), "serve-offline", "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if "feast-rs offline server listening on" not in line:
+        proc.kill()
+        raise AssertionError(f"serve-offline did not start: {line}{proc.stderr.read()}")
+    return proc, port
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("feast-rs serve-offline did not stop within 10 s of SIGTERM")
+
+
+def remote_client(repo, port, dest):
+    """A FeatureStore whose offline store is the feast-rs server on `port` (registry: the
+    server repository's file)."""
+    dest.mkdir(exist_ok=True)
+    config = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    config["registry"] = str(repo / "data" / "registry.db")
+    config["offline_store"] = {"type": "remote", "host": "127.0.0.1", "port": port}
+    (dest / "feature_store.yaml").write_text(yaml.safe_dump(config))
+    return FeatureStore(repo_path=str(dest))
+
+
+@pytest.fixture(scope="module")
+def flight(repo, feast_rs_bin, tmp_path_factory):
+    proc, port = start_offline_server(feast_rs_bin, repo)
+    try:
+        yield remote_client(repo, port, tmp_path_factory.mktemp("flight_client"))
+    finally:
+        stop(proc)
+
+
+def feast_rs(feast_rs_bin, repo, tmp_path, entity_df, features=None, service=None, full=False, flight=None):
+    """The CLI's result; with `flight`, also fetched through the Flight server by the Feast
+    SDK and required to be the same frame (values, dtypes, order)."""
     entities = tmp_path / "entities.parquet"
     out = tmp_path / "out.parquet"
     entity_df.to_parquet(entities)
@@ -127,6 +186,12 @@ def feast_rs(feast_rs_bin, repo, tmp_path, entity_df, features=None, service=Non
     proc = run(cmd)
     df = pd.read_parquet(out)
     assert proc.stdout.strip() == f"Wrote {len(df)} rows to {out}"
+    if flight is not None:
+        feats = flight.get_feature_service(service) if service else features
+        remote = flight.get_historical_features(
+            entity_df=entity_df.copy(), features=feats, full_feature_names=full
+        ).to_df()
+        pd.testing.assert_frame_equal(remote, df, check_exact=True)
     return df
 
 
@@ -206,7 +271,7 @@ STORES = ["file", "duckdb"]
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_one_view_ttl_edges_ties_missing_and_null_features(repo, feast_rs_bin, tmp_path, store):
+def test_one_view_ttl_edges_ties_missing_and_null_features(repo, feast_rs_bin, tmp_path, store, flight):
     entity_df = pd.DataFrame(
         {
             "driver_id": [1001, 1001, 1001, 1002, 1002, 1003, 9999, 1001],
@@ -222,7 +287,7 @@ def test_one_view_ttl_edges_ties_missing_and_null_features(repo, feast_rs_bin, t
             ],
         }
     )
-    ours = feast_rs(feast_rs_bin, repo, tmp_path, entity_df, ALL_DRIVER_FEATURES)
+    ours = feast_rs(feast_rs_bin, repo, tmp_path, entity_df, ALL_DRIVER_FEATURES, flight=flight)
     theirs = feast_df(repo, store, entity_df, ALL_DRIVER_FEATURES)
     features = [f.split(":")[1] for f in ALL_DRIVER_FEATURES]
     missing = compare(ours, theirs, ["driver_id", "event_timestamp"], features, store)
@@ -256,7 +321,7 @@ def test_one_view_ttl_edges_ties_missing_and_null_features(repo, feast_rs_bin, t
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_two_join_keys_unbounded_ttl(repo, feast_rs_bin, tmp_path, store):
+def test_two_join_keys_unbounded_ttl(repo, feast_rs_bin, tmp_path, store, flight):
     entity_df = pd.DataFrame(
         {
             "driver_id": [1001, 1001, 1001, 1002],
@@ -265,7 +330,7 @@ def test_two_join_keys_unbounded_ttl(repo, feast_rs_bin, tmp_path, store):
         }
     )
     features = ["customer_driver_affinity:affinity"]
-    ours = feast_rs(feast_rs_bin, repo, tmp_path, entity_df, features, full=True)
+    ours = feast_rs(feast_rs_bin, repo, tmp_path, entity_df, features, full=True, flight=flight)
     theirs = feast_df(repo, store, entity_df, features, full=True)
     compare(
         ours, theirs, ["driver_id", "customer_id", "event_timestamp"],
@@ -275,11 +340,13 @@ def test_two_join_keys_unbounded_ttl(repo, feast_rs_bin, tmp_path, store):
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_feature_service_alias_and_join_key_map(repo, feast_rs_bin, tmp_path, store):
+def test_feature_service_alias_and_join_key_map(repo, feast_rs_bin, tmp_path, store, flight):
     entity_df = pd.DataFrame(
         {"driver": [1001, 1002, 1004], "event_timestamp": [T0 + DAY, T0 + HOUR, T0 + HOUR]}
     )
-    ours = feast_rs(feast_rs_bin, repo, tmp_path, entity_df, service="driver_activity_v2", full=True)
+    ours = feast_rs(
+        feast_rs_bin, repo, tmp_path, entity_df, service="driver_activity_v2", full=True, flight=flight
+    )
     theirs = feast_df(repo, store, entity_df, service="driver_activity_v2", full=True)
     features = ["dhs__" + f.split(":")[1] for f in ALL_DRIVER_FEATURES]
     compare(ours, theirs, ["driver", "event_timestamp"], features, store)
@@ -287,7 +354,7 @@ def test_feature_service_alias_and_join_key_map(repo, feast_rs_bin, tmp_path, st
 
 
 @pytest.mark.parametrize("store", STORES)
-def test_several_views_entityless_view_and_extra_columns(repo, feast_rs_bin, tmp_path, store):
+def test_several_views_entityless_view_and_extra_columns(repo, feast_rs_bin, tmp_path, store, flight):
     entity_df = pd.DataFrame(
         {
             "label": [1.5, 2.5, 3.5, 4.5],
@@ -301,7 +368,7 @@ def test_several_views_entityless_view_and_extra_columns(repo, feast_rs_bin, tmp
         "global_stats:total",
         "customer_driver_affinity:affinity",
     ]
-    ours = feast_rs(feast_rs_bin, repo, tmp_path, entity_df, features)
+    ours = feast_rs(feast_rs_bin, repo, tmp_path, entity_df, features, flight=flight)
     theirs = feast_df(repo, store, entity_df, features)
     compare(
         ours, theirs, ["label", "driver_id", "customer_id", "event_timestamp"],

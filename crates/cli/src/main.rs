@@ -65,6 +65,8 @@ enum Command {
     ServeRegistry(ServeArgs),
     /// Serve online features over HTTP (Feast's `feast serve`).
     Serve(FeatureServeArgs),
+    /// Serve the offline store over Arrow Flight (Feast's `feast serve_offline`).
+    ServeOffline(OfflineServeArgs),
     /// Point-in-time correct features for an entity table, from the embedded offline
     /// engine, written to Parquet.
     GetHistoricalFeatures(historical::HistoricalArgs),
@@ -155,6 +157,29 @@ struct FeatureServeArgs {
     /// server does, instead of OUTSIDE_MAX_AGE with null.
     #[arg(long)]
     expired_as_present: bool,
+}
+
+#[derive(clap::Args)]
+struct OfflineServeArgs {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to bind.
+    #[arg(short, long, default_value_t = feast_offline::DEFAULT_PORT)]
+    port: u16,
+    /// How often the registry is refreshed, in seconds (0: never).
+    #[arg(long, default_value_t = 5)]
+    registry_ttl_sec: u64,
+    /// Memory for the joins' sorts and windows, in MiB; beyond it they spill to the temp
+    /// directory (default: unbounded).
+    #[arg(long, value_name = "MIB")]
+    memory_limit_mb: Option<usize>,
+    /// TLS private key (PEM); with --cert, serves Flight over TLS (`grpc+tls://`).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -258,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::RegistryDump => println!("{}", commands::registry_dump(&open(&cli)?)?),
         Command::ServeRegistry(args) => serve::registry(&open(&cli)?, args)?,
         Command::Serve(args) => serve::feature_server(&open(&cli)?, args)?,
+        Command::ServeOffline(args) => serve::offline_server(&open(&cli)?, args)?,
         Command::GetHistoricalFeatures(args) => {
             let rows = historical::get_historical_features(&open(&cli)?, args)?;
             println!("Wrote {rows} rows to {}", args.output_display());

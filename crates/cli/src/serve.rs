@@ -118,10 +118,73 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
     })
 }
 
+/// The cached registry a service reads, from feature_store.yaml's `registry:` (a file, a SQL
+/// database or a registry server). A registry that cannot be loaded yet leaves the cache
+/// empty (the service answers "unavailable" until a refresh succeeds).
+async fn registry_cache(
+    ctx: &RepoContext,
+    ttl: std::time::Duration,
+) -> Result<feast_registry::RegistryCache> {
+    use feast_registry::{CacheSource, RegistryCache, RemoteOptions, RemoteRegistry};
+    let project = ctx.config.project.clone();
+    let source = match &ctx.config.registry {
+        RegistryConfig::File(_) => CacheSource::Store(Box::new(FileStore::new(
+            ctx.config.registry_path().context("file registry path")?,
+        ))),
+        RegistryConfig::Sql(sql) => {
+            let url = sql
+                .url()
+                .map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
+            let options = SqlStoreOptions {
+                schema_mode: sql.schema_mode,
+                purge_feast_metadata: sql.purge_feast_metadata,
+                ..SqlStoreOptions::default()
+            };
+            CacheSource::Store(Box::new(
+                SqlStore::connect(&url, options)
+                    .await
+                    .context("opening the SQL registry")?,
+            ))
+        }
+        RegistryConfig::Remote(remote) => {
+            let read = |p: &str| -> Result<Option<Vec<u8>>> {
+                if p.is_empty() {
+                    return Ok(None);
+                }
+                let path = ctx.config.resolve_path(p);
+                Ok(Some(
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                ))
+            };
+            let options = RemoteOptions {
+                target: remote.path.clone(),
+                ca_cert: read(&remote.cert)?,
+                is_tls: remote.is_tls,
+                client_identity: match (read(&remote.client_cert)?, read(&remote.client_key)?) {
+                    (Some(cert), Some(key)) => Some((cert, key)),
+                    _ => None,
+                },
+                authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
+            };
+            CacheSource::Remote {
+                client: RemoteRegistry::connect(&options).await?,
+                project: project.clone(),
+            }
+        }
+    };
+    let registry = RegistryCache::start(source, ttl).await;
+    if registry.snapshot().is_none() {
+        tracing::warn!(
+            message =
+                "the registry could not be loaded; serving unavailable until a refresh succeeds"
+        );
+    }
+    Ok(registry)
+}
+
 /// `serve`: the online feature server over HTTP (Feast's `feast serve`).
 pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Result<()> {
     use feast_core::config::OnlineStoreConfig;
-    use feast_registry::{CacheSource, RegistryCache, RemoteOptions, RemoteRegistry};
 
     let host = args.host.trim_start_matches('[').trim_end_matches(']');
     let ip: IpAddr = match host {
@@ -169,58 +232,7 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
                 },
             }),
         };
-        let source = match &ctx.config.registry {
-            RegistryConfig::File(_) => CacheSource::Store(Box::new(FileStore::new(
-                ctx.config.registry_path().context("file registry path")?,
-            ))),
-            RegistryConfig::Sql(sql) => {
-                let url = sql
-                    .url()
-                    .map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
-                let options = SqlStoreOptions {
-                    schema_mode: sql.schema_mode,
-                    purge_feast_metadata: sql.purge_feast_metadata,
-                    ..SqlStoreOptions::default()
-                };
-                CacheSource::Store(Box::new(
-                    SqlStore::connect(&url, options)
-                        .await
-                        .context("opening the SQL registry")?,
-                ))
-            }
-            RegistryConfig::Remote(remote) => {
-                let read = |p: &str| -> Result<Option<Vec<u8>>> {
-                    if p.is_empty() {
-                        return Ok(None);
-                    }
-                    let path = ctx.config.resolve_path(p);
-                    Ok(Some(
-                        std::fs::read(&path)
-                            .with_context(|| format!("reading {}", path.display()))?,
-                    ))
-                };
-                let options = RemoteOptions {
-                    target: remote.path.clone(),
-                    ca_cert: read(&remote.cert)?,
-                    is_tls: remote.is_tls,
-                    client_identity: match (read(&remote.client_cert)?, read(&remote.client_key)?) {
-                        (Some(cert), Some(key)) => Some((cert, key)),
-                        _ => None,
-                    },
-                    authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
-                };
-                CacheSource::Remote {
-                    client: RemoteRegistry::connect(&options).await?,
-                    project: project.clone(),
-                }
-            }
-        };
-        let registry = RegistryCache::start(source, ttl).await;
-        if registry.snapshot().is_none() {
-            tracing::warn!(
-                message = "the registry could not be loaded; serving 503 until a refresh succeeds"
-            );
-        }
+        let registry = registry_cache(ctx, ttl).await?;
         let store = feast_online::open_online_store(&ctx.config)
             .await
             .context("opening the online store")?;
@@ -253,6 +265,70 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
                 feast_online::http::serve(listener, server, shutdown_signal()).await?;
             }
         }
+        Ok(())
+    })
+}
+
+/// `serve-offline`: the offline store over Arrow Flight (Feast's `feast serve_offline`).
+pub fn offline_server(ctx: &RepoContext, args: &crate::OfflineServeArgs) -> Result<()> {
+    use feast_core::config::OfflineStoreConfig;
+    let addr = address(&ServeArgs {
+        host: args.host.clone(),
+        port: args.port,
+        key: None,
+        cert: None,
+    })?;
+    match &ctx.config.offline_store {
+        None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => {}
+        Some(other) => bail!(
+            "offline_store type `{}` is not supported by `feast-rs serve-offline` yet; the file \
+             engine serves `file` and `duckdb` repositories (Parquet/CSV file sources)",
+            other.type_name()
+        ),
+    }
+    let tls = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => Some(feast_offline::TlsPem {
+            cert: std::fs::read(cert)
+                .with_context(|| format!("reading --cert {}", cert.display()))?,
+            key: std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?,
+        }),
+        _ => None,
+    };
+    let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
+        .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
+    let mut store = feast_offline::FileOfflineStore::new(&ctx.config.repo_path);
+    if let Some(mib) = args.memory_limit_mb {
+        store = store.with_memory_limit(mib << 20)?;
+    }
+    runtime()?.block_on(async move {
+        feast_auth::log_auth_mode("offline server", &authenticator);
+        let registry = registry_cache(ctx, ttl).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let bound = listener.local_addr()?;
+        let scheme = if tls.is_some() {
+            "grpc+tls"
+        } else {
+            "grpc+tcp"
+        };
+        let options = feast_offline::FlightOptions {
+            location: format!("{scheme}://{}:{}", args.host, bound.port()),
+            ..Default::default()
+        };
+        let authorizer = authenticator
+            .is_enabled()
+            .then(|| std::sync::Arc::new(feast_auth::Authorizer::new()));
+        let service = feast_offline::OfflineFlightService::new(
+            registry,
+            std::sync::Arc::new(store),
+            ctx.config.project.clone(),
+            authorizer,
+            options,
+        );
+        println!("feast-rs offline server listening on {bound} ({scheme}, Arrow Flight)");
+        feast_offline::serve_on(listener, service, authenticator, tls, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -1,14 +1,17 @@
 //! feast-rs offline store: Feast's point-in-time join (`get_historical_features`) computed
 //! by DataFusion over the feature views' file sources.
 //!
-//! - [`OfflineStore`]: the store interface the services and the CLI program against. Its
-//!   first method is [`OfflineStore::get_historical_features`]; the pull/write APIs of
-//!   Feast's `OfflineStore` follow in later slices.
+//! - [`OfflineStore`]: the store interface the services and the CLI program against:
+//!   `get_historical_features`, the materialization pulls, column listing and
+//!   `offline_write_batch`.
 //! - [`FileOfflineStore`]: the implementation over Parquet/CSV file sources (Feast's `file`
 //!   and `duckdb` stores read the same files).
 //! - [`resolve`]: feature refs / feature services → the views and columns to join.
 //! - [`source`]: a file source (file, directory or glob; Parquet or CSV) as a DataFrame.
 //! - [`pit`]: the point-in-time join plan.
+//! - [`pull`]: `pull_latest_from_table_or_query` / `pull_all_from_table_or_query`.
+//! - [`write`]: `offline_write_batch` into Parquet file sources.
+//! - [`flight`]: the Arrow Flight server (Feast's remote offline store protocol).
 //!
 //! # Semantics (what every store must return)
 //!
@@ -23,13 +26,20 @@
 //! Feature columns have the Arrow type of the view's schema (`value_type_to_arrow`).
 
 pub mod error;
+pub mod flight;
 pub mod pit;
+pub mod pull;
 pub mod resolve;
+pub mod server;
 pub mod source;
 pub mod store;
+pub mod write;
 
 pub use error::OfflineError;
+pub use flight::{DEFAULT_PORT, FlightOptions, OfflineFlightService};
+pub use pull::{PullKind, PullRequest};
 pub use resolve::FeatureSelection;
+pub use server::{TlsPem, serve_on};
 pub use store::{EntityTable, FileOfflineStore, HistoricalRequest, OfflineStore};
 
 pub use datafusion::execution::SendableRecordBatchStream;
