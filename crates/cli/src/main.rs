@@ -4,6 +4,7 @@
 mod commands;
 mod historical;
 mod init;
+mod materialize;
 mod online_hook;
 mod output;
 mod serve;
@@ -65,6 +66,11 @@ enum Command {
     ServeRegistry(ServeArgs),
     /// Serve online features over HTTP (Feast's `feast serve`).
     Serve(FeatureServeArgs),
+    /// Load the latest offline values of `[START, END]` into the online store.
+    Materialize(materialize::MaterializeArgs),
+    /// Load offline values into the online store from where each view's last
+    /// materialization ended up to END.
+    MaterializeIncremental(materialize::IncrementalArgs),
     /// Serve the offline store over Arrow Flight (Feast's `feast serve_offline`).
     ServeOffline(OfflineServeArgs),
     /// Point-in-time correct features for an entity table, from the embedded offline
@@ -284,6 +290,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::ServeRegistry(args) => serve::registry(&open(&cli)?, args)?,
         Command::Serve(args) => serve::feature_server(&open(&cli)?, args)?,
         Command::ServeOffline(args) => serve::offline_server(&open(&cli)?, args)?,
+        Command::Materialize(args) => materialize::materialize(&open(&cli)?, args)?,
+        Command::MaterializeIncremental(args) => {
+            materialize::materialize_incremental(&open(&cli)?, args)?
+        }
         Command::GetHistoricalFeatures(args) => {
             let rows = historical::get_historical_features(&open(&cli)?, args)?;
             println!("Wrote {rows} rows to {}", args.output_display());

@@ -3,6 +3,7 @@
 //! `feature_store.yaml` ([`config`]), feature-repository definitions ([`repo`]) and the
 //! registry with its diff/plan ([`registry`]), all wire- and storage-compatible with Feast 0.67.
 
+pub mod arrow_value;
 pub mod config;
 pub mod entity_key;
 pub mod error;
