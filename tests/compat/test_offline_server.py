@@ -321,3 +321,43 @@ def test_bad_requests_are_clear_flight_errors_and_the_server_keeps_serving(serve
 
     # Still serving.
     assert exchange(client, command("get_historical_features", **HISTORICAL), good).to_pydict()["avg_daily_trips"] == [3]
+
+
+def test_create_saved_dataset_persists_through_the_server(tmp_path, feast_rs_bin, feast_cli):
+    """`create_saved_dataset` runs the retrieval on the server (`persist`), which writes the
+    Parquet file inside its repository; the SDK registers the dataset and reads it back
+    through the server."""
+    from feast.errors import SavedDatasetLocationAlreadyExists
+    from feast.infra.offline_stores.file_source import SavedDatasetFileStorage
+
+    repo = make_repo(tmp_path / "srv", feast_cli)
+    proc, port = start_offline_server(feast_rs_bin, repo)
+    try:
+        remote = remote_client(repo, port, tmp_path / "client")
+        entity_df = pd.DataFrame(
+            {"driver_id": [1001, 1002, 9999], "event_timestamp": [T0 + DAY, T0 + HOUR, T0]}
+        )
+        feats = ["driver_hourly_stats:avg_daily_trips", "driver_hourly_stats:name"]
+        job = remote.get_historical_features(entity_df=entity_df, features=feats)
+        storage = SavedDatasetFileStorage(path="data/saved/training.parquet")
+        remote.create_saved_dataset(from_=job, name="training", storage=storage)
+
+        saved = pd.read_parquet(repo / "data" / "saved" / "training.parquet")
+        pd.testing.assert_frame_equal(saved, job.to_df(), check_exact=True)
+        assert list(saved["avg_daily_trips"].fillna(-1)) == [3, 5, -1]
+        # Registered by the SDK, and read back through the server.
+        back = remote.get_saved_dataset("training").to_df()
+        assert sorted(back["avg_daily_trips"].fillna(-1)) == [-1, 3, 5]
+
+        with pytest.raises(SavedDatasetLocationAlreadyExists):
+            remote.create_saved_dataset(from_=job, name="training2", storage=storage)
+        remote.create_saved_dataset(from_=job, name="training3", storage=storage, allow_overwrite=True)
+
+        # A destination outside the repository is refused.
+        with pytest.raises(FeastError, match="inside the server's repository"):
+            remote.create_saved_dataset(
+                from_=job, name="escape", storage=SavedDatasetFileStorage(path="../escape.parquet")
+            )
+        assert not (tmp_path / "srv" / "escape.parquet").exists()
+    finally:
+        stop(proc)

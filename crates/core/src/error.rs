@@ -25,6 +25,8 @@ pub enum ErrorClass {
     FeatureNameCollisionError,
     FeastPermissionError,
     PushSourceNotFoundException,
+    /// `persist` to a location that exists, without `allow_overwrite`.
+    SavedDatasetLocationAlreadyExists,
 }
 
 /// Transport-neutral status; services map it to a gRPC code or HTTP status in one place.
@@ -61,6 +63,7 @@ impl ErrorClass {
             Self::FeatureNameCollisionError => "FeatureNameCollisionError",
             Self::FeastPermissionError => "FeastPermissionError",
             Self::PushSourceNotFoundException => "PushSourceNotFoundException",
+            Self::SavedDatasetLocationAlreadyExists => "SavedDatasetLocationAlreadyExists",
         }
     }
 
@@ -80,6 +83,7 @@ impl ErrorClass {
             Self::FeastPermissionError => StatusKind::PermissionDenied,
             Self::PushSourceNotFoundException => StatusKind::Unprocessable,
             Self::FeastError
+            | Self::SavedDatasetLocationAlreadyExists
             | Self::ConflictingFeatureViewNames
             | Self::FeatureNameCollisionError => StatusKind::Internal,
         }

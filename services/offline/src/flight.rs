@@ -513,13 +513,34 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
         .into())
     }
 
-    fn data_source<'a>(
+    /// The data source a pull names: a registered one, else the file of a saved dataset
+    /// (the SDK reads a saved dataset back by pulling from its storage path, which is how
+    /// an unregistered `FileSource` is named).
+    fn data_source(
         &self,
-        catalog: &'a Catalog,
+        catalog: &Catalog,
         command: &Map<String, Value>,
-    ) -> ApiResult<&'a core::DataSource> {
+    ) -> ApiResult<core::DataSource> {
         let name = string(command, "data_source_name")?;
-        Ok(catalog.get::<core::DataSource>(&name, &self.project)?)
+        match catalog.get::<core::DataSource>(&name, &self.project) {
+            Ok(source) => Ok(source.clone()),
+            Err(not_found) => {
+                let no_tags = Default::default();
+                let saved = catalog
+                    .list::<core::SavedDataset>(&self.project, &no_tags)
+                    .any(|d| {
+                        matches!(
+                            d.spec.as_ref().and_then(|s| s.storage.as_ref()).and_then(|s| s.kind.as_ref()),
+                            Some(core::saved_dataset_storage::Kind::FileStorage(f)) if f.uri == name
+                        )
+                    });
+                if saved {
+                    Ok(file_source_at(&name, &self.project))
+                } else {
+                    Err(not_found.into())
+                }
+            }
+        }
     }
 
     /// A data source sent inline (`data_source_proto`, protobuf JSON).
@@ -590,9 +611,20 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                     PullKind::Latest
                 };
                 let request = pull_request(command, kind)?;
-                let source = self.data_source(catalog, command)?;
-                self.authorize(user, catalog, ResourceRef::of(source), &[Act::ReadOffline])?;
-                Ok(self.store.pull(source, &request, kind).await?)
+                let source = match self.data_source(catalog, command) {
+                    Ok(source) => source,
+                    // Registered since the cache last loaded (a dataset saved a moment ago
+                    // is read back at once): look again in a fresh copy of the registry.
+                    Err(e) => match self.registry.refresh().await {
+                        Ok(()) => match self.registry.snapshot() {
+                            Some(fresh) => self.data_source(&fresh.catalog, command)?,
+                            None => return Err(e),
+                        },
+                        Err(_) => return Err(e),
+                    },
+                };
+                self.authorize(user, catalog, ResourceRef::of(&source), &[Act::ReadOffline])?;
+                Ok(self.store.pull(&source, &request, kind).await?)
             }
             "get_table_column_names_and_types_from_data_source" => {
                 let source = self.inline_source(command)?;
@@ -650,14 +682,98 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                 self.store.column_names_and_types(&source).await?;
                 Ok(())
             }
-            "persist" => Err(ApiError::unimplemented(
-                "persist (create_saved_dataset) is not supported by feast-rs yet",
-            )),
+            "persist" => {
+                let retrieve = string(command, "retrieve_func")?;
+                if !READ_APIS[..3].contains(&retrieve.as_str()) {
+                    return Err(ApiError::invalid(format!(
+                        "retrieve_func {retrieve:?} is not a retrieval API"
+                    )));
+                }
+                let allow_overwrite = field(command, "allow_overwrite")?
+                    .as_bool()
+                    .ok_or_else(|| ApiError::invalid("allow_overwrite must be a boolean"))?;
+                let target = persist_target(catalog, &self.project, command)?;
+                if retrieve != "get_historical_features" {
+                    // The SDK lets the pull's own data_source_name override the target's:
+                    // the result would replace the very source it was read from.
+                    return Err(ApiError::invalid(format!(
+                        "persisting a {retrieve} result: the command's data_source_name ({}) \
+                         names the pulled source itself, not a separate destination",
+                        target.name
+                    )));
+                }
+                self.authorize(
+                    user,
+                    catalog,
+                    ResourceRef::of(&target),
+                    &[Act::WriteOffline],
+                )?;
+                let result = self.read(user, &retrieve, command, upload).await?;
+                let rows = self.store.persist(&target, result, allow_overwrite).await?;
+                tracing::info!(message = "saved dataset persisted", source = %target.name, rows);
+                Ok(())
+            }
             "write_logged_features" => Err(ApiError::unimplemented(
                 "write_logged_features is not supported by feast-rs yet",
             )),
             other => Err(ApiError::invalid(format!("Unknown write API: {other}"))),
         }
+    }
+}
+
+/// The read APIs: the three retrievals (which `persist` may run), then column listing.
+const READ_APIS: [&str; 4] = [
+    "get_historical_features",
+    "pull_latest_from_table_or_query",
+    "pull_all_from_table_or_query",
+    "get_table_column_names_and_types_from_data_source",
+];
+
+/// Where `persist` writes: the registered data source named `data_source_name`, else (the
+/// SDK names a `SavedDatasetFileStorage` by its path, as an unregistered `FileSource` is
+/// named) a Parquet file at that path, relative to the repository.
+fn persist_target(
+    catalog: &Catalog,
+    project: &str,
+    command: &Map<String, Value>,
+) -> ApiResult<core::DataSource> {
+    let name = string(command, "data_source_name")?;
+    if let Ok(source) = catalog.get::<core::DataSource>(&name, project) {
+        return Ok(source.clone());
+    }
+    // A client-chosen path: it must stay inside the repository.
+    let path = std::path::Path::new(&name);
+    let inside = !name.contains("://")
+        && path.is_relative()
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+    if !inside {
+        return Err(ApiError::invalid(format!(
+            "saved dataset path {name:?}: an unregistered destination must be a relative path \
+             inside the server's repository"
+        )));
+    }
+    Ok(file_source_at(&name, project))
+}
+
+/// An unregistered Parquet `FileSource` at `path`, named by its path as Feast names one.
+fn file_source_at(path: &str, project: &str) -> core::DataSource {
+    core::DataSource {
+        name: path.to_string(),
+        project: project.to_string(),
+        r#type: core::data_source::SourceType::BatchFile as i32,
+        data_source_class_type: "feast.infra.offline_stores.file_source.FileSource".into(),
+        options: Some(core::data_source::Options::FileOptions(
+            core::data_source::FileOptions {
+                uri: path.to_string(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
     }
 }
 

@@ -103,6 +103,15 @@ pub trait OfflineStore: Send + Sync {
         source: &core::DataSource,
     ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
 
+    /// Writes a retrieval's result to `target` (Feast's `persist`, behind
+    /// `create_saved_dataset`); returns the number of rows written.
+    fn persist(
+        &self,
+        target: &core::DataSource,
+        result: SendableRecordBatchStream,
+        allow_overwrite: bool,
+    ) -> impl Future<Output = Result<usize>> + Send;
+
     /// Appends rows to the batch source of `view` (`offline_write_batch`); returns the
     /// number of rows written.
     fn offline_write_batch(
@@ -308,6 +317,24 @@ impl OfflineStore for FileOfflineStore {
             .iter()
             .map(|f| (f.name().clone(), pyarrow_type_name(f.data_type())))
             .collect())
+    }
+
+    async fn persist(
+        &self,
+        target: &core::DataSource,
+        result: SendableRecordBatchStream,
+        allow_overwrite: bool,
+    ) -> Result<usize> {
+        let location = FileLocation::of(&target.name, target, &self.repo_path)?;
+        if location.format != crate::source::Format::Parquet {
+            return Err(OfflineError::Invalid(format!(
+                "saved datasets are written as Parquet; {} is not a Parquet path",
+                location.path.display()
+            )));
+        }
+        let lock = self.write_locks.of(&location.path);
+        let _guard = lock.lock().await;
+        write::persist(&location.path, result, allow_overwrite).await
     }
 
     async fn offline_write_batch(

@@ -229,3 +229,74 @@ fn project(batch: &RecordBatch, columns: &[usize], target: &SchemaRef) -> Result
     // The source schema may declare columns non-nullable; keep its schema as is.
     Ok(RecordBatch::try_new(target.clone(), arrays)?)
 }
+
+/// Writes a result stream to a new Parquet file at `path` (a saved dataset, Feast's
+/// `persist`): into a temporary file beside it, renamed over `path` once complete. An
+/// existing `path` is an error unless `allow_overwrite`. The batches are written on a
+/// blocking thread as they arrive; returns the number of rows.
+pub async fn persist(
+    path: &Path,
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+    allow_overwrite: bool,
+) -> Result<usize> {
+    use futures::StreamExt;
+    if path.exists() && !allow_overwrite {
+        return Err(feast_core::error::FeastError::new(
+            feast_core::error::ErrorClass::SavedDatasetLocationAlreadyExists,
+            format!("Saved dataset location {} already exists.", path.display()),
+        )
+        .into());
+    }
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| OfflineError::Invalid(format!("creating {}: {e}", dir.display())))?;
+    let tmp = dir.join(format!(
+        ".feast-rs-persist-{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let schema = stream.schema();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+    let writer_path = tmp.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<usize> {
+        let file = File::create(&writer_path).map_err(|e| {
+            OfflineError::Invalid(format!("creating {}: {e}", writer_path.display()))
+        })?;
+        let mut writer = ArrowWriter::try_new(file, schema, None)?;
+        let mut rows = 0;
+        while let Some(batch) = rx.blocking_recv() {
+            rows += batch.num_rows();
+            writer.write(&batch)?;
+        }
+        writer.close()?;
+        Ok(rows)
+    });
+    let mut failed = None;
+    while let Some(batch) = stream.next().await {
+        match batch {
+            Ok(b) => {
+                if tx.send(b).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(OfflineError::from(e));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| OfflineError::Invalid(format!("the persist task failed: {e}")));
+    let result = match (failed, written) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) | (None, Ok(Err(e))) => Err(e),
+        (None, Ok(Ok(rows))) => std::fs::rename(&tmp, path)
+            .map(|()| rows)
+            .map_err(|e| OfflineError::Invalid(format!("replacing {}: {e}", path.display()))),
+    };
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
