@@ -117,3 +117,61 @@ def test_materialize_errors(repos, feast_rs_bin):
     proc = run([feast_rs_bin, "-c", ours, "materialize", T0.isoformat(), (T0 + HOUR).isoformat(), "-v", "global_stats"], check=False)
     assert proc.returncode != 0 and "global_stats.parquet does not exist" in proc.stderr
     assert intervals(ours, "global_stats") == []
+
+
+def test_sdk_materialize_through_the_feature_server(repos, feast_rs_bin, tmp_path):
+    """With `online_store: remote`, the SDK's materialize / materialize_incremental POST to
+    `feast-rs serve`, which runs them in-process: the same online values and intervals as
+    Feast's own materialization."""
+    import socket
+    import subprocess
+    import time
+
+    import yaml
+
+    theirs, ours = repos
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(feast_rs_bin), "-c", str(ours), "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "feature server listening" in proc.stdout.readline()
+        client_dir = tmp_path / "client"
+        client_dir.mkdir()
+        config = yaml.safe_load((ours / "feature_store.yaml").read_text())
+        config["registry"] = str(ours / "data" / "registry.db")
+        config["online_store"] = {"type": "remote", "path": f"http://127.0.0.1:{port}"}
+        (client_dir / "feature_store.yaml").write_text(yaml.safe_dump(config))
+        client = FeatureStore(repo_path=str(client_dir))
+
+        views = ["driver_hourly_stats", "global_stats"]
+        start, end = T0 - DAY, T0 + DAY
+        client.materialize(start_date=start, end_date=end, feature_views=views)
+        FeatureStore(repo_path=str(theirs)).materialize(start_date=start, end_date=end, feature_views=views)
+        assert online(ours) == online(theirs)
+        for view in views:
+            assert intervals(ours, view) == intervals(theirs, view)
+
+        # Async incremental: 202 at once, the job finishes in the background.
+        end2 = T0 + 2 * DAY
+        client.materialize_incremental(end_date=end2, feature_views=views, run_async=True)
+        FeatureStore(repo_path=str(theirs)).materialize_incremental(end_date=end2, feature_views=views)
+        deadline = time.time() + 30
+        while len(intervals(ours, "driver_hourly_stats")) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        for view in views:
+            assert intervals(ours, view) == intervals(theirs, view)
+
+        # Bad requests: Feast's client raises on the 4xx.
+        with pytest.raises(RuntimeError):
+            client.materialize(start_date=end, end_date=start, feature_views=views)
+        with pytest.raises(RuntimeError):
+            client.materialize(start_date=start, end_date=end, feature_views=["customer_driver_affinity"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -133,30 +133,6 @@ impl RegistryHandle {
         }
     }
 
-    /// Persists a registry changed only in server-owned fields (materialization intervals),
-    /// loaded by [`RegistryHandle::load`] just before: one atomic file write, or one SQL
-    /// commit guarded by the version it was loaded at. A remote registry records
-    /// materializations through its `ApplyMaterialization` RPC instead.
-    pub fn commit_materialization(&self, catalog: &mut Catalog) -> Result<()> {
-        match self {
-            RegistryHandle::File(store) => {
-                catalog.stamp_commit(timestamp(chrono::Utc::now()));
-                store.save(catalog)?;
-            }
-            RegistryHandle::Sql(store, runtime, version) => {
-                catalog.stamp_commit(timestamp(chrono::Utc::now()));
-                let expected = version.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                runtime.block_on(store.commit(catalog.proto(), &expected))?;
-            }
-            RegistryHandle::Remote(..) => {
-                anyhow::bail!(
-                    "a remote registry records materializations with ApplyMaterialization"
-                )
-            }
-        }
-        Ok(())
-    }
-
     /// Persists the result of applying `plan` to the loaded registry: one atomic file
     /// write, or every change staged on the server and committed at once.
     pub fn commit(&self, project: &str, applied: &mut Catalog, plan: &RegistryDiff) -> Result<()> {

@@ -2,17 +2,14 @@
 //! repository's offline files (the embedded engine) into its online store, recording each
 //! view's interval in the registry after the view is fully written.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use feast_core::config::OfflineStoreConfig;
-use feast_core::registry::timestamp;
-use feast_materializer::{Options, Range, ViewWindow};
-use feast_proto::core;
+use feast_materializer::{Options, Range};
 
-use crate::commands::{RegistryHandle, RepoContext};
+use crate::commands::RepoContext;
 
 #[derive(clap::Args)]
 pub struct MaterializeArgs {
@@ -127,6 +124,9 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
     let online = runtime
         .block_on(feast_online::open_online_store(&ctx.config))
         .context("opening the online store")?;
+    let recorder = runtime
+        .block_on(crate::serve::RegistryAccess::open(ctx))?
+        .into_recorder();
     for window in &windows {
         if let Some(note) = &window.note {
             println!("{note}");
@@ -139,11 +139,17 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
         );
         let started = Instant::now();
         let report = runtime
-            .block_on(materialize_with_retry(
-                &offline, &online, &catalog, ctx, window, &options,
+            .block_on(feast_materializer::run_window(
+                &offline,
+                &online,
+                &recorder,
+                &catalog,
+                ctx.project(),
+                window,
+                &options,
+                &|_| {},
             ))
             .with_context(|| format!("materializing feature view {}", window.view))?;
-        record(&registry, ctx.project(), window)?;
         let secs = started.elapsed().as_secs_f64();
         println!(
             "  {} rows in {secs:.2} s ({:.0} rows/s), {} written",
@@ -151,71 +157,6 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
             report.rows as f64 / secs.max(1e-9),
             report.written
         );
-    }
-    Ok(())
-}
-
-/// One view, retried with backoff (0.5, 1, 2 s) when the online store is unavailable.
-async fn materialize_with_retry(
-    offline: &feast_offline::FileOfflineStore,
-    online: &Arc<dyn feast_online::OnlineStore>,
-    catalog: &feast_core::registry::Catalog,
-    ctx: &RepoContext,
-    window: &ViewWindow,
-    options: &Options,
-) -> Result<feast_materializer::ViewReport, feast_materializer::MaterializeError> {
-    let mut attempt = 0;
-    loop {
-        let result = feast_materializer::materialize_view(
-            offline,
-            online,
-            catalog,
-            ctx.project(),
-            window,
-            options,
-            &|_| {},
-        )
-        .await;
-        match result {
-            Err(e) if e.is_transient() && attempt < 3 => {
-                let wait = std::time::Duration::from_millis(500 << attempt);
-                tracing::warn!(message = "retrying a view", view = %window.view, error = %e, wait_ms = wait.as_millis() as u64);
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Records `[start, end]` as materialized for the view (Feast's `apply_materialization`),
-/// on a fresh copy of the registry so that changes made meanwhile are kept.
-fn record(registry: &RegistryHandle, project: &str, window: &ViewWindow) -> Result<()> {
-    let (start, end) = (timestamp(window.start), timestamp(window.end));
-    let now = timestamp(Utc::now());
-    match registry {
-        RegistryHandle::Remote(client, runtime) => {
-            let mut catalog_view: Option<core::FeatureView> = None;
-            let catalog = registry.load(project)?;
-            if let Ok(v) = catalog.get::<core::FeatureView>(&window.view, project) {
-                catalog_view = Some(v.clone());
-            }
-            let request = feast_proto::registry::ApplyMaterializationRequest {
-                feature_view: catalog_view,
-                project: project.to_string(),
-                start_date: Some(start),
-                end_date: Some(end),
-                commit: true,
-            };
-            runtime
-                .block_on(client.grpc().apply_materialization(request))
-                .context("recording the materialization in the registry")?;
-        }
-        _ => {
-            let mut catalog = registry.load(project)?;
-            catalog.apply_materialization(&window.view, project, start, end, now);
-            registry.commit_materialization(&mut catalog)?;
-        }
     }
     Ok(())
 }

@@ -118,6 +118,70 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
     })
 }
 
+/// The registry of feature_store.yaml's `registry:`, opened for a service: a store read and
+/// written directly (file or SQL) or a registry server.
+pub(crate) enum RegistryAccess {
+    Store(Box<dyn feast_registry::RegistryStore>),
+    Remote(feast_registry::RemoteRegistry),
+}
+
+impl RegistryAccess {
+    pub(crate) async fn open(ctx: &RepoContext) -> Result<Self> {
+        use feast_registry::{RemoteOptions, RemoteRegistry};
+        Ok(match &ctx.config.registry {
+            RegistryConfig::File(_) => RegistryAccess::Store(Box::new(FileStore::new(
+                ctx.config.registry_path().context("file registry path")?,
+            ))),
+            RegistryConfig::Sql(sql) => {
+                let url = sql
+                    .url()
+                    .map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
+                let options = SqlStoreOptions {
+                    schema_mode: sql.schema_mode,
+                    purge_feast_metadata: sql.purge_feast_metadata,
+                    ..SqlStoreOptions::default()
+                };
+                RegistryAccess::Store(Box::new(
+                    SqlStore::connect(&url, options)
+                        .await
+                        .context("opening the SQL registry")?,
+                ))
+            }
+            RegistryConfig::Remote(remote) => {
+                let read = |p: &str| -> Result<Option<Vec<u8>>> {
+                    if p.is_empty() {
+                        return Ok(None);
+                    }
+                    let path = ctx.config.resolve_path(p);
+                    Ok(Some(
+                        std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    ))
+                };
+                let options = RemoteOptions {
+                    target: remote.path.clone(),
+                    ca_cert: read(&remote.cert)?,
+                    is_tls: remote.is_tls,
+                    client_identity: match (read(&remote.client_cert)?, read(&remote.client_key)?) {
+                        (Some(cert), Some(key)) => Some((cert, key)),
+                        _ => None,
+                    },
+                    authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
+                };
+                RegistryAccess::Remote(RemoteRegistry::connect(&options).await?)
+            }
+        })
+    }
+
+    /// Where materialized intervals are recorded.
+    pub(crate) fn into_recorder(self) -> feast_materializer::IntervalRecorder {
+        match self {
+            RegistryAccess::Store(store) => feast_materializer::IntervalRecorder::Store(store),
+            RegistryAccess::Remote(client) => feast_materializer::IntervalRecorder::Remote(client),
+        }
+    }
+}
+
 /// The cached registry a service reads, from feature_store.yaml's `registry:` (a file, a SQL
 /// database or a registry server). A registry that cannot be loaded yet leaves the cache
 /// empty (the service answers "unavailable" until a refresh succeeds).
@@ -125,52 +189,13 @@ async fn registry_cache(
     ctx: &RepoContext,
     ttl: std::time::Duration,
 ) -> Result<feast_registry::RegistryCache> {
-    use feast_registry::{CacheSource, RegistryCache, RemoteOptions, RemoteRegistry};
-    let project = ctx.config.project.clone();
-    let source = match &ctx.config.registry {
-        RegistryConfig::File(_) => CacheSource::Store(Box::new(FileStore::new(
-            ctx.config.registry_path().context("file registry path")?,
-        ))),
-        RegistryConfig::Sql(sql) => {
-            let url = sql
-                .url()
-                .map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
-            let options = SqlStoreOptions {
-                schema_mode: sql.schema_mode,
-                purge_feast_metadata: sql.purge_feast_metadata,
-                ..SqlStoreOptions::default()
-            };
-            CacheSource::Store(Box::new(
-                SqlStore::connect(&url, options)
-                    .await
-                    .context("opening the SQL registry")?,
-            ))
-        }
-        RegistryConfig::Remote(remote) => {
-            let read = |p: &str| -> Result<Option<Vec<u8>>> {
-                if p.is_empty() {
-                    return Ok(None);
-                }
-                let path = ctx.config.resolve_path(p);
-                Ok(Some(
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-                ))
-            };
-            let options = RemoteOptions {
-                target: remote.path.clone(),
-                ca_cert: read(&remote.cert)?,
-                is_tls: remote.is_tls,
-                client_identity: match (read(&remote.client_cert)?, read(&remote.client_key)?) {
-                    (Some(cert), Some(key)) => Some((cert, key)),
-                    _ => None,
-                },
-                authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
-            };
-            CacheSource::Remote {
-                client: RemoteRegistry::connect(&options).await?,
-                project: project.clone(),
-            }
-        }
+    use feast_registry::{CacheSource, RegistryCache};
+    let source = match RegistryAccess::open(ctx).await? {
+        RegistryAccess::Store(store) => CacheSource::Store(store),
+        RegistryAccess::Remote(client) => CacheSource::Remote {
+            client,
+            project: ctx.config.project.clone(),
+        },
     };
     let registry = RegistryCache::start(source, ttl).await;
     if registry.snapshot().is_none() {
@@ -180,6 +205,42 @@ async fn registry_cache(
         );
     }
     Ok(registry)
+}
+
+/// The in-process materializer behind `/materialize`: the embedded engine on the
+/// repository's files (offline store `file` or `duckdb`); `None` for other offline stores,
+/// whose `/materialize` then answers 501.
+async fn local_materializer(
+    ctx: &RepoContext,
+    online: std::sync::Arc<dyn feast_online::OnlineStore>,
+) -> Result<Option<std::sync::Arc<dyn feast_online::materialize::MaterializeBackend>>> {
+    use feast_core::config::OfflineStoreConfig;
+    match &ctx.config.offline_store {
+        None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => {}
+        Some(other) => {
+            tracing::warn!(
+                message =
+                    "/materialize is unavailable: the embedded engine reads file sources only",
+                offline_store = other.type_name()
+            );
+            return Ok(None);
+        }
+    }
+    let recorder = RegistryAccess::open(ctx).await?.into_recorder();
+    Ok(Some(std::sync::Arc::new(
+        feast_materializer::LocalMaterializer {
+            offline: std::sync::Arc::new(feast_offline::FileOfflineStore::new(
+                &ctx.config.repo_path,
+            )),
+            online,
+            recorder: std::sync::Arc::new(recorder),
+            project: ctx.config.project.clone(),
+            options: feast_materializer::Options {
+                entity_key_serialization_version: ctx.config.entity_key_serialization_version,
+                ..Default::default()
+            },
+        },
+    )))
 }
 
 /// `serve`: the online feature server over HTTP (Feast's `feast serve`).
@@ -236,6 +297,7 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
         let store = feast_online::open_online_store(&ctx.config)
             .await
             .context("opening the online store")?;
+        let materializer = local_materializer(ctx, store.clone()).await?;
         let server = feast_online::http::FeatureServer {
             registry,
             store,
@@ -249,6 +311,8 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
                 .metrics
                 .then(|| std::sync::Arc::new(feast_online::metrics::Metrics::new())),
             index: Default::default(),
+            materializer,
+            running: Default::default(),
             auth,
         };
         let listener = tokio::net::TcpListener::bind(addr)

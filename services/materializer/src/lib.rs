@@ -15,6 +15,12 @@
 //! caller's last step, after every batch of the view is written: a job that fails midway
 //! records nothing, and the next incremental run redoes the window.
 
+mod local;
+mod record;
+
+pub use local::LocalMaterializer;
+pub use record::IntervalRecorder;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -48,6 +54,10 @@ pub enum MaterializeError {
     /// Writing the online store failed.
     #[error("{0}")]
     Online(#[from] OnlineStoreError),
+    /// Recording the interval in the registry failed (the rows are written; the next
+    /// incremental run redoes the window).
+    #[error("recording the materialization in the registry: {0}")]
+    Registry(String),
     /// Converting the pulled rows failed.
     #[error("feature view {view}: {message}")]
     Convert { view: String, message: String },
@@ -66,20 +76,8 @@ impl MaterializeError {
 
 pub type Result<T, E = MaterializeError> = std::result::Result<T, E>;
 
-/// The time range of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Range {
-    /// `materialize START END`.
-    Between {
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    },
-    /// `materialize-incremental END`.
-    Incremental { end: DateTime<Utc> },
-    /// `materialize --disable-event-timestamp`: everything up to now (Feast 0.67 uses
-    /// `1970-01-01T00:00Z..now`; rows keep their own event timestamps).
-    Everything,
-}
+/// The time range of a job (shared with the feature server's `/materialize` routes).
+pub use feast_online::materialize::Range;
 
 /// One feature view of a job and its window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +176,17 @@ pub fn plan(
             },
         };
         if start >= end {
+            if matches!(range, Range::Incremental { .. }) {
+                // Already materialized up to `end` (or its ttl window ends before `end`):
+                // nothing to do, nothing to record.
+                tracing::info!(
+                    message = "feature view already up to date",
+                    view = %name,
+                    start = %start,
+                    end = %end
+                );
+                continue;
+            }
             return Err(MaterializeError::Invalid(format!(
                 "feature view {name}: the start {start} is not before the end {end}"
             )));
@@ -305,6 +314,51 @@ pub async fn materialize_view<S: OfflineStore>(
             progress(report.rows);
         }
     }
+    Ok(report)
+}
+
+/// One view's window, end to end: [`materialize_view`], retried up to three times with
+/// backoff (0.5, 1, 2 s) while the online store is unavailable, then the interval recorded
+/// in the registry. Nothing is recorded if the rows could not all be written.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_window<S: OfflineStore>(
+    offline: &S,
+    online: &Arc<dyn OnlineStore>,
+    recorder: &IntervalRecorder,
+    catalog: &Catalog,
+    project: &str,
+    window: &ViewWindow,
+    options: &Options,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<ViewReport> {
+    let mut attempt = 0;
+    let report = loop {
+        match materialize_view(offline, online, catalog, project, window, options, progress).await {
+            Err(e) if e.is_transient() && attempt < 3 => {
+                let wait = std::time::Duration::from_millis(500 << attempt);
+                tracing::warn!(
+                    message = "online store unavailable; retrying the view",
+                    view = %window.view,
+                    error = %e,
+                    wait_ms = wait.as_millis() as u64
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => break other?,
+        }
+    };
+    recorder
+        .record(project, &window.view, window.start, window.end)
+        .await?;
+    tracing::info!(
+        message = "feature view materialized",
+        view = %window.view,
+        start = %window.start,
+        end = %window.end,
+        rows = report.rows,
+        written = report.written
+    );
     Ok(report)
 }
 
@@ -494,10 +548,20 @@ mod tests {
         );
         let err = plan(&catalog(), "p", &["nope".into()], range, now).unwrap_err();
         assert!(err.to_string().contains("Feature view nope does not exist"));
-        let later = Range::Incremental {
+        let inverted = Range::Between {
+            start: now,
+            end: now - Duration::hours(1),
+        };
+        let err = plan(&catalog(), "p", &["with_ttl".into()], inverted, now).unwrap_err();
+        assert!(err.to_string().contains("is not before the end"), "{err}");
+        // Incremental up to an end already materialized: nothing to do.
+        let earlier = Range::Incremental {
             end: Utc.timestamp_opt(999_999, 0).unwrap(),
         };
-        let err = plan(&catalog(), "p", &["done_before".into()], later, now).unwrap_err();
-        assert!(err.to_string().contains("is not before the end"), "{err}");
+        assert!(
+            plan(&catalog(), "p", &["done_before".into()], earlier, now)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

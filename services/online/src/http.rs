@@ -8,6 +8,7 @@
 //! | `POST /get-online-features` | Feast's `GetOnlineFeaturesRequest` → column-major JSON |
 //! | `POST /write-to-online-store` | `WriteToFeatureStoreRequest` → `null` |
 //! | `POST /push` | `PushFeaturesRequest` → empty 200 |
+//! | `POST /materialize`, `POST /materialize-incremental` | Feast's `MaterializeRequest` / `MaterializeIncrementalRequest` → `null`, or 202 with `?async=true` (see [`crate::materialize`]) |
 //! | `GET /health` | 200 once the registry is loaded, else 503 |
 //! | `GET /metrics` | Prometheus text (with `--metrics`) |
 //! | `GET /docs`, `GET /openapi.json` | the OpenAPI document of these routes ([`OPENAPI`]) |
@@ -32,6 +33,9 @@ use serde_json::json;
 
 use crate::authz::Authz;
 use crate::grpc::GrpcServices;
+use crate::materialize::{
+    MaterializeBackend, MaterializeCall, MaterializeIncrementalRequest, MaterializeRequest, Running,
+};
 use crate::metrics::Metrics;
 use crate::serving::{
     GetOnlineFeaturesRequest, OnlineRequest, OnlineResponse, ProjectIndex, ReadOptions, ServeError,
@@ -63,6 +67,10 @@ pub struct FeatureServer {
     pub index: IndexCache,
     /// Authentication and authorization; `None` under `auth: {type: no_auth}`.
     pub auth: Option<ServerAuth>,
+    /// Runs `/materialize` and `/materialize-incremental`; `None`: those routes answer 501.
+    pub materializer: Option<Arc<dyn MaterializeBackend>>,
+    /// The views this server is materializing (start with `Default::default()`).
+    pub running: Running,
 }
 
 /// How a server with `auth` on checks its callers.
@@ -259,6 +267,8 @@ pub fn router(server: FeatureServer) -> Router {
         .route("/get-online-features", post(online_features))
         .route("/write-to-online-store", post(write_to_online_store))
         .route("/push", post(push))
+        .route("/materialize", post(materialize))
+        .route("/materialize-incremental", post(materialize_incremental))
         .route("/health", get(health_route))
         .route("/metrics", get(metrics_route))
         .route("/docs", get(docs_route))
@@ -538,6 +548,148 @@ async fn push(State(server): State<Arc<FeatureServer>>, caller: Caller, body: Bo
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) => error_response(&e),
     }
+}
+
+/// `?async=true&force=true` (FastAPI's bool spellings: true/1/yes/on).
+#[derive(Debug, Default)]
+struct MaterializeQuery {
+    run_async: bool,
+    force: bool,
+}
+
+impl MaterializeQuery {
+    fn parse(uri: &axum::http::Uri) -> Self {
+        let mut q = Self::default();
+        for pair in uri.query().unwrap_or_default().split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let on = matches!(
+                value.to_ascii_lowercase().as_str(),
+                "true" | "1" | "yes" | "on"
+            );
+            match key {
+                "async" => q.run_async = on,
+                "force" => q.force = on,
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+async fn materialize(
+    State(server): State<Arc<FeatureServer>>,
+    caller: Caller,
+    uri: axum::http::Uri,
+    body: Body,
+) -> Response {
+    let request: MaterializeRequest =
+        match read_json(body, server.max_request_bytes, "materialize").await {
+            Ok(r) => r,
+            Err(response) => return response,
+        };
+    let query = MaterializeQuery::parse(&uri);
+    match request.call() {
+        Ok(call) => server.start_materialization(caller, call, query).await,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn materialize_incremental(
+    State(server): State<Arc<FeatureServer>>,
+    caller: Caller,
+    uri: axum::http::Uri,
+    body: Body,
+) -> Response {
+    let request: MaterializeIncrementalRequest =
+        match read_json(body, server.max_request_bytes, "materialize-incremental").await {
+            Ok(r) => r,
+            Err(response) => return response,
+        };
+    let query = MaterializeQuery::parse(&uri);
+    match request.call() {
+        Ok(call) => server.start_materialization(caller, call, query).await,
+        Err(e) => error_response(&e),
+    }
+}
+
+impl FeatureServer {
+    /// Resolves, authorizes and claims the views of `call`, then runs it (sync: 200
+    /// `null` when done; async: 202 at once).
+    async fn start_materialization(
+        self: &Arc<Self>,
+        caller: Caller,
+        call: MaterializeCall,
+        query: MaterializeQuery,
+    ) -> Response {
+        let Some(backend) = self.materializer.clone() else {
+            return error_response(&ServeError::Unimplemented(
+                "this feature server has no materializer configured".into(),
+            ));
+        };
+        // Windows start where the registry says the last run ended: read it fresh (a job is
+        // not the hot path), falling back to the cached copy if the registry is unreachable.
+        if let Err(e) = self.registry.refresh().await {
+            tracing::warn!(message = "registry refresh before materializing failed", error = %e);
+        }
+        let snapshot = match self.snapshot() {
+            Ok(s) => s,
+            Err(e) => return error_response(&e),
+        };
+        let views = match backend.resolve(&snapshot, &call) {
+            Ok(v) => v,
+            Err(e) => return error_response(&e),
+        };
+        if let Some(auth) = &self.auth {
+            let user = caller.as_ref().map(|c| &c.0);
+            let indexed = self.index.get(&snapshot, &self.project);
+            for view in &views {
+                if let Err(e) =
+                    auth.authz
+                        .write(user, &snapshot.catalog, &indexed.1, &self.project, view)
+                {
+                    return error_response(&e);
+                }
+            }
+        }
+        let guard = match self.running.claim(&views, query.force) {
+            Ok(g) => g,
+            Err(busy) => {
+                let body = json!({
+                    "error": format!(
+                        "Cannot start async materialization — the following feature views are \
+                         already in MATERIALIZING state: {}. Use ?force=true to override.",
+                        python_list(&busy)
+                    ),
+                    "feature_views": busy,
+                });
+                return json_response(409, body.to_string().into_bytes());
+            }
+        };
+        tracing::info!(message = "materialization started", views = ?views, run_async = query.run_async);
+        let job = backend.run(snapshot, call, views.clone());
+        if query.run_async {
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let Err(e) = job.await {
+                    tracing::error!(message = "async materialization failed", error = %e.to_feast().message);
+                }
+            });
+            let body = json!({"status": "accepted", "feature_views": views});
+            return json_response(202, body.to_string().into_bytes());
+        }
+        let result = job.await;
+        drop(guard);
+        match result {
+            Ok(()) => json_response(200, b"null".to_vec()),
+            Err(e) => error_response(&e),
+        }
+    }
+}
+
+/// A list of names as Python prints it: `['a', 'b']`.
+fn python_list(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 async fn health_route(State(server): State<Arc<FeatureServer>>) -> Response {

@@ -13,6 +13,7 @@
 pub mod authz;
 pub mod grpc;
 pub mod http;
+pub mod materialize;
 pub mod metrics;
 pub mod serving;
 pub mod store;

@@ -142,6 +142,8 @@ async fn start() -> Server {
         max_request_bytes: feast_online::http::DEFAULT_MAX_REQUEST_BYTES,
         metrics: None,
         index: Default::default(),
+        materializer: None,
+        running: Default::default(),
         auth: Some(ServerAuth {
             authenticator,
             authz: Authz {

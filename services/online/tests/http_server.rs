@@ -275,6 +275,8 @@ async fn start_with(with_registry: bool, options: Options) -> Server {
         max_request_bytes: options.max_request_bytes,
         metrics: options.metrics.then(|| Arc::new(Metrics::new())),
         index: Default::default(),
+        materializer: None,
+        running: Default::default(),
         auth: None,
     };
     let stop = async {
@@ -998,6 +1000,8 @@ async fn docs_describe_every_route() {
         ("post", "/get-online-features"),
         ("post", "/write-to-online-store"),
         ("post", "/push"),
+        ("post", "/materialize"),
+        ("post", "/materialize-incremental"),
         ("get", "/health"),
         ("get", "/metrics"),
         ("get", "/docs"),
