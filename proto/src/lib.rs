@@ -39,6 +39,15 @@ pub mod grpc_server {
 
 pub use feast::{core, registry, serving, types};
 
+/// feast-rs's own services (not part of Feast's contract).
+pub mod feast_rs {
+    pub mod materializer {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/feast_rs.materializer.v1.rs"));
+        }
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Feast proto (for gRPC reflection and protobuf JSON).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/feast_descriptor_set.bin"));

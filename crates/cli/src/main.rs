@@ -71,6 +71,9 @@ enum Command {
     /// Load offline values into the online store from where each view's last
     /// materialization ended up to END.
     MaterializeIncremental(materialize::IncrementalArgs),
+    /// Serve materialization jobs over gRPC (feast_rs.materializer.v1), optionally on a
+    /// schedule.
+    ServeMaterializer(MaterializerServeArgs),
     /// Serve the offline store over Arrow Flight (Feast's `feast serve_offline`).
     ServeOffline(OfflineServeArgs),
     /// Point-in-time correct features for an entity table, from the embedded offline
@@ -163,6 +166,26 @@ struct FeatureServeArgs {
     /// server does, instead of OUTSIDE_MAX_AGE with null.
     #[arg(long)]
     expired_as_present: bool,
+}
+
+#[derive(clap::Args)]
+struct MaterializerServeArgs {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to bind.
+    #[arg(short, long, default_value_t = feast_materializer::DEFAULT_PORT)]
+    port: u16,
+    /// How often the registry is refreshed, in seconds (0: never; jobs always reload it).
+    #[arg(long, default_value_t = 5)]
+    registry_ttl_sec: u64,
+    /// Run an incremental job of every online view at this interval (`30m`, `1h`, `1d`,
+    /// seconds).
+    #[arg(long, value_name = "INTERVAL")]
+    every: Option<String>,
+    /// Feature views materialized at once within a job.
+    #[arg(long, default_value_t = 4)]
+    parallelism: usize,
 }
 
 #[derive(clap::Args)]
@@ -290,6 +313,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::ServeRegistry(args) => serve::registry(&open(&cli)?, args)?,
         Command::Serve(args) => serve::feature_server(&open(&cli)?, args)?,
         Command::ServeOffline(args) => serve::offline_server(&open(&cli)?, args)?,
+        Command::ServeMaterializer(args) => serve::materializer_server(&open(&cli)?, args)?,
         Command::Materialize(args) => materialize::materialize(&open(&cli)?, args)?,
         Command::MaterializeIncremental(args) => {
             materialize::materialize_incremental(&open(&cli)?, args)?

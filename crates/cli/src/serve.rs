@@ -396,3 +396,86 @@ pub fn offline_server(ctx: &RepoContext, args: &crate::OfflineServeArgs) -> Resu
         Ok(())
     })
 }
+
+/// `serve-materializer`: materialization jobs over gRPC, on a schedule with `--every`.
+pub fn materializer_server(ctx: &RepoContext, args: &crate::MaterializerServeArgs) -> Result<()> {
+    use feast_core::config::OfflineStoreConfig;
+    let addr = address(&ServeArgs {
+        host: args.host.clone(),
+        port: args.port,
+        key: None,
+        cert: None,
+    })?;
+    match &ctx.config.offline_store {
+        None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => {}
+        Some(other) => bail!(
+            "offline_store type `{}` is not supported by `feast-rs serve-materializer` yet; the \
+             embedded engine reads `file` and `duckdb` repositories (Parquet/CSV file sources)",
+            other.type_name()
+        ),
+    }
+    let every = match &args.every {
+        Some(text) => {
+            let d = feast_core::repo::parse_duration(
+                &feast_core::repo::definitions::DurationValue::Text(text.clone()),
+            )
+            .map_err(|e| anyhow::anyhow!("--every: {e}"))?;
+            if d.seconds <= 0 && d.nanos <= 0 {
+                bail!("--every must be positive");
+            }
+            Some(std::time::Duration::new(
+                d.seconds as u64,
+                d.nanos.max(0) as u32,
+            ))
+        }
+        None => None,
+    };
+    let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
+        .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
+    runtime()?.block_on(async move {
+        feast_auth::log_auth_mode("materializer", &authenticator);
+        let registry = registry_cache(ctx, ttl).await?;
+        let recorder = RegistryAccess::open(ctx).await?.into_recorder();
+        let online = feast_online::open_online_store(&ctx.config)
+            .await
+            .context("opening the online store")?;
+        let mut manager = feast_materializer::JobManager::new(
+            std::sync::Arc::new(feast_offline::FileOfflineStore::new(&ctx.config.repo_path)),
+            online,
+            std::sync::Arc::new(recorder),
+            registry,
+            ctx.config.project.clone(),
+            feast_materializer::Options {
+                entity_key_serialization_version: ctx.config.entity_key_serialization_version,
+                ..Default::default()
+            },
+        );
+        manager.parallelism = args.parallelism.max(1);
+        manager.authorizer = authenticator
+            .is_enabled()
+            .then(|| std::sync::Arc::new(feast_auth::Authorizer::new()));
+        let manager = std::sync::Arc::new(manager);
+        if let Some(every) = every {
+            manager.schedule(every);
+            tracing::info!(
+                message = "scheduled incremental materialization",
+                every_secs = every.as_secs()
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let bound = listener.local_addr()?;
+        println!(
+            "feast-rs materializer listening on {bound} (gRPC){}",
+            match &args.every {
+                Some(e) => format!(", incremental jobs every {e}"),
+                None => String::new(),
+            }
+        );
+        feast_materializer::service::serve_on(listener, manager, authenticator, shutdown_signal())
+            .await?;
+        Ok(())
+    })
+}

@@ -17,9 +17,14 @@
 
 mod local;
 mod record;
+pub mod service;
 
 pub use local::LocalMaterializer;
 pub use record::IntervalRecorder;
+pub use service::{JobManager, MaterializerService};
+
+/// The materializer service's default port.
+pub const DEFAULT_PORT: u16 = 6571;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

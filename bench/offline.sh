@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Offline benchmark (numbers in BENCHMARKS.md): get_historical_features through
+# `feast-rs serve-offline` into the Feast SDK (remote offline store, Arrow Flight), through
+# `feast-rs get-historical-features`, and through Feast 0.67's own duckdb and file (dask)
+# stores, on the same Parquet files; then materialization into Redis (db 6) by
+# `feast-rs materialize` and by Feast. Build first: cargo build --release -p feast-rs.
+#
+#   bench/offline.sh                    # everything, TARGETS.md's dataset
+#   SYSTEMS="feast-rs duckdb" ENTITIES=100000 bench/offline.sh
+#   HOURS=1000 OUT=/var/tmp/feast-rs-bench-offline-10m bench/offline.sh   # a 10M-row view
+#
+# Environment: OUT (data dir), DRIVERS (10000), HOURS (100), SYSTEMS ("feast-rs
+# feast-rs-cli duckdb dask"), ENTITIES ("100000 1000000"; dask runs only at 100000 unless
+# DASK_1M=1: Feast measured 159 s and 21 GB there), MATERIALIZE (1: also materialize),
+# FEAST_RS_BIN (release binary), FEAST_RS_VENV.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET="${CARGO_TARGET_DIR:-/var/tmp/feast-rs-target}"
+BIN="${FEAST_RS_BIN:-$TARGET/release/feast-rs}"
+PY="${FEAST_RS_VENV:-/var/tmp/feast-rs-venv}/bin/python"
+FEAST="$(dirname "$PY")/feast"
+OUT="${OUT:-/var/tmp/feast-rs-bench-offline}"
+DRIVERS="${DRIVERS:-10000}"
+HOURS="${HOURS:-100}"
+SYSTEMS="${SYSTEMS:-feast-rs feast-rs-cli duckdb dask}"
+ENTITIES="${ENTITIES:-100000 1000000}"
+MATERIALIZE="${MATERIALIZE:-1}"
+PORT="${PORT:-18815}"
+FEATURES="conv_rate acc_rate avg_speed rating earnings distance avg_daily_trips completed_trips cancelled_trips vehicle_age"
+
+[ -x "$BIN" ] || { echo "no release binary at $BIN: cargo build --release -p feast-rs" >&2; exit 1; }
+if [ ! -f "$OUT/data/driver_stats.parquet" ]; then
+  "$PY" bench/offline_bench.py gen "$OUT" --drivers "$DRIVERS" --hours "$HOURS"
+fi
+(cd "$OUT/repo" && "$FEAST" apply >/dev/null)
+sed 's/type: file/type: duckdb/' "$OUT/repo/feature_store.yaml" > "$OUT/repo/feature_store_duckdb.yaml"
+mkdir -p "$OUT/client"
+sed -e "s|registry: data/registry.db|registry: $OUT/repo/data/registry.db|" \
+    -e "s|  type: file|  type: remote\n  host: 127.0.0.1\n  port: $PORT|" \
+    "$OUT/repo/feature_store.yaml" > "$OUT/client/feature_store.yaml"
+
+refs=()
+for f in $FEATURES; do refs+=("driver_hourly_stats:$f"); done
+
+server_pid=""
+start_server() {
+  "$BIN" -c "$OUT/repo" serve-offline --port "$PORT" > "$OUT/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    grep -q "listening" "$OUT/server.log" 2>/dev/null && return
+    sleep 0.1
+  done
+  echo "serve-offline did not start:" >&2; cat "$OUT/server.log" >&2; exit 1
+}
+stop_server() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
+trap stop_server EXIT
+
+echo "## get_historical_features ($(( DRIVERS * HOURS )) feature rows)"
+for n in $ENTITIES; do
+  for system in $SYSTEMS; do
+    if [ "$system" = dask ] && [ "$n" != 100000 ] && [ "${DASK_1M:-0}" != 1 ]; then continue; fi
+    case "$system" in
+      feast-rs)
+        start_server
+        line=$("$PY" bench/offline_bench.py historical "$OUT" feast-rs "$n")
+        rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$server_pid/status")
+        stop_server
+        echo "${line%\}}, \"server_peak_rss_mb\": $rss}"
+        ;;
+      feast-rs-cli)
+        /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$BIN" -c "$OUT/repo" get-historical-features \
+          --entities "$OUT/entities_$n.parquet" --features "${refs[@]}" -o "$OUT/out.parquet" >/dev/null
+        read -r secs kb < "$OUT/time.txt"
+        echo "{\"system\": \"feast-rs-cli\", \"entities\": $n, \"seconds\": $secs, \"peak_rss_mb\": $(( kb / 1024 ))}"
+        ;;
+      *)
+        /usr/bin/time -f '%M' -o "$OUT/time.txt" "$PY" bench/offline_bench.py historical "$OUT" "$system" "$n"
+        echo "  (process peak RSS $(( $(cat "$OUT/time.txt") / 1024 )) MB)"
+        ;;
+    esac
+  done
+done
+
+if [ "$MATERIALIZE" = 1 ]; then
+  echo "## materialize into Redis db 6"
+  for view in driver_latest driver_hourly_stats; do
+    for system in feast-rs dask duckdb; do
+      redis-cli -n 6 flushdb >/dev/null
+      if [ "$system" = feast-rs ]; then
+        /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$BIN" -c "$OUT/repo" materialize \
+          2024-05-02T00:00:00 2024-06-01T00:00:00 -v "$view" >/dev/null
+        read -r secs kb < "$OUT/time.txt"
+        echo "{\"system\": \"feast-rs\", \"view\": \"$view\", \"seconds\": $secs, \"peak_rss_mb\": $(( kb / 1024 )), \"keys\": $(redis-cli -n 6 dbsize)}"
+      else
+        /usr/bin/time -f '%M' -o "$OUT/time.txt" "$PY" bench/offline_bench.py materialize "$OUT" "$system" "$view"
+        echo "  (process peak RSS $(( $(cat "$OUT/time.txt") / 1024 )) MB, keys $(redis-cli -n 6 dbsize))"
+      fi
+    done
+  done
+fi

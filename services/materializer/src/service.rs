@@ -1,0 +1,557 @@
+//! The materializer service (`feast-rs serve-materializer`): materialization jobs with ids,
+//! per-view progress and cancellation over gRPC (`feast_rs.materializer.v1.Materializer`),
+//! and an optional schedule that runs an incremental job of every online view at a fixed
+//! interval, so a deployment needs no external scheduler.
+//!
+//! A job resolves its views and windows on a freshly loaded registry, claims the views (a
+//! view already being materialized by this service is refused unless `force`), then runs
+//! up to [`JobManager::parallelism`] views at once, each streamed by [`run_window`] and its
+//! interval recorded when the view is complete. A cancelled job stops at once; views it
+//! had not finished record nothing, so the next incremental run redoes them.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use feast_core::registry::timestamp;
+use feast_offline::OfflineStore;
+use feast_online::OnlineStore;
+use feast_online::materialize::{MaterializeCall, Range, Running};
+use feast_proto::feast_rs::materializer::v1 as pb;
+use feast_registry::RegistryCache;
+use futures::StreamExt;
+use tonic::{Request, Response, Status};
+
+use crate::{IntervalRecorder, MaterializeError, Options, ViewWindow, plan, run_window};
+
+/// Jobs kept for GetJob / ListJobs (the oldest finished ones are dropped beyond this).
+const KEPT_JOBS: usize = 1000;
+
+/// One view of a job.
+struct ViewRecord {
+    window: ViewWindow,
+    state: Mutex<(pb::JobState, String)>,
+    rows: AtomicU64,
+    written: AtomicU64,
+}
+
+/// One job.
+pub struct JobRecord {
+    id: String,
+    kind: &'static str,
+    trigger: String,
+    created: DateTime<Utc>,
+    views: Vec<ViewRecord>,
+    status: Mutex<JobStatus>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+struct JobStatus {
+    state: pb::JobState,
+    finished: Option<DateTime<Utc>>,
+    error: String,
+    abort: Option<tokio::task::AbortHandle>,
+}
+
+impl JobRecord {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn state(&self) -> pb::JobState {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).state
+    }
+
+    /// Waits until the job has finished (succeeded, failed or cancelled).
+    pub async fn wait(&self) {
+        let mut rx = self.done.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    pub fn to_proto(&self) -> pb::Job {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        pb::Job {
+            id: self.id.clone(),
+            state: status.state as i32,
+            kind: self.kind.to_string(),
+            views: self
+                .views
+                .iter()
+                .map(|v| {
+                    let (state, error) = v.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    pb::ViewProgress {
+                        feature_view: v.window.view.clone(),
+                        start: Some(timestamp(v.window.start)),
+                        end: Some(timestamp(v.window.end)),
+                        state: state as i32,
+                        rows: v.rows.load(Ordering::Relaxed),
+                        written: v.written.load(Ordering::Relaxed),
+                        error,
+                    }
+                })
+                .collect(),
+            created: Some(timestamp(self.created)),
+            finished: status.finished.map(timestamp),
+            error: status.error.clone(),
+            trigger: self.trigger.clone(),
+        }
+    }
+
+    fn finish(&self, state: pb::JobState, error: String) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if status.finished.is_some() {
+            return;
+        }
+        status.state = state;
+        status.error = error;
+        status.finished = Some(Utc::now());
+        status.abort = None;
+        drop(status);
+        let _ = self.done.send(true);
+    }
+}
+
+/// Why a job could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Plan(#[from] MaterializeError),
+    /// Some views are being materialized by another job.
+    #[error("feature views already being materialized: {0:?}; wait for that job or use force")]
+    Busy(Vec<String>),
+    #[error("the registry has not been loaded yet")]
+    NoRegistry,
+    /// Feast's permission error message.
+    #[error("{0}")]
+    Denied(String),
+}
+
+impl From<SubmitError> for Status {
+    fn from(e: SubmitError) -> Self {
+        match &e {
+            SubmitError::Busy(_) => Status::already_exists(e.to_string()),
+            SubmitError::NoRegistry => Status::unavailable(e.to_string()),
+            SubmitError::Denied(m) => Status::permission_denied(m.clone()),
+            SubmitError::Plan(MaterializeError::Feast(f)) => match f.status() {
+                feast_core::error::StatusKind::NotFound => Status::not_found(f.message.clone()),
+                _ => Status::invalid_argument(f.message.clone()),
+            },
+            SubmitError::Plan(p) => Status::invalid_argument(p.to_string()),
+        }
+    }
+}
+
+/// Runs and tracks jobs.
+pub struct JobManager<S> {
+    pub offline: Arc<S>,
+    pub online: Arc<dyn OnlineStore>,
+    pub recorder: Arc<IntervalRecorder>,
+    pub registry: RegistryCache,
+    pub project: String,
+    pub options: Options,
+    /// Views materialized at once within a job.
+    pub parallelism: usize,
+    /// `Some` when callers are authenticated: API jobs need WRITE_ONLINE on every view
+    /// (scheduled jobs are the service's own).
+    pub authorizer: Option<Arc<feast_auth::Authorizer>>,
+    running: Running,
+    jobs: Mutex<VecDeque<Arc<JobRecord>>>,
+}
+
+impl<S: OfflineStore + 'static> JobManager<S> {
+    pub fn new(
+        offline: Arc<S>,
+        online: Arc<dyn OnlineStore>,
+        recorder: Arc<IntervalRecorder>,
+        registry: RegistryCache,
+        project: impl Into<String>,
+        options: Options,
+    ) -> Self {
+        Self {
+            offline,
+            online,
+            recorder,
+            registry,
+            project: project.into(),
+            options,
+            parallelism: 4,
+            authorizer: None,
+            running: Running::default(),
+            jobs: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Plans `call` on a fresh registry, claims its views and starts it in the background.
+    pub async fn submit(
+        self: &Arc<Self>,
+        call: MaterializeCall,
+        force: bool,
+        trigger: &str,
+        user: Option<&feast_auth::User>,
+    ) -> Result<Arc<JobRecord>, SubmitError> {
+        if let Err(e) = self.registry.refresh().await {
+            tracing::warn!(message = "registry refresh before a job failed", error = %e);
+        }
+        let snapshot = self.registry.snapshot().ok_or(SubmitError::NoRegistry)?;
+        let windows = plan(
+            &snapshot.catalog,
+            &self.project,
+            &call.views,
+            call.range,
+            Utc::now(),
+        )?;
+        let names: Vec<String> = windows.iter().map(|w| w.view.clone()).collect();
+        if let (Some(authorizer), "api") = (&self.authorizer, trigger) {
+            let user = user.ok_or_else(|| {
+                SubmitError::Denied("no authenticated user on a call that needs one".into())
+            })?;
+            let no_tags = Default::default();
+            let permissions: Vec<feast_proto::core::Permission> = snapshot
+                .catalog
+                .list::<feast_proto::core::Permission>(&self.project, &no_tags)
+                .cloned()
+                .collect();
+            for name in &names {
+                let view: &feast_proto::core::FeatureView = snapshot
+                    .catalog
+                    .get(name, &self.project)
+                    .map_err(MaterializeError::from)?;
+                authorizer
+                    .check(
+                        user,
+                        &permissions,
+                        feast_auth::ResourceRef::of(view),
+                        &[feast_auth::Action::WriteOnline],
+                    )
+                    .map_err(|e| SubmitError::Denied(e.message))?;
+            }
+        }
+        let guard = self
+            .running
+            .claim(&names, force)
+            .map_err(SubmitError::Busy)?;
+        let (done, _) = tokio::sync::watch::channel(false);
+        let job = Arc::new(JobRecord {
+            id: uuid_like(),
+            kind: match call.range {
+                Range::Between { .. } => "range",
+                Range::Incremental { .. } => "incremental",
+                Range::Everything => "everything",
+            },
+            trigger: trigger.to_string(),
+            created: Utc::now(),
+            views: windows
+                .into_iter()
+                .map(|window| ViewRecord {
+                    window,
+                    state: Mutex::new((pb::JobState::Unspecified, String::new())),
+                    rows: AtomicU64::new(0),
+                    written: AtomicU64::new(0),
+                })
+                .collect(),
+            status: Mutex::new(JobStatus {
+                state: pb::JobState::Running,
+                finished: None,
+                error: String::new(),
+                abort: None,
+            }),
+            done,
+        });
+        self.keep(job.clone());
+        tracing::info!(message = "job started", job = %job.id, views = ?names, trigger);
+        let manager = self.clone();
+        let record = job.clone();
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            let results: Vec<bool> = futures::stream::iter(0..record.views.len())
+                .map(|i| run_view(manager.clone(), record.clone(), snapshot.clone(), i))
+                .buffer_unordered(manager.parallelism.max(1))
+                .collect()
+                .await;
+            let failed = results.iter().filter(|ok| !**ok).count();
+            if failed == 0 {
+                record.finish(pb::JobState::Succeeded, String::new());
+            } else {
+                record.finish(
+                    pb::JobState::Failed,
+                    format!("{failed} of {} feature views failed", results.len()),
+                );
+            }
+            tracing::info!(message = "job finished", job = %record.id, state = ?record.state());
+        });
+        {
+            let mut status = job.status.lock().unwrap_or_else(|e| e.into_inner());
+            if status.finished.is_none() {
+                status.abort = Some(task.abort_handle());
+            }
+        }
+        Ok(job)
+    }
+
+    fn keep(&self, job: Arc<JobRecord>) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.push_front(job);
+        while jobs.len() > KEPT_JOBS {
+            // Drop the oldest finished job; running ones stay listed.
+            match jobs
+                .iter()
+                .rposition(|j| j.state() != pb::JobState::Running)
+            {
+                Some(i) => {
+                    jobs.remove(i);
+                }
+                None => break,
+            }
+        }
+    }
+
+    pub fn job(&self, id: &str) -> Option<Arc<JobRecord>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|j| j.id == id)
+            .cloned()
+    }
+
+    pub fn jobs(&self) -> Vec<Arc<JobRecord>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Cancels a running job (its task is aborted: the views it had not finished record
+    /// nothing). A finished job is left as it is.
+    pub fn cancel(&self, job: &JobRecord) {
+        let abort = job
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .abort
+            .take();
+        if let Some(abort) = abort {
+            abort.abort();
+            for view in &job.views {
+                let mut state = view.state.lock().unwrap_or_else(|e| e.into_inner());
+                if matches!(state.0, pb::JobState::Running | pb::JobState::Unspecified) {
+                    *state = (pb::JobState::Cancelled, String::new());
+                }
+            }
+            job.finish(pb::JobState::Cancelled, "cancelled".into());
+            // The aborted task drops its claim on the views when it unwinds.
+            tracing::info!(message = "job cancelled", job = %job.id);
+        }
+    }
+
+    /// Runs an incremental job of every online view every `every`, from the first tick
+    /// after `every` (a tick whose views are still running is skipped).
+    pub fn schedule(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let call = MaterializeCall {
+                    views: vec![],
+                    range: Range::Incremental { end: Utc::now() },
+                };
+                match manager.submit(call, false, "schedule", None).await {
+                    Ok(job) => job.wait().await,
+                    Err(e) => tracing::warn!(message = "scheduled job not started", error = %e),
+                }
+            }
+        })
+    }
+}
+
+/// Runs view `i` of `record`; whether it succeeded.
+async fn run_view<S: OfflineStore + 'static>(
+    manager: Arc<JobManager<S>>,
+    record: Arc<JobRecord>,
+    snapshot: Arc<feast_registry::Snapshot>,
+    i: usize,
+) -> bool {
+    let view = &record.views[i];
+    *view.state.lock().unwrap_or_else(|e| e.into_inner()) = (pb::JobState::Running, String::new());
+    let progress = |rows: u64| view.rows.store(rows, Ordering::Relaxed);
+    let result = run_window(
+        manager.offline.as_ref(),
+        &manager.online,
+        &manager.recorder,
+        &snapshot.catalog,
+        &manager.project,
+        &view.window,
+        &manager.options,
+        &progress,
+    )
+    .await;
+    let mut state = view.state.lock().unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(report) => {
+            view.rows.store(report.rows, Ordering::Relaxed);
+            view.written.store(report.written, Ordering::Relaxed);
+            *state = (pb::JobState::Succeeded, String::new());
+            true
+        }
+        Err(e) => {
+            tracing::error!(message = "view failed", view = %view.window.view, error = %e);
+            *state = (pb::JobState::Failed, e.to_string());
+            false
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    // Time-ordered and unique enough for job ids within one service.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{:x}-{:04x}",
+        Utc::now().timestamp_micros(),
+        SEQ.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
+}
+
+fn utc(t: &Option<prost_types::Timestamp>, what: &str) -> Result<DateTime<Utc>, Status> {
+    let t = t
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument(format!("{what} is required")))?;
+    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .ok_or_else(|| Status::invalid_argument(format!("{what} is out of range")))
+}
+
+/// The gRPC face of a [`JobManager`].
+pub struct MaterializerService<S>(pub Arc<JobManager<S>>);
+
+impl<S: OfflineStore + 'static> MaterializerService<S> {
+    async fn start(
+        &self,
+        user: Option<feast_auth::User>,
+        call: MaterializeCall,
+        force: bool,
+        wait: bool,
+    ) -> Result<Response<pb::Job>, Status> {
+        let job = self.0.submit(call, force, "api", user.as_ref()).await?;
+        if wait {
+            job.wait().await;
+        }
+        Ok(Response::new(job.to_proto()))
+    }
+}
+
+#[tonic::async_trait]
+impl<S: OfflineStore + 'static> pb::materializer_server::Materializer for MaterializerService<S> {
+    async fn materialize(
+        &self,
+        request: Request<pb::MaterializeRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let user = request.extensions().get::<feast_auth::User>().cloned();
+        let r = request.into_inner();
+        let range = if r.disable_event_timestamp {
+            Range::Everything
+        } else {
+            let (start, end) = (utc(&r.start, "start")?, utc(&r.end, "end")?);
+            if start >= end {
+                return Err(Status::invalid_argument(format!(
+                    "start ({start}) must be before end ({end})"
+                )));
+            }
+            Range::Between { start, end }
+        };
+        let call = MaterializeCall {
+            views: r.feature_views,
+            range,
+        };
+        self.start(user, call, r.force, r.wait).await
+    }
+
+    async fn materialize_incremental(
+        &self,
+        request: Request<pb::MaterializeIncrementalRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let user = request.extensions().get::<feast_auth::User>().cloned();
+        let r = request.into_inner();
+        let call = MaterializeCall {
+            views: r.feature_views,
+            range: Range::Incremental {
+                end: utc(&r.end, "end")?,
+            },
+        };
+        self.start(user, call, r.force, r.wait).await
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = request.into_inner().id;
+        let job = self
+            .0
+            .job(&id)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        Ok(Response::new(job.to_proto()))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let limit = request.into_inner().limit as usize;
+        let jobs = self.0.jobs();
+        let n = if limit == 0 {
+            jobs.len()
+        } else {
+            limit.min(jobs.len())
+        };
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs[..n].iter().map(|j| j.to_proto()).collect(),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = request.into_inner().id;
+        let job = self
+            .0
+            .job(&id)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        self.0.cancel(&job);
+        Ok(Response::new(job.to_proto()))
+    }
+}
+
+/// Serves `manager` on `listener` until `shutdown` (gRPC health included; `authenticator`
+/// checks every call but the health check).
+pub async fn serve_on<S: OfflineStore + 'static>(
+    listener: tokio::net::TcpListener,
+    manager: Arc<JobManager<S>>,
+    authenticator: feast_auth::Authenticator,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let auth = feast_auth::AuthLayer::new(authenticator).with_public_paths([
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+    ]);
+    tonic::transport::Server::builder()
+        .layer(auth)
+        .add_service(health)
+        .add_service(pb::materializer_server::MaterializerServer::new(
+            MaterializerService(manager),
+        ))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await
+}
