@@ -5,28 +5,29 @@
 //! ```text
 //! entities(row_id, ts, keys…)  INNER JOIN  source(keys…, event_ts, created_ts, features…)
 //!     ON keys equal AND event_ts <= ts AND event_ts >= ts - ttl      (ttl unset: no lower bound)
-//! → ROW_NUMBER() OVER (PARTITION BY row_id ORDER BY event_ts DESC, created_ts DESC NULLS LAST)
-//! → keep rank 1 → (row_id, features…)
+//! → GROUP BY row_id: FIRST_VALUE(feature ORDER BY event_ts DESC, created_ts DESC NULLS LAST)
+//! → (row_id, features…)
 //! ```
 //!
 //! and then `entities LEFT JOIN view_0 ON row_id LEFT JOIN view_1 … ORDER BY row_id`, which
 //! keeps every entity row exactly once, in input order. Views without entities join on time
 //! only (a nested-loop join). Join keys are equi-join predicates (hash joins); DataFusion
-//! chooses the build side and spills the sort and window where it can.
+//! chooses the build side; the aggregate keeps one state per entity row and spills where
+//! it can.
 //!
-//! What a later slice improves: the inner join materialises every feature row older than
-//! each entity row (within ttl) before ranking; an as-of operator (sort both sides by keys
-//! and time, one merge pass keeping the last qualifying row per entity row) would be linear
-//! in the input and stream with bounded memory. DataFusion 55 has no AsOf join, so that is
-//! our own `ExecutionPlan` to write and measure against this plan.
+//! What a later slice improves: the inner join still produces every feature row older than
+//! each entity row (within ttl) before the aggregate picks the best; an as-of operator (sort
+//! both sides by keys and time, one merge pass keeping the last qualifying row per entity
+//! row) would touch each row once. DataFusion 55 has no AsOf join, so that is our own
+//! `ExecutionPlan` to write and measure against this plan.
 
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{ExprFunctionExt, JoinType};
+use datafusion::functions_aggregate::expr_fn::first_value;
+use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{Expr, cast, ident, lit};
 
 use crate::error::Result;
@@ -154,17 +155,15 @@ fn view_matches(
     if view.created_ts.is_some() {
         order.push(ident(&r_created).sort(false, false));
     }
-    let rank = format!("__v{i}_rank");
-    let ranked = row_number()
-        .partition_by(vec![ident(rid(i))])
-        .order_by(order)
-        .build()?
-        .alias(&rank);
-    let mut keep = vec![ident(rid(i))];
-    keep.extend((0..view.features.len()).map(|n| ident(feature_col(i, n))));
+    // The best candidate per entity row: a hash aggregate keeping, per feature, the value
+    // of the row that sorts first (latest event, then created timestamp). FIRST_VALUE is
+    // order-"beneficial" in DataFusion: no sort is planned; each group compares the
+    // ordering keys as rows stream in, so time is linear and memory is per entity row,
+    // not per candidate (a ROW_NUMBER window sorted every candidate with its features).
+    let best: Vec<Expr> = (0..view.features.len())
+        .map(|n| first_value(ident(feature_col(i, n)), order.clone()).alias(feature_col(i, n)))
+        .collect();
     Ok(left
         .join_on(right, JoinType::Inner, on)?
-        .window(vec![ranked])?
-        .filter(ident(&rank).eq(lit(1u64)))?
-        .select(keep)?)
+        .aggregate(vec![ident(rid(i))], best)?)
 }

@@ -601,10 +601,15 @@ driver_id:i64 | event_timestamp:ts
     );
     assert!(text.contains("NestedLoopJoinExec"), "{text}");
     assert!(text.contains("pruning_predicate="), "{text}");
+    // The best candidate per entity row comes from a hash aggregate (FIRST_VALUE ordered by
+    // event then created timestamp) with no sort of the candidates: the only sort is the
+    // final one restoring input order.
     assert!(
-        text.contains("BoundedWindowAggExec") || text.contains("WindowAggExec"),
+        text.contains("AggregateExec") && text.contains("first_value("),
         "{text}"
     );
+    assert!(!text.contains("WindowAggExec"), "{text}");
+    assert_eq!(text.matches("SortExec: expr").count(), 1, "{text}");
 }
 
 #[tokio::test]
