@@ -119,28 +119,45 @@ def test_materialize_errors(repos, feast_rs_bin):
     assert intervals(ours, "global_stats") == []
 
 
-def test_sdk_materialize_through_the_feature_server(repos, feast_rs_bin, tmp_path):
-    """With `online_store: remote`, the SDK's materialize / materialize_incremental POST to
-    `feast-rs serve`, which runs them in-process: the same online values and intervals as
-    Feast's own materialization."""
+def free_port():
     import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_server(cmd, banner):
     import subprocess
+
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if banner not in line:
+        proc.kill()
+        raise AssertionError(f"{cmd[3]} did not start: {line}{proc.stderr.read()}")
+    return proc
+
+
+@pytest.mark.parametrize("mode", ["in-process", "materializer-service"])
+def test_sdk_materialize_through_the_feature_server(repos, feast_rs_bin, tmp_path, mode):
+    """With `online_store: remote`, the SDK's materialize / materialize_incremental POST to
+    `feast-rs serve`, which runs them in-process or as jobs of `feast-rs
+    serve-materializer`: the same online values and intervals as Feast's own
+    materialization."""
     import time
 
     import yaml
 
     theirs, ours = repos
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(feast_rs_bin), "-c", str(ours), "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    port = free_port()
+    procs = []
+    serve = [feast_rs_bin, "-c", ours, "serve", "--port", port]
+    if mode == "materializer-service":
+        mport = free_port()
+        procs.append(spawn_server([feast_rs_bin, "-c", ours, "serve-materializer", "--port", mport], "materializer listening"))
+        serve += ["--materializer", f"http://127.0.0.1:{mport}"]
     try:
-        assert "feature server listening" in proc.stdout.readline()
+        procs.append(spawn_server(serve, "feature server listening"))
         client_dir = tmp_path / "client"
         client_dir.mkdir()
         config = yaml.safe_load((ours / "feature_store.yaml").read_text())
@@ -173,5 +190,36 @@ def test_sdk_materialize_through_the_feature_server(repos, feast_rs_bin, tmp_pat
         with pytest.raises(RuntimeError):
             client.materialize(start_date=start, end_date=end, feature_views=["customer_driver_affinity"])
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_materialize_through_a_remote_offline_store(repos, feast_rs_bin, tmp_path):
+    """`feast-rs materialize` with `offline_store: remote` pulls over Arrow Flight from
+    `feast-rs serve-offline`: the same online values and intervals as Feast's own run."""
+    import yaml
+
+    theirs, ours = repos
+    port = free_port()
+    server = spawn_server([feast_rs_bin, "-c", ours, "serve-offline", "--port", port], "offline server listening")
+    try:
+        client = tmp_path / "client"
+        shutil.copytree(ours, client)
+        config = yaml.safe_load((client / "feature_store.yaml").read_text())
+        config["offline_store"] = {"type": "remote", "host": "127.0.0.1", "port": port}
+        (client / "feature_store.yaml").write_text(yaml.safe_dump(config))
+        # The client's data files are gone: everything it reads comes from the server.
+        for f in (client / "data").glob("*.parquet"):
+            f.unlink()
+
+        views = ["driver_hourly_stats", "global_stats"]
+        start_ts, end_ts = T0 - DAY, T0 + DAY
+        run([feast_rs_bin, "-c", client, "materialize", start_ts.isoformat(), end_ts.isoformat(), "-v", *views])
+        FeatureStore(repo_path=str(theirs)).materialize(start_date=start_ts, end_date=end_ts, feature_views=views)
+        assert online(client) == online(theirs)
+        for view in views:
+            assert intervals(client, view) == intervals(theirs, view)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -166,6 +166,10 @@ struct FeatureServeArgs {
     /// server does, instead of OUTSIDE_MAX_AGE with null.
     #[arg(long)]
     expired_as_present: bool,
+    /// Run `/materialize*` as jobs of this materializer service (`http://host:6571`)
+    /// instead of in-process.
+    #[arg(long, value_name = "URL")]
+    materializer: Option<String>,
 }
 
 #[derive(clap::Args)]

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use feast_core::config::OfflineStoreConfig;
 use feast_materializer::{Options, Range};
 
 use crate::commands::RepoContext;
@@ -75,14 +74,6 @@ fn shown(t: &DateTime<Utc>) -> String {
 }
 
 fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
-    match &ctx.config.offline_store {
-        None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => {}
-        Some(other) => bail!(
-            "feast-rs materialize reads file sources with the embedded engine; offline_store \
-             type `{}` is not supported yet",
-            other.type_name()
-        ),
-    }
     let registry = ctx.registry()?;
     let catalog = registry.load(ctx.project())?;
     let now = Utc::now();
@@ -112,7 +103,6 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
             );
         }
     }
-    let offline = feast_offline::FileOfflineStore::new(&ctx.config.repo_path);
     let options = Options {
         entity_key_serialization_version: ctx.config.entity_key_serialization_version,
         ..Options::default()
@@ -121,6 +111,11 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the Tokio runtime")?;
+    // A remote offline store's client connects lazily on this runtime.
+    let offline = {
+        let _in_runtime = runtime.enter();
+        feast_offline::open_offline_store(&ctx.config)?
+    };
     let online = runtime
         .block_on(feast_online::open_online_store(&ctx.config))
         .context("opening the online store")?;
@@ -138,6 +133,16 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
             shown(&window.end)
         );
         let started = Instant::now();
+        // Rows and rate as they stream (the total is not known before the scan ends);
+        // drawn on stderr, and only when it is a terminal.
+        let bar = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template(
+                "  {spinner} {human_pos} rows [{elapsed_precise}, {per_sec}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        let progress = |rows: u64| bar.set_position(rows);
         let report = runtime
             .block_on(feast_materializer::run_window(
                 &offline,
@@ -147,9 +152,11 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
                 ctx.project(),
                 window,
                 &options,
-                &|_| {},
+                &progress,
             ))
-            .with_context(|| format!("materializing feature view {}", window.view))?;
+            .with_context(|| format!("materializing feature view {}", window.view));
+        bar.finish_and_clear();
+        let report = report?;
         let secs = started.elapsed().as_secs_f64();
         println!(
             "  {} rows in {secs:.2} s ({:.0} rows/s), {} written",

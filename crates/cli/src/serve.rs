@@ -207,31 +207,24 @@ async fn registry_cache(
     Ok(registry)
 }
 
-/// The in-process materializer behind `/materialize`: the embedded engine on the
-/// repository's files (offline store `file` or `duckdb`); `None` for other offline stores,
-/// whose `/materialize` then answers 501.
+/// The in-process materializer behind `/materialize`, pulling from the repository's
+/// offline store (the embedded engine, or a remote offline server); `None` for offline
+/// stores feast-rs cannot read, whose `/materialize` then answers 501.
 async fn local_materializer(
     ctx: &RepoContext,
     online: std::sync::Arc<dyn feast_online::OnlineStore>,
 ) -> Result<Option<std::sync::Arc<dyn feast_online::materialize::MaterializeBackend>>> {
-    use feast_core::config::OfflineStoreConfig;
-    match &ctx.config.offline_store {
-        None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => {}
-        Some(other) => {
-            tracing::warn!(
-                message =
-                    "/materialize is unavailable: the embedded engine reads file sources only",
-                offline_store = other.type_name()
-            );
+    let offline = match feast_offline::open_offline_store(&ctx.config) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(message = "/materialize is unavailable", error = %e);
             return Ok(None);
         }
-    }
+    };
     let recorder = RegistryAccess::open(ctx).await?.into_recorder();
     Ok(Some(std::sync::Arc::new(
         feast_materializer::LocalMaterializer {
-            offline: std::sync::Arc::new(feast_offline::FileOfflineStore::new(
-                &ctx.config.repo_path,
-            )),
+            offline: std::sync::Arc::new(offline),
             online,
             recorder: std::sync::Arc::new(recorder),
             project: ctx.config.project.clone(),
@@ -297,7 +290,15 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
         let store = feast_online::open_online_store(&ctx.config)
             .await
             .context("opening the online store")?;
-        let materializer = local_materializer(ctx, store.clone()).await?;
+        let materializer: Option<
+            std::sync::Arc<dyn feast_online::materialize::MaterializeBackend>,
+        > = match &args.materializer {
+            Some(url) => Some(std::sync::Arc::new(
+                feast_materializer::RemoteMaterializer::new(url, ctx.config.project.clone())
+                    .map_err(|e| anyhow::anyhow!("--materializer: {e}"))?,
+            )),
+            None => local_materializer(ctx, store.clone()).await?,
+        };
         let server = feast_online::http::FeatureServer {
             registry,
             store,
@@ -399,21 +400,12 @@ pub fn offline_server(ctx: &RepoContext, args: &crate::OfflineServeArgs) -> Resu
 
 /// `serve-materializer`: materialization jobs over gRPC, on a schedule with `--every`.
 pub fn materializer_server(ctx: &RepoContext, args: &crate::MaterializerServeArgs) -> Result<()> {
-    use feast_core::config::OfflineStoreConfig;
     let addr = address(&ServeArgs {
         host: args.host.clone(),
         port: args.port,
         key: None,
         cert: None,
     })?;
-    match &ctx.config.offline_store {
-        None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => {}
-        Some(other) => bail!(
-            "offline_store type `{}` is not supported by `feast-rs serve-materializer` yet; the \
-             embedded engine reads `file` and `duckdb` repositories (Parquet/CSV file sources)",
-            other.type_name()
-        ),
-    }
     let every = match &args.every {
         Some(text) => {
             let d = feast_core::repo::parse_duration(
@@ -435,13 +427,14 @@ pub fn materializer_server(ctx: &RepoContext, args: &crate::MaterializerServeArg
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
     runtime()?.block_on(async move {
         feast_auth::log_auth_mode("materializer", &authenticator);
+        let offline = feast_offline::open_offline_store(&ctx.config)?;
         let registry = registry_cache(ctx, ttl).await?;
         let recorder = RegistryAccess::open(ctx).await?.into_recorder();
         let online = feast_online::open_online_store(&ctx.config)
             .await
             .context("opening the online store")?;
         let mut manager = feast_materializer::JobManager::new(
-            std::sync::Arc::new(feast_offline::FileOfflineStore::new(&ctx.config.repo_path)),
+            std::sync::Arc::new(offline),
             online,
             std::sync::Arc::new(recorder),
             registry,

@@ -17,10 +17,12 @@
 
 mod local;
 mod record;
+mod remote;
 pub mod service;
 
 pub use local::LocalMaterializer;
 pub use record::IntervalRecorder;
+pub use remote::RemoteMaterializer;
 pub use service::{JobManager, MaterializerService};
 
 /// The materializer service's default port.

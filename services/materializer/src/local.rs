@@ -53,6 +53,7 @@ impl<S: OfflineStore + 'static> MaterializeBackend for LocalMaterializer<S> {
         snapshot: Arc<Snapshot>,
         call: MaterializeCall,
         views: Vec<String>,
+        _force: bool,
     ) -> BoxFuture<Result<(), ServeError>> {
         let offline = self.offline.clone();
         let online = self.online.clone();

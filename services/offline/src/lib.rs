@@ -25,6 +25,7 @@
 //! `full_feature_names`, `view__feature` (`view` being the projection's alias if any).
 //! Feature columns have the Arrow type of the view's schema (`value_type_to_arrow`).
 
+pub mod client;
 pub mod error;
 pub mod flight;
 pub mod pit;
@@ -35,6 +36,7 @@ pub mod source;
 pub mod store;
 pub mod write;
 
+pub use client::{AnyOfflineStore, FlightOfflineClient, open_offline_store};
 pub use error::OfflineError;
 pub use flight::{DEFAULT_PORT, FlightOptions, OfflineFlightService};
 pub use pull::{PullKind, PullRequest};

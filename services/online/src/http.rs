@@ -430,6 +430,11 @@ fn json_response(status: u16, body: Vec<u8>) -> Response {
 
 /// Feast's HTTP error body: the error envelope, JSON-encoded as a string.
 fn error_response(e: &ServeError) -> Response {
+    if let ServeError::Busy(views) = e {
+        // Feast's 409 body is plain JSON, not the error envelope.
+        let body = json!({"error": crate::serving::busy_message(views), "feature_views": views});
+        return json_response(409, body.to_string().into_bytes());
+    }
     if e.http_status() >= 500 {
         tracing::warn!(message = "request failed", error = %e.to_feast());
     }
@@ -653,20 +658,10 @@ impl FeatureServer {
         }
         let guard = match self.running.claim(&views, query.force) {
             Ok(g) => g,
-            Err(busy) => {
-                let body = json!({
-                    "error": format!(
-                        "Cannot start async materialization — the following feature views are \
-                         already in MATERIALIZING state: {}. Use ?force=true to override.",
-                        python_list(&busy)
-                    ),
-                    "feature_views": busy,
-                });
-                return json_response(409, body.to_string().into_bytes());
-            }
+            Err(busy) => return error_response(&ServeError::Busy(busy)),
         };
         tracing::info!(message = "materialization started", views = ?views, run_async = query.run_async);
-        let job = backend.run(snapshot, call, views.clone());
+        let job = backend.run(snapshot, call, views.clone(), query.force);
         if query.run_async {
             tokio::spawn(async move {
                 let _guard = guard;
@@ -684,12 +679,6 @@ impl FeatureServer {
             Err(e) => error_response(&e),
         }
     }
-}
-
-/// A list of names as Python prints it: `['a', 'b']`.
-fn python_list(names: &[String]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
-    format!("[{}]", quoted.join(", "))
 }
 
 async fn health_route(State(server): State<Arc<FeatureServer>>) -> Response {

@@ -52,12 +52,14 @@ pub trait MaterializeBackend: Send + Sync + 'static {
         call: &MaterializeCall,
     ) -> Result<Vec<String>, ServeError>;
 
-    /// Runs `call` on the resolved `views` to completion.
+    /// Runs `call` on the resolved `views` to completion. `force` is the caller's
+    /// `?force=true`, for a backend that guards views itself.
     fn run(
         &self,
         snapshot: Arc<Snapshot>,
         call: MaterializeCall,
         views: Vec<String>,
+        force: bool,
     ) -> BoxFuture<Result<(), ServeError>>;
 }
 

@@ -328,6 +328,8 @@ pub enum ServeError {
     Unavailable(String),
     /// Something this server does not do (yet): 501.
     Unimplemented(String),
+    /// Feature views already being materialized: 409 with Feast's body.
+    Busy(Vec<String>),
     /// Stored data that cannot be decoded: 500.
     Internal(String),
 }
@@ -348,6 +350,7 @@ impl ServeError {
             ServeError::Unprocessable(_) | ServeError::Rejected(_) => 422,
             ServeError::Unavailable(_) => 503,
             ServeError::Unimplemented(_) => 501,
+            ServeError::Busy(_) => 409,
             ServeError::Internal(_) => 500,
         }
     }
@@ -361,8 +364,19 @@ impl ServeError {
             | ServeError::Unavailable(m)
             | ServeError::Unimplemented(m)
             | ServeError::Internal(m) => FeastError::new(ErrorClass::FeastError, m.clone()),
+            ServeError::Busy(views) => FeastError::new(ErrorClass::FeastError, busy_message(views)),
         }
     }
+}
+
+/// Feast's 409 text for views already being materialized.
+pub fn busy_message(views: &[String]) -> String {
+    let quoted: Vec<String> = views.iter().map(|n| format!("'{n}'")).collect();
+    format!(
+        "Cannot start async materialization — the following feature views are already in \
+         MATERIALIZING state: [{}]. Use ?force=true to override.",
+        quoted.join(", ")
+    )
 }
 
 impl From<OnlineStoreError> for ServeError {

@@ -1,0 +1,138 @@
+//! The feature server's [`MaterializeBackend`] when a materializer service is configured
+//! (`feast-rs serve --materializer http://host:6571`): `/materialize` requests become jobs
+//! of that service, so materialization runs where its resources are and is guarded against
+//! concurrent runs across every feature server that delegates to it.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use feast_core::registry::timestamp;
+use feast_online::materialize::{BoxFuture, MaterializeBackend, MaterializeCall, Range};
+use feast_online::serving::ServeError;
+use feast_proto::feast_rs::materializer::v1 as pb;
+use feast_registry::Snapshot;
+use tonic::transport::Channel;
+
+use crate::plan;
+
+/// A client of `serve-materializer`.
+#[derive(Clone)]
+pub struct RemoteMaterializer {
+    client: pb::materializer_client::MaterializerClient<Channel>,
+    project: String,
+}
+
+impl RemoteMaterializer {
+    /// A client of the service at `url` (`http://host:port`); the connection is made on
+    /// first use and re-made after failures.
+    pub fn new(url: &str, project: impl Into<String>) -> Result<Self, String> {
+        let endpoint = Channel::from_shared(url.to_string())
+            .map_err(|e| format!("materializer address {url:?}: {e}"))?;
+        Ok(Self {
+            client: pb::materializer_client::MaterializerClient::new(endpoint.connect_lazy()),
+            project: project.into(),
+        })
+    }
+}
+
+fn to_serve(status: tonic::Status, views: &[String]) -> ServeError {
+    match status.code() {
+        tonic::Code::AlreadyExists => ServeError::Busy(views.to_vec()),
+        tonic::Code::NotFound | tonic::Code::InvalidArgument => {
+            ServeError::Unprocessable(status.message().to_string())
+        }
+        tonic::Code::Unavailable => {
+            ServeError::Unavailable(format!("materializer service: {}", status.message()))
+        }
+        _ => ServeError::Internal(format!("materializer service: {}", status.message())),
+    }
+}
+
+impl MaterializeBackend for RemoteMaterializer {
+    fn resolve(
+        &self,
+        snapshot: &Snapshot,
+        call: &MaterializeCall,
+    ) -> Result<Vec<String>, ServeError> {
+        // The same rules the service applies, on this server's registry: the views to
+        // authorize here. The service resolves again on its own fresh registry.
+        let windows = plan(
+            &snapshot.catalog,
+            &self.project,
+            &call.views,
+            call.range,
+            Utc::now(),
+        )?;
+        Ok(windows.into_iter().map(|w| w.view).collect())
+    }
+
+    fn run(
+        &self,
+        _snapshot: Arc<Snapshot>,
+        call: MaterializeCall,
+        views: Vec<String>,
+        force: bool,
+    ) -> BoxFuture<Result<(), ServeError>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            if views.is_empty() {
+                return Ok(());
+            }
+            let job = match call.range {
+                Range::Incremental { end } => {
+                    client
+                        .materialize_incremental(pb::MaterializeIncrementalRequest {
+                            end: Some(timestamp(end)),
+                            feature_views: views.clone(),
+                            force,
+                            wait: true,
+                        })
+                        .await
+                }
+                Range::Between { start, end } => {
+                    client
+                        .materialize(pb::MaterializeRequest {
+                            start: Some(timestamp(start)),
+                            end: Some(timestamp(end)),
+                            feature_views: views.clone(),
+                            disable_event_timestamp: false,
+                            force,
+                            wait: true,
+                        })
+                        .await
+                }
+                Range::Everything => {
+                    client
+                        .materialize(pb::MaterializeRequest {
+                            feature_views: views.clone(),
+                            disable_event_timestamp: true,
+                            force,
+                            wait: true,
+                            ..Default::default()
+                        })
+                        .await
+                }
+            }
+            .map_err(|s| to_serve(s, &views))?
+            .into_inner();
+            match job.state() {
+                pb::JobState::Succeeded => Ok(()),
+                state => {
+                    let failures: Vec<String> = job
+                        .views
+                        .iter()
+                        .filter(|v| !v.error.is_empty())
+                        .map(|v| format!("{}: {}", v.feature_view, v.error))
+                        .collect();
+                    Err(ServeError::Internal(format!(
+                        "materializer job {} ended {}: {} {}",
+                        job.id,
+                        state.as_str_name(),
+                        job.error,
+                        failures.join("; ")
+                    )))
+                }
+            }
+        })
+    }
+}
