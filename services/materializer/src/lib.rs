@@ -44,7 +44,7 @@ use feast_offline::{OfflineError, OfflineStore, PullKind, PullRequest};
 use feast_online::{OnlineStore, OnlineStoreError, TableRef, WriteRow, serialize_entity_key};
 use feast_proto::core;
 use feast_proto::types::{EntityKey, Value, value::Val};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use prost_types::Timestamp;
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +215,8 @@ pub struct Options {
     pub entity_key_serialization_version: u32,
     /// Rows per online write (a pulled batch is split into writes of at most this many).
     pub write_batch_rows: usize,
+    /// Online writes of one view in flight at once.
+    pub writes_in_flight: usize,
 }
 
 impl Default for Options {
@@ -223,6 +225,7 @@ impl Default for Options {
             entity_key_serialization_version:
                 feast_core::entity_key::DEFAULT_ENTITY_KEY_SERIALIZATION_VERSION,
             write_batch_rows: 10_000,
+            writes_in_flight: 4,
         }
     }
 }
@@ -302,24 +305,33 @@ pub async fn materialize_view<S: OfflineStore>(
         end: Some(window.end),
     };
     let table = TableRef::new(project, name.clone());
-    let mut stream = offline.pull(source, &request, PullKind::Latest).await?;
+    let stream = offline.pull(source, &request, PullKind::Latest).await?;
+    let chunk_rows = options.write_batch_rows.max(1);
+    let key_version = options.entity_key_serialization_version;
+    // Pulled batches are converted as they arrive and written in chunks, up to
+    // `writes_in_flight` chunks at once: one row per entity, so concurrent chunks never
+    // touch the same key. The stream stops at the first error.
+    let mut writes = stream
+        .map(|batch| -> Result<Vec<Vec<WriteRow>>> {
+            let batch = batch.map_err(OfflineError::from)?;
+            let rows = convert(name, &layout, &batch, key_version)?;
+            Ok(rows.chunks(chunk_rows).map(<[WriteRow]>::to_vec).collect())
+        })
+        .map_ok(|chunks| futures::stream::iter(chunks.into_iter().map(Ok)))
+        .try_flatten()
+        .map_ok(|chunk| {
+            let table = &table;
+            async move {
+                let written = online.online_write_batch(table, &chunk).await?;
+                Ok::<_, MaterializeError>((chunk.len() as u64, written as u64))
+            }
+        })
+        .try_buffer_unordered(options.writes_in_flight.max(1));
     let mut report = ViewReport::default();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(OfflineError::from)?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        let rows = convert(
-            name,
-            &layout,
-            &batch,
-            options.entity_key_serialization_version,
-        )?;
-        report.rows += rows.len() as u64;
-        for chunk in rows.chunks(options.write_batch_rows.max(1)) {
-            report.written += online.online_write_batch(&table, chunk).await? as u64;
-            progress(report.rows);
-        }
+    while let Some((rows, written)) = writes.try_next().await? {
+        report.rows += rows;
+        report.written += written;
+        progress(report.rows);
     }
     Ok(report)
 }
