@@ -58,39 +58,13 @@ impl RepoContext {
                 Ok(RegistryHandle::File(FileRegistryStore::new(path)))
             }
             RegistryConfig::Remote(remote) => {
-                let read = |p: &str| -> Result<Option<Vec<u8>>> {
-                    if p.is_empty() {
-                        return Ok(None);
-                    }
-                    let path = self.config.resolve_path(p);
-                    Ok(Some(
-                        std::fs::read(&path)
-                            .with_context(|| format!("reading {}", path.display()))?,
-                    ))
-                };
-                let options = RemoteOptions {
-                    target: remote.path.clone(),
-                    ca_cert: read(&remote.cert)?,
-                    is_tls: remote.is_tls,
-                    client_identity: match (read(&remote.client_cert)?, read(&remote.client_key)?) {
-                        (Some(cert), Some(key)) => Some((cert, key)),
-                        _ => None,
-                    },
-                    authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
-                };
+                let options = self.remote_registry_options(remote)?;
                 let runtime = current_thread_runtime()?;
                 let client = runtime.block_on(RemoteRegistry::connect(&options))?;
                 Ok(RegistryHandle::Remote(Box::new(client), runtime))
             }
             RegistryConfig::Sql(sql) => {
-                let url = sql
-                    .url()
-                    .map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
-                let options = SqlStoreOptions {
-                    schema_mode: sql.schema_mode,
-                    purge_feast_metadata: sql.purge_feast_metadata,
-                    ..SqlStoreOptions::default()
-                };
+                let (url, options) = sql_registry_options(sql)?;
                 let runtime = current_thread_runtime()?;
                 let store = runtime
                     .block_on(SqlStore::connect(&url, options))
@@ -104,9 +78,53 @@ impl RepoContext {
         }
     }
 
+    /// How to reach the registry server of `registry_type: remote` (certificates read from
+    /// the paths the config names, relative to the repository).
+    pub fn remote_registry_options(
+        &self,
+        remote: &feast_core::config::RemoteRegistryConfig,
+    ) -> Result<RemoteOptions> {
+        let read = |p: &str| -> Result<Option<Vec<u8>>> {
+            if p.is_empty() {
+                return Ok(None);
+            }
+            let path = self.config.resolve_path(p);
+            Ok(Some(
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            ))
+        };
+        Ok(RemoteOptions {
+            target: remote.path.clone(),
+            ca_cert: read(&remote.cert)?,
+            is_tls: remote.is_tls,
+            client_identity: match (read(&remote.client_cert)?, read(&remote.client_key)?) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                _ => None,
+            },
+            authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
+        })
+    }
+
     pub fn load_registry(&self) -> Result<Catalog> {
         self.registry()?.load(self.project())
     }
+}
+
+/// The database URL and store options of `registry_type: sql`.
+pub fn sql_registry_options(
+    sql: &feast_core::config::SqlRegistryConfig,
+) -> Result<(feast_core::config::SqlUrl, SqlStoreOptions)> {
+    let url = sql
+        .url()
+        .map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
+    Ok((
+        url,
+        SqlStoreOptions {
+            schema_mode: sql.schema_mode,
+            purge_feast_metadata: sql.purge_feast_metadata,
+            ..SqlStoreOptions::default()
+        },
+    ))
 }
 
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {

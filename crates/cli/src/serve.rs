@@ -5,9 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, Result, bail};
 use feast_core::config::RegistryConfig;
-use feast_registry::{
-    FileStore, RegistryService, RegistryStore, ServiceOptions, SqlStore, SqlStoreOptions, TlsPem,
-};
+use feast_registry::{FileStore, RegistryService, RegistryStore, ServiceOptions, SqlStore, TlsPem};
 
 use crate::ServeArgs;
 use crate::commands::RepoContext;
@@ -87,18 +85,13 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
         let store: Box<dyn RegistryStore> = match (&ctx.config.registry, file) {
             (_, Some(path)) => Box::new(FileStore::new(path)),
             (RegistryConfig::Sql(sql), None) => {
-                let url = sql.url().map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
+                let (url, options) = crate::commands::sql_registry_options(sql)?;
                 if sql.read_path.is_some() {
                     tracing::warn!(
                         message = "registry read_path is not used: feast-rs reads and commits on `path`, \
                                    so a commit's optimistic check and the reads it is based on see the same data"
                     );
                 }
-                let options = SqlStoreOptions {
-                    schema_mode: sql.schema_mode,
-                    purge_feast_metadata: sql.purge_feast_metadata,
-                    ..SqlStoreOptions::default()
-                };
                 Box::new(SqlStore::connect(&url, options).await.context("opening the SQL registry")?)
             }
             _ => unreachable!("checked above"),
@@ -127,20 +120,13 @@ pub(crate) enum RegistryAccess {
 
 impl RegistryAccess {
     pub(crate) async fn open(ctx: &RepoContext) -> Result<Self> {
-        use feast_registry::{RemoteOptions, RemoteRegistry};
+        use feast_registry::RemoteRegistry;
         Ok(match &ctx.config.registry {
             RegistryConfig::File(_) => RegistryAccess::Store(Box::new(FileStore::new(
                 ctx.config.registry_path().context("file registry path")?,
             ))),
             RegistryConfig::Sql(sql) => {
-                let url = sql
-                    .url()
-                    .map_err(|e| anyhow::anyhow!("registry path: {e}"))?;
-                let options = SqlStoreOptions {
-                    schema_mode: sql.schema_mode,
-                    purge_feast_metadata: sql.purge_feast_metadata,
-                    ..SqlStoreOptions::default()
-                };
+                let (url, options) = crate::commands::sql_registry_options(sql)?;
                 RegistryAccess::Store(Box::new(
                     SqlStore::connect(&url, options)
                         .await
@@ -148,26 +134,7 @@ impl RegistryAccess {
                 ))
             }
             RegistryConfig::Remote(remote) => {
-                let read = |p: &str| -> Result<Option<Vec<u8>>> {
-                    if p.is_empty() {
-                        return Ok(None);
-                    }
-                    let path = ctx.config.resolve_path(p);
-                    Ok(Some(
-                        std::fs::read(&path)
-                            .with_context(|| format!("reading {}", path.display()))?,
-                    ))
-                };
-                let options = RemoteOptions {
-                    target: remote.path.clone(),
-                    ca_cert: read(&remote.cert)?,
-                    is_tls: remote.is_tls,
-                    client_identity: match (read(&remote.client_cert)?, read(&remote.client_key)?) {
-                        (Some(cert), Some(key)) => Some((cert, key)),
-                        _ => None,
-                    },
-                    authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
-                };
+                let options = ctx.remote_registry_options(remote)?;
                 RegistryAccess::Remote(RemoteRegistry::connect(&options).await?)
             }
         })

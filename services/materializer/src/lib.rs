@@ -208,6 +208,23 @@ pub fn plan(
     Ok(windows)
 }
 
+/// The names of the views `call` covers on `catalog`: what the feature server authorizes
+/// and guards before a job runs.
+pub fn resolve_views(
+    catalog: &Catalog,
+    project: &str,
+    call: &feast_online::materialize::MaterializeCall,
+) -> Result<Vec<String>> {
+    let windows = plan(
+        catalog,
+        project,
+        &call.views,
+        call.range,
+        chrono::Utc::now(),
+    )?;
+    Ok(windows.into_iter().map(|w| w.view).collect())
+}
+
 /// Settings of a materialization.
 #[derive(Debug, Clone)]
 pub struct Options {

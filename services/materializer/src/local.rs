@@ -38,14 +38,11 @@ impl<S: OfflineStore + 'static> MaterializeBackend for LocalMaterializer<S> {
         snapshot: &Snapshot,
         call: &MaterializeCall,
     ) -> Result<Vec<String>, ServeError> {
-        let windows = plan(
+        Ok(crate::resolve_views(
             &snapshot.catalog,
             &self.project,
-            &call.views,
-            call.range,
-            Utc::now(),
-        )?;
-        Ok(windows.into_iter().map(|w| w.view).collect())
+            call,
+        )?)
     }
 
     fn run(

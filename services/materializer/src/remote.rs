@@ -5,15 +5,12 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use feast_core::registry::timestamp;
 use feast_online::materialize::{BoxFuture, MaterializeBackend, MaterializeCall, Range};
 use feast_online::serving::ServeError;
 use feast_proto::feast_rs::materializer::v1 as pb;
 use feast_registry::Snapshot;
 use tonic::transport::Channel;
-
-use crate::plan;
 
 /// A client of `serve-materializer`.
 #[derive(Clone)]
@@ -56,14 +53,11 @@ impl MaterializeBackend for RemoteMaterializer {
     ) -> Result<Vec<String>, ServeError> {
         // The same rules the service applies, on this server's registry: the views to
         // authorize here. The service resolves again on its own fresh registry.
-        let windows = plan(
+        Ok(crate::resolve_views(
             &snapshot.catalog,
             &self.project,
-            &call.views,
-            call.range,
-            Utc::now(),
-        )?;
-        Ok(windows.into_iter().map(|w| w.view).collect())
+            call,
+        )?)
     }
 
     fn run(
