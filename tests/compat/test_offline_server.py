@@ -290,6 +290,22 @@ def test_bad_requests_are_clear_flight_errors_and_the_server_keeps_serving(serve
     )
     # Another tenant's project.
     fails(command("get_historical_features", **dict(HISTORICAL, project="other")), good, "serves project compat")
+    # A data source sent inline may not point outside the repository (no probing of the
+    # server's files); the registered source of that name, with its own path, is fine.
+    mock = pa.table({"key": ["m"]})
+    outside = json.dumps({"name": "x", "type": "BATCH_FILE", "fileOptions": {"uri": "/etc/hostname"}})
+    fails(
+        command("get_table_column_names_and_types_from_data_source", data_source_proto=outside),
+        mock,
+        "inside the server's repository",
+    )
+    registered = json.dumps(
+        {"name": "global_stats_source", "type": "BATCH_FILE", "fileOptions": {"uri": "data/global_stats.parquet"}}
+    )
+    listed = exchange(
+        client, command("get_table_column_names_and_types_from_data_source", data_source_proto=registered), mock
+    )
+    assert "total" in listed.to_pydict()["name"]
     # Not JSON / no api.
     fails("not json", good, "not JSON")
     fails(json.dumps({"command_id": "x"}), good, "api parameter is mandatory")

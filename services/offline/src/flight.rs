@@ -468,11 +468,7 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                 "no authenticated user on a call that needs one",
             ))
         })?;
-        let no_tags = Default::default();
-        let permissions: Vec<core::Permission> = catalog
-            .list::<core::Permission>(&self.project, &no_tags)
-            .cloned()
-            .collect();
+        let permissions = feast_auth::project_permissions(catalog, &self.project);
         Ok(authorizer.check(user, &permissions, resource, actions)?)
     }
 
@@ -543,11 +539,32 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
         }
     }
 
-    /// A data source sent inline (`data_source_proto`, protobuf JSON).
-    fn inline_source(&self, command: &Map<String, Value>) -> ApiResult<core::DataSource> {
+    /// A data source sent inline (`data_source_proto`, protobuf JSON): the SDK sends a
+    /// registered source, or, in `feast plan`/`apply`, one not registered yet. The client
+    /// chooses its path, so a source that is not the registered one of its name must stay
+    /// inside the repository: a caller cannot probe arbitrary files on the server.
+    fn inline_source(
+        &self,
+        catalog: &Catalog,
+        command: &Map<String, Value>,
+    ) -> ApiResult<core::DataSource> {
         let json = string(command, "data_source_proto")?;
-        feast_core::json::message_from_json::<core::DataSource>(&json)
-            .map_err(|e| ApiError::invalid(format!("data_source_proto: {e}")))
+        let source = feast_core::json::message_from_json::<core::DataSource>(&json)
+            .map_err(|e| ApiError::invalid(format!("data_source_proto: {e}")))?;
+        let registered = catalog
+            .get::<core::DataSource>(&source.name, &self.project)
+            .is_ok_and(|r| r.options == source.options);
+        if let Some(core::data_source::Options::FileOptions(f)) = &source.options
+            && !registered
+            && !inside_repository(&f.uri)
+        {
+            return Err(ApiError::invalid(format!(
+                "data source {}: {:?} is not the registered source's path, and an unregistered \
+                 path must be relative and inside the server's repository",
+                source.name, f.uri
+            )));
+        }
+        Ok(source)
     }
 
     /// Runs a read API.
@@ -627,7 +644,7 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                 Ok(self.store.pull(&source, &request, kind).await?)
             }
             "get_table_column_names_and_types_from_data_source" => {
-                let source = self.inline_source(command)?;
+                let source = self.inline_source(catalog, command)?;
                 self.authorize(user, catalog, ResourceRef::of(&source), &[Act::ReadOffline])?;
                 let columns = self.store.column_names_and_types(&source).await?;
                 let (names, types): (Vec<String>, Vec<String>) = columns.into_iter().unzip();
@@ -677,31 +694,33 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                 Ok(())
             }
             "validate_data_source" => {
-                let source = self.inline_source(command)?;
+                let source = self.inline_source(catalog, command)?;
                 self.authorize(user, catalog, ResourceRef::of(&source), &[Act::ReadOffline])?;
                 self.store.column_names_and_types(&source).await?;
                 Ok(())
             }
             "persist" => {
                 let retrieve = string(command, "retrieve_func")?;
-                if !READ_APIS[..3].contains(&retrieve.as_str()) {
-                    return Err(ApiError::invalid(format!(
-                        "retrieve_func {retrieve:?} is not a retrieval API"
-                    )));
+                match retrieve.as_str() {
+                    "get_historical_features" => {}
+                    // The SDK lets the pull's own data_source_name override the target's:
+                    // the result would replace the very source it was read from.
+                    "pull_latest_from_table_or_query" | "pull_all_from_table_or_query" => {
+                        return Err(ApiError::invalid(format!(
+                            "persisting a {retrieve} result: the command's data_source_name \
+                             names the pulled source itself, not a separate destination"
+                        )));
+                    }
+                    other => {
+                        return Err(ApiError::invalid(format!(
+                            "retrieve_func {other:?} is not a retrieval API"
+                        )));
+                    }
                 }
                 let allow_overwrite = field(command, "allow_overwrite")?
                     .as_bool()
                     .ok_or_else(|| ApiError::invalid("allow_overwrite must be a boolean"))?;
                 let target = persist_target(catalog, &self.project, command)?;
-                if retrieve != "get_historical_features" {
-                    // The SDK lets the pull's own data_source_name override the target's:
-                    // the result would replace the very source it was read from.
-                    return Err(ApiError::invalid(format!(
-                        "persisting a {retrieve} result: the command's data_source_name ({}) \
-                         names the pulled source itself, not a separate destination",
-                        target.name
-                    )));
-                }
                 self.authorize(
                     user,
                     catalog,
@@ -721,14 +740,6 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
     }
 }
 
-/// The read APIs: the three retrievals (which `persist` may run), then column listing.
-const READ_APIS: [&str; 4] = [
-    "get_historical_features",
-    "pull_latest_from_table_or_query",
-    "pull_all_from_table_or_query",
-    "get_table_column_names_and_types_from_data_source",
-];
-
 /// Where `persist` writes: the registered data source named `data_source_name`, else (the
 /// SDK names a `SavedDatasetFileStorage` by its path, as an unregistered `FileSource` is
 /// named) a Parquet file at that path, relative to the repository.
@@ -741,23 +752,27 @@ fn persist_target(
     if let Ok(source) = catalog.get::<core::DataSource>(&name, project) {
         return Ok(source.clone());
     }
-    // A client-chosen path: it must stay inside the repository.
-    let path = std::path::Path::new(&name);
-    let inside = !name.contains("://")
-        && path.is_relative()
-        && path.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        });
-    if !inside {
+    if !inside_repository(&name) {
         return Err(ApiError::invalid(format!(
             "saved dataset path {name:?}: an unregistered destination must be a relative path \
              inside the server's repository"
         )));
     }
     Ok(file_source_at(&name, project))
+}
+
+/// Whether a client-chosen file path stays inside the server's repository: relative, no
+/// `..`, no URL scheme.
+fn inside_repository(path: &str) -> bool {
+    let p = std::path::Path::new(path);
+    !path.contains("://")
+        && p.is_relative()
+        && p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
 }
 
 /// An unregistered Parquet `FileSource` at `path`, named by its path as Feast names one.
@@ -1037,6 +1052,15 @@ mod tests {
         assert_eq!(sweep(&pending, Duration::from_secs(600)), 1);
         let map = pending.lock().unwrap();
         assert!(map.contains_key(b"new".as_slice()) && !map.contains_key(b"old".as_slice()));
+    }
+
+    #[test]
+    fn client_paths_must_stay_in_the_repository() {
+        assert!(inside_repository("data/saved.parquet"));
+        assert!(inside_repository("./saved.parquet"));
+        assert!(!inside_repository("/etc/hostname"));
+        assert!(!inside_repository("data/../../escape.parquet"));
+        assert!(!inside_repository("s3://bucket/x.parquet"));
     }
 
     #[test]
