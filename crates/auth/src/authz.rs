@@ -237,6 +237,18 @@ pub fn permission_error(details: impl AsRef<str>) -> FeastError {
     )
 }
 
+/// The permissions of `project` in `catalog`, what [`Authorizer::check`] weighs a request
+/// against (services read them from their cached registry snapshot).
+pub fn project_permissions(
+    catalog: &feast_core::registry::Catalog,
+    project: &str,
+) -> Vec<Permission> {
+    catalog
+        .list::<Permission>(project, &BTreeMap::new())
+        .cloned()
+        .collect()
+}
+
 /// Feast's policy check: `(granted, explanation)`.
 fn validate_user(permission: &Permission, user: &User) -> (bool, String) {
     let policy = permission

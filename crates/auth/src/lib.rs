@@ -20,7 +20,9 @@ pub mod oidc;
 pub mod testing;
 pub mod user;
 
-pub use authz::{Action, Authorizer, ResourceKind, ResourceRef, permission_error};
+pub use authz::{
+    Action, Authorizer, ResourceKind, ResourceRef, permission_error, project_permissions,
+};
 pub use error::AuthError;
 pub use extract::bearer_token;
 pub use layer::{AuthLayer, AuthService, Authenticator, log_auth_mode};

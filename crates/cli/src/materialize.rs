@@ -74,8 +74,14 @@ fn shown(t: &DateTime<Utc>) -> String {
 }
 
 fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
-    let registry = ctx.registry()?;
-    let catalog = registry.load(ctx.project())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")?;
+    // One registry connection both reads the views and records the intervals.
+    let registry = runtime.block_on(crate::serve::RegistryAccess::open(ctx))?;
+    let catalog = runtime.block_on(registry.load(ctx.project()))?;
+    let recorder = registry.into_recorder();
     let now = Utc::now();
     let windows = feast_materializer::plan(&catalog, ctx.project(), names, range, now)?;
     let online_type = ctx
@@ -107,10 +113,6 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
         entity_key_serialization_version: ctx.config.entity_key_serialization_version,
         ..Options::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the Tokio runtime")?;
     // A remote offline store's client connects lazily on this runtime.
     let offline = {
         let _in_runtime = runtime.enter();
@@ -119,9 +121,6 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
     let online = runtime
         .block_on(feast_online::open_online_store(&ctx.config))
         .context("opening the online store")?;
-    let recorder = runtime
-        .block_on(crate::serve::RegistryAccess::open(ctx))?
-        .into_recorder();
     for window in &windows {
         if let Some(note) = &window.note {
             println!("{note}");

@@ -140,6 +140,19 @@ impl RegistryAccess {
         })
     }
 
+    /// The registry as `project` sees it.
+    pub(crate) async fn load(&self, project: &str) -> Result<feast_core::registry::Catalog> {
+        Ok(match self {
+            RegistryAccess::Store(store) => store
+                .load()
+                .await?
+                .0
+                .map(feast_core::registry::Catalog::from_proto)
+                .unwrap_or_default(),
+            RegistryAccess::Remote(client) => client.load_project(project).await?,
+        })
+    }
+
     /// Where materialized intervals are recorded.
     pub(crate) fn into_recorder(self) -> feast_materializer::IntervalRecorder {
         match self {

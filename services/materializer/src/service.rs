@@ -41,7 +41,7 @@ struct ViewRecord {
 pub struct JobRecord {
     id: String,
     kind: &'static str,
-    trigger: String,
+    trigger: &'static str,
     created: DateTime<Utc>,
     views: Vec<ViewRecord>,
     status: Mutex<JobStatus>,
@@ -95,7 +95,7 @@ impl JobRecord {
             created: Some(timestamp(self.created)),
             finished: status.finished.map(timestamp),
             error: status.error.clone(),
-            trigger: self.trigger.clone(),
+            trigger: self.trigger.to_string(),
         }
     }
 
@@ -110,6 +110,23 @@ impl JobRecord {
         status.abort = None;
         drop(status);
         let _ = self.done.send(true);
+    }
+}
+
+/// Who starts a job: a caller of the API (authorized when the service authenticates; the
+/// user is `None` only when it does not), or the service's own schedule.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger<'a> {
+    Api(Option<&'a feast_auth::User>),
+    Schedule,
+}
+
+impl Trigger<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Trigger::Api(_) => "api",
+            Trigger::Schedule => "schedule",
+        }
     }
 }
 
@@ -188,8 +205,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
         self: &Arc<Self>,
         call: MaterializeCall,
         force: bool,
-        trigger: &str,
-        user: Option<&feast_auth::User>,
+        trigger: Trigger<'_>,
     ) -> Result<Arc<JobRecord>, SubmitError> {
         if let Err(e) = self.registry.refresh().await {
             tracing::warn!(message = "registry refresh before a job failed", error = %e);
@@ -203,16 +219,11 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             Utc::now(),
         )?;
         let names: Vec<String> = windows.iter().map(|w| w.view.clone()).collect();
-        if let (Some(authorizer), "api") = (&self.authorizer, trigger) {
+        if let (Some(authorizer), Trigger::Api(user)) = (&self.authorizer, trigger) {
             let user = user.ok_or_else(|| {
                 SubmitError::Denied("no authenticated user on a call that needs one".into())
             })?;
-            let no_tags = Default::default();
-            let permissions: Vec<feast_proto::core::Permission> = snapshot
-                .catalog
-                .list::<feast_proto::core::Permission>(&self.project, &no_tags)
-                .cloned()
-                .collect();
+            let permissions = feast_auth::project_permissions(&snapshot.catalog, &self.project);
             for name in &names {
                 let view: &feast_proto::core::FeatureView = snapshot
                     .catalog
@@ -240,7 +251,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
                 Range::Incremental { .. } => "incremental",
                 Range::Everything => "everything",
             },
-            trigger: trigger.to_string(),
+            trigger: trigger.name(),
             created: Utc::now(),
             views: windows
                 .into_iter()
@@ -260,7 +271,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             done,
         });
         self.keep(job.clone());
-        tracing::info!(message = "job started", job = %job.id, views = ?names, trigger);
+        tracing::info!(message = "job started", job = %job.id, views = ?names, trigger = trigger.name());
         let manager = self.clone();
         let record = job.clone();
         let task = tokio::spawn(async move {
@@ -361,7 +372,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
                     views: vec![],
                     range: Range::Incremental { end: Utc::now() },
                 };
-                match manager.submit(call, false, "schedule", None).await {
+                match manager.submit(call, false, Trigger::Schedule).await {
                     Ok(job) => job.wait().await,
                     Err(e) => tracing::warn!(message = "scheduled job not started", error = %e),
                 }
@@ -436,7 +447,10 @@ impl<S: OfflineStore + 'static> MaterializerService<S> {
         force: bool,
         wait: bool,
     ) -> Result<Response<pb::Job>, Status> {
-        let job = self.0.submit(call, force, "api", user.as_ref()).await?;
+        let job = self
+            .0
+            .submit(call, force, Trigger::Api(user.as_ref()))
+            .await?;
         if wait {
             job.wait().await;
         }

@@ -587,16 +587,15 @@ async fn materialize(
     uri: axum::http::Uri,
     body: Body,
 ) -> Response {
-    let request: MaterializeRequest =
-        match read_json(body, server.max_request_bytes, "materialize").await {
-            Ok(r) => r,
-            Err(response) => return response,
-        };
-    let query = MaterializeQuery::parse(&uri);
-    match request.call() {
-        Ok(call) => server.start_materialization(caller, call, query).await,
-        Err(e) => error_response(&e),
-    }
+    materialize_route(
+        server,
+        caller,
+        uri,
+        body,
+        "materialize",
+        MaterializeRequest::call,
+    )
+    .await
 }
 
 async fn materialize_incremental(
@@ -605,14 +604,36 @@ async fn materialize_incremental(
     uri: axum::http::Uri,
     body: Body,
 ) -> Response {
-    let request: MaterializeIncrementalRequest =
-        match read_json(body, server.max_request_bytes, "materialize-incremental").await {
-            Ok(r) => r,
-            Err(response) => return response,
-        };
-    let query = MaterializeQuery::parse(&uri);
-    match request.call() {
-        Ok(call) => server.start_materialization(caller, call, query).await,
+    materialize_route(
+        server,
+        caller,
+        uri,
+        body,
+        "materialize-incremental",
+        MaterializeIncrementalRequest::call,
+    )
+    .await
+}
+
+/// Both materialization routes: the body as `R`, checked into a call, then run.
+async fn materialize_route<R: DeserializeOwned>(
+    server: Arc<FeatureServer>,
+    caller: Caller,
+    uri: axum::http::Uri,
+    body: Body,
+    what: &str,
+    to_call: fn(R) -> Result<MaterializeCall, ServeError>,
+) -> Response {
+    let request: R = match read_json(body, server.max_request_bytes, what).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match to_call(request) {
+        Ok(call) => {
+            server
+                .start_materialization(caller, call, MaterializeQuery::parse(&uri))
+                .await
+        }
         Err(e) => error_response(&e),
     }
 }
