@@ -62,10 +62,26 @@ async fn shutdown_signal() {
     tracing::info!(message = "shutting down");
 }
 
+/// The permission engine of every server: Feast's defaults, or, with
+/// `FEAST_RS_STRICT_AUTHZ=true`, deny-by-default (a project without permissions and a
+/// resource no permission covers are both refused).
+fn authorizer() -> std::sync::Arc<feast_auth::Authorizer> {
+    let strict = std::env::var("FEAST_RS_STRICT_AUTHZ")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    std::sync::Arc::new(if strict {
+        tracing::info!(message = "strict authorization: no permission means no access");
+        feast_auth::Authorizer::strict()
+    } else {
+        feast_auth::Authorizer::new()
+    })
+}
+
 /// `serve-registry`: the registry of the repository's feature_store.yaml over gRPC.
 pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
     let addr = address(args)?;
     let tls = tls(args)?;
+    let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
+        .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let common = ctx.config.registry.common();
     let options = ServiceOptions {
         cache_ttl: std::time::Duration::from_secs(common.cache_ttl_seconds.max(0) as u64),
@@ -97,7 +113,11 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
             _ => unreachable!("checked above"),
         };
         let location = store.location();
-        let service = RegistryService::open(store, options).await?;
+        feast_auth::log_auth_mode("registry server", &authenticator);
+        let mut service = RegistryService::open(store, options).await?;
+        if authenticator.is_enabled() {
+            service = service.with_authorizer(authorizer());
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
@@ -106,7 +126,7 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
             "feast-rs registry server listening on {bound} (gRPC{}), registry {location}",
             if tls.is_some() { " with TLS" } else { "" }
         );
-        feast_registry::serve_on(listener, service, tls, shutdown_signal()).await?;
+        feast_registry::serve_on(listener, service, authenticator, tls, shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -262,7 +282,7 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
             authenticator => Some(feast_online::http::ServerAuth {
                 authenticator,
                 authz: feast_online::authz::Authz {
-                    authorizer: std::sync::Arc::new(feast_auth::Authorizer::new()),
+                    authorizer: authorizer(),
                 },
             }),
         };
@@ -362,9 +382,7 @@ pub fn offline_server(ctx: &RepoContext, args: &crate::OfflineServeArgs) -> Resu
             location: format!("{scheme}://{}:{}", args.host, bound.port()),
             ..Default::default()
         };
-        let authorizer = authenticator
-            .is_enabled()
-            .then(|| std::sync::Arc::new(feast_auth::Authorizer::new()));
+        let authorizer = authenticator.is_enabled().then(authorizer);
         let service = feast_offline::OfflineFlightService::new(
             registry,
             std::sync::Arc::new(store),
@@ -425,9 +443,7 @@ pub fn materializer_server(ctx: &RepoContext, args: &crate::MaterializerServeArg
             },
         );
         manager.parallelism = args.parallelism.max(1);
-        manager.authorizer = authenticator
-            .is_enabled()
-            .then(|| std::sync::Arc::new(feast_auth::Authorizer::new()));
+        manager.authorizer = authenticator.is_enabled().then(authorizer);
         let manager = std::sync::Arc::new(manager);
         if let Some(every) = every {
             manager.schedule(every);

@@ -2,6 +2,7 @@
 //! `grpc.health.v1` and server reflection) over a registry store, so the Feast SDK with
 //! `registry_type: remote` works against it unchanged.
 
+pub mod authz;
 pub mod cache;
 pub mod client;
 pub mod lineage;
@@ -12,6 +13,7 @@ pub mod store;
 
 use std::net::SocketAddr;
 
+use feast_auth::Authenticator;
 use feast_proto::registry::registry_server_server::RegistryServerServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -54,22 +56,31 @@ pub enum ServeError {
 pub async fn serve(
     addr: SocketAddr,
     service: RegistryService,
+    authenticator: Authenticator,
     tls: Option<TlsPem>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    serve_on(listener, service, tls, shutdown).await
+    serve_on(listener, service, authenticator, tls, shutdown).await
 }
 
-/// Serves on an already bound listener (tests bind port 0).
+/// Serves on an already bound listener (tests bind port 0). With an enabled
+/// `authenticator`, every call but the health check needs a valid bearer token, and every
+/// RPC checks the caller's Feast permissions (Feast's defaults unless the service was given
+/// its own [`RegistryService::with_authorizer`], e.g. a strict one).
 pub async fn serve_on(
     listener: TcpListener,
-    service: RegistryService,
+    mut service: RegistryService,
+    authenticator: Authenticator,
     tls: Option<TlsPem>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    if authenticator.is_enabled() && service.authorizer().is_none() {
+        service = service.with_authorizer(std::sync::Arc::new(feast_auth::Authorizer::new()));
+    }
+    let auth = feast_auth::AuthLayer::new(authenticator);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RegistryServerServer<RegistryService>>()
@@ -95,6 +106,7 @@ pub async fn serve_on(
     let local = listener.local_addr().ok();
     tracing::info!(message = "registry server listening", addr = ?local);
     builder
+        .layer(auth)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use feast_auth::{Action, Authorizer, ResourceKind, ResourceRef, User};
 use feast_core::error::{ErrorClass, FeastError, StatusKind};
 use feast_core::json::message_to_proto_json;
 use feast_core::model::{ObjectKind, RegistryObject};
@@ -23,6 +26,7 @@ use prost_types::Timestamp;
 use tokio::sync::{RwLock, RwLockReadGuard};
 use tonic::{Request, Response, Status};
 
+use crate::authz::Caller;
 use crate::lineage;
 use crate::paginate::paginate;
 use crate::store::{RegistryStore, StoreError, StoreVersion};
@@ -63,6 +67,8 @@ pub struct RegistryService {
     started: Instant,
     /// When the store's version was last checked (ms since `started`).
     checked_ms: AtomicU64,
+    /// `Some` when callers are authenticated: every RPC checks their permissions.
+    authorizer: Option<Arc<Authorizer>>,
 }
 
 fn code(kind: StatusKind) -> tonic::Code {
@@ -136,7 +142,35 @@ impl RegistryService {
             options,
             started: Instant::now(),
             checked_ms: AtomicU64::new(0),
+            authorizer: None,
         })
+    }
+
+    /// Checks every RPC against Feast permissions with `authorizer` (servers with `auth:`).
+    /// The server must then authenticate callers ([`crate::serve_on`] does when given an
+    /// enabled authenticator): an RPC without an authenticated user is refused.
+    pub fn with_authorizer(mut self, authorizer: Arc<Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    pub fn authorizer(&self) -> Option<&Arc<Authorizer>> {
+        self.authorizer.as_ref()
+    }
+
+    /// The caller of an RPC, taken before the request is consumed.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let Some(authorizer) = &self.authorizer else {
+            return Ok(Caller::unchecked());
+        };
+        match request.extensions().get::<User>() {
+            Some(user) => Ok(Caller::checked(authorizer.clone(), user.clone())),
+            // The auth layer attaches a user to every authenticated call; reaching this means
+            // the service runs without it, which must not turn into access.
+            None => Err(to_status(feast_auth::permission_error(
+                "no authenticated user on a registry call that needs one",
+            ))),
+        }
     }
 
     /// Reloads from the store when it changed and nothing is staged.
@@ -229,31 +263,39 @@ impl RegistryService {
         Ok(())
     }
 
-    async fn get_rpc<T: RegistryObject>(
+    async fn get_rpc<T: RegistryObject, Q>(
         &self,
-        name: &str,
-        project: &str,
-        allow_cache: bool,
+        request: Request<Q>,
+        key: fn(&Q) -> (&str, &str, bool),
     ) -> R<T> {
+        let caller = self.caller(&request)?;
+        let (name, project, allow_cache) = key(request.get_ref());
         let state = self.view(allow_cache).await?;
-        Ok(Response::new(Self::get::<T>(&state, name, project)?))
+        let object = Self::get::<T>(&state, name, project)?;
+        caller
+            .describe(&state.catalog, project, &object)
+            .map_err(to_status)?;
+        Ok(Response::new(object))
     }
 
     /// A plain list RPC: the objects of one kind in the request's project, tag-filtered,
     /// sorted and paginated.
     async fn list_std<T: RegistryObject, Q: ListRequest>(
         &self,
-        r: &Q,
+        request: &Request<Q>,
     ) -> Result<(Vec<T>, Option<PaginationMetadata>), Status> {
+        let caller = self.caller(request)?;
+        let r = request.get_ref();
         let state = self.view(r.allow_cache()).await?;
         let (items, pagination) = Self::list::<T>(
             &state,
+            &caller,
             r.project(),
             r.tags(),
             |_| true,
             r.pagination(),
             r.sorting(),
-        );
+        )?;
         self.check_items(&items, &format!("List {}", T::KIND))?;
         Ok((items, pagination))
     }
@@ -266,44 +308,57 @@ impl RegistryService {
             .map_err(to_status)
     }
 
+    /// The objects of one kind in `project` that pass `keep` and the caller may describe,
+    /// then sorted and paginated (Feast paginates after the permission filter).
     fn list<T: RegistryObject>(
         state: &State,
+        caller: &Caller,
         project: &str,
         tags: &BTreeMap<String, String>,
         keep: impl Fn(&T) -> bool,
         pagination: Option<&PaginationParams>,
         sorting: Option<&SortingParams>,
-    ) -> (Vec<T>, Option<PaginationMetadata>) {
+    ) -> Result<(Vec<T>, Option<PaginationMetadata>), Status> {
         let items: Vec<T> = state
             .catalog
             .list::<T>(project, tags)
             .filter(|o| keep(o))
             .cloned()
             .collect();
+        let items = caller
+            .filter(&state.catalog, project, items, |o| ResourceRef::of(o))
+            .map_err(to_status)?;
         let (items, meta) = paginate(items, pagination, sorting, message_to_proto_json);
-        (items, Some(meta))
+        Ok((items, Some(meta)))
     }
 
     async fn apply<T: RegistryObject>(
         &self,
+        caller: Caller,
         object: Option<T>,
         project: &str,
         commit: bool,
     ) -> Result<Response<()>, Status> {
         let object =
             object.ok_or_else(|| invalid(format!("the request carries no {}", T::KIND)))?;
-        self.mutate(commit, |catalog, now| catalog.apply(object, project, now))
-            .await?;
+        self.mutate(commit, |catalog, now| {
+            caller.upsert_object(catalog, project, &object)?;
+            catalog.apply(object, project, now)
+        })
+        .await?;
         Ok(Response::new(()))
     }
 
     async fn delete<T: RegistryObject>(
         &self,
+        caller: Caller,
         name: &str,
         project: &str,
         commit: bool,
     ) -> Result<Response<()>, Status> {
         self.mutate(commit, |catalog, _| {
+            let stored = catalog.get::<T>(name, project)?;
+            caller.check(catalog, project, ResourceRef::of(stored), &[Action::Delete])?;
             catalog.delete::<T>(name, project).map(drop)
         })
         .await?;
@@ -396,6 +451,14 @@ enum AnyView {
 }
 
 impl AnyView {
+    fn resource(&self) -> ResourceRef<'_> {
+        match self {
+            AnyView::Fv(v) => ResourceRef::of(v),
+            AnyView::Sfv(v) => ResourceRef::of(v),
+            AnyView::Odfv(v) => ResourceRef::of(v),
+            AnyView::Lv(v) => ResourceRef::of(v),
+        }
+    }
     fn name(&self) -> &str {
         match self {
             AnyView::Fv(v) => v.name(),
@@ -544,6 +607,64 @@ fn all_views(
     out
 }
 
+/// The views of every kind (label views included) in `project` the caller may describe.
+fn permitted_views(
+    caller: &Caller,
+    catalog: &Catalog,
+    project: &str,
+) -> Result<Vec<AnyView>, Status> {
+    let none = BTreeMap::new();
+    caller
+        .filter(
+            catalog,
+            project,
+            all_views(catalog, project, &none, true),
+            AnyView::resource,
+        )
+        .map_err(to_status)
+}
+
+/// `Proto` for a checked caller: the projects it may describe, and in each of them the
+/// objects it may describe (Feast builds the message from per-project filtered lists).
+fn permitted_registry(caller: &Caller, catalog: &Catalog, registry: &mut core::Registry) {
+    let mut projects = Vec::new();
+    for p in std::mem::take(&mut registry.projects) {
+        let name = p.name().to_owned();
+        projects.extend(caller.visible(catalog, &name, vec![p], |p| ResourceRef::of(p)));
+    }
+    let names: Vec<String> = projects.iter().map(|p| p.name().to_owned()).collect();
+    registry.projects = projects;
+    keep_permitted::<core::Entity>(caller, catalog, &names, registry);
+    keep_permitted::<core::DataSource>(caller, catalog, &names, registry);
+    keep_permitted::<core::FeatureView>(caller, catalog, &names, registry);
+    keep_permitted::<core::StreamFeatureView>(caller, catalog, &names, registry);
+    keep_permitted::<core::OnDemandFeatureView>(caller, catalog, &names, registry);
+    keep_permitted::<core::LabelView>(caller, catalog, &names, registry);
+    keep_permitted::<core::FeatureService>(caller, catalog, &names, registry);
+    keep_permitted::<core::SavedDataset>(caller, catalog, &names, registry);
+    keep_permitted::<core::ValidationReference>(caller, catalog, &names, registry);
+    keep_permitted::<core::Permission>(caller, catalog, &names, registry);
+}
+
+fn keep_permitted<T: RegistryObject>(
+    caller: &Caller,
+    catalog: &Catalog,
+    projects: &[String],
+    registry: &mut core::Registry,
+) {
+    let all = std::mem::take(T::collection_mut(registry));
+    let mut kept = Vec::with_capacity(all.len());
+    for project in projects {
+        let of_project: Vec<T> = all
+            .iter()
+            .filter(|o| o.project() == project)
+            .cloned()
+            .collect();
+        kept.extend(caller.visible(catalog, project, of_project, |o| ResourceRef::of(o)));
+    }
+    *T::collection_mut(registry) = kept;
+}
+
 fn features_of(views: Vec<AnyView>, feature_view: &str, name: &str, kind: &str) -> Vec<Feature> {
     let mut out = Vec::new();
     for view in views {
@@ -628,30 +749,33 @@ type R<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl RegistryServer for RegistryService {
     async fn apply_entity(&self, request: Request<ApplyEntityRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.apply(r.entity, &r.project, r.commit).await
+        self.apply(caller, r.entity, &r.project, r.commit).await
     }
     async fn get_entity(&self, request: Request<GetEntityRequest>) -> R<core::Entity> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_entities(
         &self,
         request: Request<ListEntitiesRequest>,
     ) -> R<ListEntitiesResponse> {
-        let (entities, pagination) = self.list_std::<core::Entity, _>(request.get_ref()).await?;
+        let (entities, pagination) = self.list_std::<core::Entity, _>(&request).await?;
         Ok(Response::new(ListEntitiesResponse {
             entities,
             pagination,
         }))
     }
     async fn delete_entity(&self, request: Request<DeleteEntityRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.delete::<core::Entity>(&r.name, &r.project, r.commit)
+        self.delete::<core::Entity>(caller, &r.name, &r.project, r.commit)
             .await
     }
 
     async fn apply_data_source(&self, request: Request<ApplyDataSourceRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let mut source = r
             .data_source
@@ -661,6 +785,7 @@ impl RegistryServer for RegistryService {
         }
         let project = r.project;
         self.mutate(r.commit, |catalog, now| {
+            caller.upsert_object(catalog, &project, &source)?;
             // An unchanged source is left as it is (timestamps included), as Feast does.
             if let Ok(existing) = catalog.get::<core::DataSource>(&source.name, &project)
                 && existing.declared() == source.declared()
@@ -673,43 +798,50 @@ impl RegistryServer for RegistryService {
         Ok(Response::new(()))
     }
     async fn get_data_source(&self, request: Request<GetDataSourceRequest>) -> R<core::DataSource> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_data_sources(
         &self,
         request: Request<ListDataSourcesRequest>,
     ) -> R<ListDataSourcesResponse> {
-        let (data_sources, pagination) = self
-            .list_std::<core::DataSource, _>(request.get_ref())
-            .await?;
+        let (data_sources, pagination) = self.list_std::<core::DataSource, _>(&request).await?;
         Ok(Response::new(ListDataSourcesResponse {
             data_sources,
             pagination,
         }))
     }
     async fn delete_data_source(&self, request: Request<DeleteDataSourceRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.delete::<core::DataSource>(&r.name, &r.project, r.commit)
+        self.delete::<core::DataSource>(caller, &r.name, &r.project, r.commit)
             .await
     }
 
     async fn apply_feature_view(&self, request: Request<ApplyFeatureViewRequest>) -> R<()> {
         use apply_feature_view_request::BaseFeatureView as B;
+        let c = self.caller(&request)?;
         let r = request.into_inner();
         match r.base_feature_view {
-            Some(B::FeatureView(v)) => self.apply(Some(v), &r.project, r.commit).await,
-            Some(B::OnDemandFeatureView(v)) => self.apply(Some(v), &r.project, r.commit).await,
-            Some(B::StreamFeatureView(v)) => self.apply(Some(v), &r.project, r.commit).await,
-            Some(B::LabelView(v)) => self.apply(Some(v), &r.project, r.commit).await,
+            Some(B::FeatureView(v)) => self.apply(c, Some(v), &r.project, r.commit).await,
+            Some(B::OnDemandFeatureView(v)) => self.apply(c, Some(v), &r.project, r.commit).await,
+            Some(B::StreamFeatureView(v)) => self.apply(c, Some(v), &r.project, r.commit).await,
+            Some(B::LabelView(v)) => self.apply(c, Some(v), &r.project, r.commit).await,
             None => Err(invalid(
                 "ApplyFeatureView needs one of feature_view, on_demand_feature_view, stream_feature_view or label_view",
             )),
         }
     }
     async fn delete_feature_view(&self, request: Request<DeleteFeatureViewRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         self.mutate(r.commit, |catalog, _| {
+            let none = BTreeMap::new();
+            let stored = all_views(catalog, &r.project, &none, true)
+                .into_iter()
+                .find(|v| v.name() == r.name)
+                .ok_or_else(|| ObjectKind::FeatureView.not_found(&r.name, &r.project))?;
+            caller.check(catalog, &r.project, stored.resource(), &[Action::Delete])?;
             catalog
                 .delete_any_feature_view(&r.name, &r.project)
                 .map(drop)
@@ -721,12 +853,23 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<GetAnyFeatureViewRequest>,
     ) -> R<GetAnyFeatureViewResponse> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = self.view(r.allow_cache).await?;
         let none = BTreeMap::new();
         let found = all_views(&state.catalog, &r.project, &none, true)
             .into_iter()
             .find(|v| v.name() == r.name);
+        if let Some(v) = &found {
+            caller
+                .check(
+                    &state.catalog,
+                    &r.project,
+                    v.resource(),
+                    &[Action::Describe],
+                )
+                .map_err(to_status)?;
+        }
         match found {
             Some(v) => Ok(Response::new(GetAnyFeatureViewResponse {
                 any_feature_view: Some(any_view(v)),
@@ -740,6 +883,7 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListAllFeatureViewsRequest>,
     ) -> R<ListAllFeatureViewsResponse> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = self.view(r.allow_cache).await?;
         let mut views = all_views(&state.catalog, &r.project, &r.tags, false);
@@ -756,6 +900,9 @@ impl RegistryServer for RegistryService {
         if !r.feature_service.is_empty() {
             let service =
                 Self::get::<core::FeatureService>(&state, &r.feature_service, &r.project)?;
+            caller
+                .describe(&state.catalog, &r.project, &service)
+                .map_err(to_status)?;
             let in_service: Vec<String> = service
                 .spec
                 .iter()
@@ -766,6 +913,9 @@ impl RegistryServer for RegistryService {
         if !r.data_source.is_empty() {
             views.retain(|v| v.source_names().contains(&r.data_source.as_str()));
         }
+        let views = caller
+            .filter(&state.catalog, &r.project, views, AnyView::resource)
+            .map_err(to_status)?;
         let (views, pagination) = paginate(
             views,
             r.pagination.as_ref(),
@@ -783,16 +933,14 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<GetFeatureViewRequest>,
     ) -> R<core::FeatureView> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_feature_views(
         &self,
         request: Request<ListFeatureViewsRequest>,
     ) -> R<ListFeatureViewsResponse> {
-        let (feature_views, pagination) = self
-            .list_std::<core::FeatureView, _>(request.get_ref())
-            .await?;
+        let (feature_views, pagination) = self.list_std::<core::FeatureView, _>(&request).await?;
         Ok(Response::new(ListFeatureViewsResponse {
             feature_views,
             pagination,
@@ -802,15 +950,15 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<GetStreamFeatureViewRequest>,
     ) -> R<core::StreamFeatureView> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_stream_feature_views(
         &self,
         request: Request<ListStreamFeatureViewsRequest>,
     ) -> R<ListStreamFeatureViewsResponse> {
         let (stream_feature_views, pagination) = self
-            .list_std::<core::StreamFeatureView, _>(request.get_ref())
+            .list_std::<core::StreamFeatureView, _>(&request)
             .await?;
         Ok(Response::new(ListStreamFeatureViewsResponse {
             stream_feature_views,
@@ -821,15 +969,15 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<GetOnDemandFeatureViewRequest>,
     ) -> R<core::OnDemandFeatureView> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_on_demand_feature_views(
         &self,
         request: Request<ListOnDemandFeatureViewsRequest>,
     ) -> R<ListOnDemandFeatureViewsResponse> {
         let (on_demand_feature_views, pagination) = self
-            .list_std::<core::OnDemandFeatureView, _>(request.get_ref())
+            .list_std::<core::OnDemandFeatureView, _>(&request)
             .await?;
         Ok(Response::new(ListOnDemandFeatureViewsResponse {
             on_demand_feature_views,
@@ -837,16 +985,14 @@ impl RegistryServer for RegistryService {
         }))
     }
     async fn get_label_view(&self, request: Request<GetLabelViewRequest>) -> R<core::LabelView> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_label_views(
         &self,
         request: Request<ListLabelViewsRequest>,
     ) -> R<ListLabelViewsResponse> {
-        let (label_views, pagination) = self
-            .list_std::<core::LabelView, _>(request.get_ref())
-            .await?;
+        let (label_views, pagination) = self.list_std::<core::LabelView, _>(&request).await?;
         Ok(Response::new(ListLabelViewsResponse {
             label_views,
             pagination,
@@ -854,25 +1000,29 @@ impl RegistryServer for RegistryService {
     }
 
     async fn apply_feature_service(&self, request: Request<ApplyFeatureServiceRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.apply(r.feature_service, &r.project, r.commit).await
+        self.apply(caller, r.feature_service, &r.project, r.commit)
+            .await
     }
     async fn get_feature_service(
         &self,
         request: Request<GetFeatureServiceRequest>,
     ) -> R<core::FeatureService> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_feature_services(
         &self,
         request: Request<ListFeatureServicesRequest>,
     ) -> R<ListFeatureServicesResponse> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = self.view(r.allow_cache).await?;
         let view = r.feature_view.as_str();
         let (feature_services, pagination) = Self::list::<core::FeatureService>(
             &state,
+            &caller,
             &r.project,
             &r.tags,
             |s| {
@@ -884,7 +1034,7 @@ impl RegistryServer for RegistryService {
             },
             r.pagination.as_ref(),
             r.sorting.as_ref(),
-        );
+        )?;
         self.check_items(&feature_services, "ListFeatureServices")?;
         Ok(Response::new(ListFeatureServicesResponse {
             feature_services,
@@ -892,30 +1042,35 @@ impl RegistryServer for RegistryService {
         }))
     }
     async fn delete_feature_service(&self, request: Request<DeleteFeatureServiceRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.delete::<core::FeatureService>(&r.name, &r.project, r.commit)
+        self.delete::<core::FeatureService>(caller, &r.name, &r.project, r.commit)
             .await
     }
 
     async fn apply_saved_dataset(&self, request: Request<ApplySavedDatasetRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.apply(r.saved_dataset, &r.project, r.commit).await
+        self.apply(caller, r.saved_dataset, &r.project, r.commit)
+            .await
     }
     async fn get_saved_dataset(
         &self,
         request: Request<GetSavedDatasetRequest>,
     ) -> R<core::SavedDataset> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_saved_datasets(
         &self,
         request: Request<ListSavedDatasetsRequest>,
     ) -> R<ListSavedDatasetsResponse> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = self.view(r.allow_cache).await?;
         let (saved_datasets, pagination) = Self::list::<core::SavedDataset>(
             &state,
+            &caller,
             &r.project,
             &r.tags,
             |d| {
@@ -925,7 +1080,7 @@ impl RegistryServer for RegistryService {
             },
             r.pagination.as_ref(),
             r.sorting.as_ref(),
-        );
+        )?;
         self.check_items(&saved_datasets, "ListSavedDatasets")?;
         Ok(Response::new(ListSavedDatasetsResponse {
             saved_datasets,
@@ -933,14 +1088,24 @@ impl RegistryServer for RegistryService {
         }))
     }
     async fn delete_saved_dataset(&self, request: Request<DeleteSavedDatasetRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.delete::<core::SavedDataset>(&r.name, &r.project, r.commit)
+        self.delete::<core::SavedDataset>(caller, &r.name, &r.project, r.commit)
             .await
     }
     async fn create_dataset_from_retrieval(
         &self,
-        _request: Request<CreateDatasetFromRetrievalRequest>,
+        request: Request<CreateDatasetFromRetrievalRequest>,
     ) -> R<CreateDatasetFromRetrievalResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.get_ref();
+        if caller.is_checked() {
+            let state = self.view(true).await?;
+            let target = ResourceRef::new(ResourceKind::SavedDataset, &r.name);
+            caller
+                .check(&state.catalog, &r.project, target, &[Action::Create])
+                .map_err(to_status)?;
+        }
         Err(unimplemented_rpc(
             "CreateDatasetFromRetrieval",
             "it needs the offline server (historical retrieval)",
@@ -948,8 +1113,22 @@ impl RegistryServer for RegistryService {
     }
     async fn get_dataset_data(
         &self,
-        _request: Request<GetDatasetDataRequest>,
+        request: Request<GetDatasetDataRequest>,
     ) -> R<GetDatasetDataResponse> {
+        let caller = self.caller(&request)?;
+        let r = request.get_ref();
+        {
+            let state = self.view(true).await?;
+            let dataset = Self::get::<core::SavedDataset>(&state, &r.name, &r.project)?;
+            caller
+                .check(
+                    &state.catalog,
+                    &r.project,
+                    ResourceRef::of(&dataset),
+                    &[Action::ReadOffline],
+                )
+                .map_err(to_status)?;
+        }
         Err(unimplemented_rpc(
             "GetDatasetData",
             "it needs the offline server to read saved datasets",
@@ -960,6 +1139,7 @@ impl RegistryServer for RegistryService {
         request: Request<GetDatasetJobStatusRequest>,
     ) -> R<GetDatasetJobStatusResponse> {
         // No dataset jobs can exist until CreateDatasetFromRetrieval is served.
+        self.caller(&request)?;
         let r = request.into_inner();
         Err(to_status(FeastError::new(
             ErrorClass::FeastObjectNotFoundException,
@@ -968,8 +1148,9 @@ impl RegistryServer for RegistryService {
     }
     async fn list_dataset_jobs(
         &self,
-        _request: Request<ListDatasetJobsRequest>,
+        request: Request<ListDatasetJobsRequest>,
     ) -> R<ListDatasetJobsResponse> {
+        self.caller(&request)?;
         Ok(Response::new(ListDatasetJobsResponse { jobs: vec![] }))
     }
 
@@ -977,23 +1158,24 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ApplyValidationReferenceRequest>,
     ) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.apply(r.validation_reference, &r.project, r.commit)
+        self.apply(caller, r.validation_reference, &r.project, r.commit)
             .await
     }
     async fn get_validation_reference(
         &self,
         request: Request<GetValidationReferenceRequest>,
     ) -> R<core::ValidationReference> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_validation_references(
         &self,
         request: Request<ListValidationReferencesRequest>,
     ) -> R<ListValidationReferencesResponse> {
         let (validation_references, pagination) = self
-            .list_std::<core::ValidationReference, _>(request.get_ref())
+            .list_std::<core::ValidationReference, _>(&request)
             .await?;
         Ok(Response::new(ListValidationReferencesResponse {
             validation_references,
@@ -1004,61 +1186,66 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<DeleteValidationReferenceRequest>,
     ) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.delete::<core::ValidationReference>(&r.name, &r.project, r.commit)
+        self.delete::<core::ValidationReference>(caller, &r.name, &r.project, r.commit)
             .await
     }
 
     async fn apply_permission(&self, request: Request<ApplyPermissionRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.apply(r.permission, &r.project, r.commit).await
+        self.apply(caller, r.permission, &r.project, r.commit).await
     }
     async fn get_permission(&self, request: Request<GetPermissionRequest>) -> R<core::Permission> {
-        let r = request.into_inner();
-        self.get_rpc(&r.name, &r.project, r.allow_cache).await
+        self.get_rpc(request, |r| (&r.name, &r.project, r.allow_cache))
+            .await
     }
     async fn list_permissions(
         &self,
         request: Request<ListPermissionsRequest>,
     ) -> R<ListPermissionsResponse> {
-        let (permissions, pagination) = self
-            .list_std::<core::Permission, _>(request.get_ref())
-            .await?;
+        let (permissions, pagination) = self.list_std::<core::Permission, _>(&request).await?;
         Ok(Response::new(ListPermissionsResponse {
             permissions,
             pagination,
         }))
     }
     async fn delete_permission(&self, request: Request<DeletePermissionRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.delete::<core::Permission>(&r.name, &r.project, r.commit)
+        self.delete::<core::Permission>(caller, &r.name, &r.project, r.commit)
             .await
     }
 
     async fn apply_project(&self, request: Request<ApplyProjectRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let project = r
             .project
             .ok_or_else(|| invalid("the request carries no project"))?;
         let name = project.name().to_owned();
-        self.apply(Some(project), &name, r.commit).await
+        self.apply(caller, Some(project), &name, r.commit).await
     }
     async fn get_project(&self, request: Request<GetProjectRequest>) -> R<core::Project> {
-        let r = request.into_inner();
-        let state = self.view(r.allow_cache).await?;
-        Ok(Response::new(Self::get::<core::Project>(
-            &state, &r.name, &r.name,
-        )?))
+        self.get_rpc(request, |r| (&r.name, &r.name, r.allow_cache))
+            .await
     }
     async fn list_projects(
         &self,
         request: Request<ListProjectsRequest>,
     ) -> R<ListProjectsResponse> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = self.view(r.allow_cache).await?;
-        let projects: Vec<core::Project> = state
-            .catalog
-            .projects(&r.tags)
+        let mut permitted = Vec::new();
+        for p in state.catalog.projects(&r.tags) {
+            // Each project is weighed against its own permissions.
+            permitted
+                .extend(caller.visible(&state.catalog, p.name(), vec![p], |p| ResourceRef::of(*p)));
+        }
+        let projects: Vec<core::Project> = permitted
+            .into_iter()
             .filter(|p| {
                 p.tags()
                     .get("feast.dev/protected-project")
@@ -1080,13 +1267,19 @@ impl RegistryServer for RegistryService {
         }))
     }
     async fn delete_project(&self, request: Request<DeleteProjectRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
-        self.mutate(r.commit, |catalog, _| catalog.delete_project(&r.name))
-            .await?;
+        self.mutate(r.commit, |catalog, _| {
+            let stored = catalog.get::<core::Project>(&r.name, &r.name)?;
+            caller.check(catalog, &r.name, ResourceRef::of(stored), &[Action::Delete])?;
+            catalog.delete_project(&r.name)
+        })
+        .await?;
         Ok(Response::new(()))
     }
 
     async fn apply_materialization(&self, request: Request<ApplyMaterializationRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let name = r
             .feature_view
@@ -1098,6 +1291,16 @@ impl RegistryServer for RegistryService {
             r.end_date.unwrap_or_default(),
         );
         self.mutate(r.commit, |catalog, now| {
+            // The stored view decides (its tags, not the caller's copy of them).
+            let write = [Action::WriteOnline];
+            if let Ok(fv) = catalog.get::<core::FeatureView>(&name, &r.project) {
+                caller.check(catalog, &r.project, ResourceRef::of(fv), &write)?;
+            } else if let Ok(sfv) = catalog.get::<core::StreamFeatureView>(&name, &r.project) {
+                caller.check(catalog, &r.project, ResourceRef::of(sfv), &write)?;
+            } else {
+                let sent = ResourceRef::new(ResourceKind::FeatureView, &name);
+                caller.check(catalog, &r.project, sent, &write)?;
+            }
             catalog.apply_materialization(&name, &r.project, start, end, now);
             Ok(())
         })
@@ -1108,8 +1311,12 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListProjectMetadataRequest>,
     ) -> R<ListProjectMetadataResponse> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = self.view(r.allow_cache).await?;
+        caller
+            .describe_project_if_any(&state.catalog, &r.project)
+            .map_err(to_status)?;
         #[allow(deprecated)]
         let project_metadata = state
             .catalog
@@ -1124,9 +1331,11 @@ impl RegistryServer for RegistryService {
         }))
     }
     async fn update_infra(&self, request: Request<UpdateInfraRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let infra = r.infra.unwrap_or_default();
         self.mutate(r.commit, |catalog, now| {
+            caller.upsert_project(catalog, &r.project)?;
             catalog.ensure_project(&r.project, now);
             catalog.set_infra(infra);
             Ok(())
@@ -1135,18 +1344,38 @@ impl RegistryServer for RegistryService {
         Ok(Response::new(()))
     }
     async fn get_infra(&self, request: Request<GetInfraRequest>) -> R<core::Infra> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = self.view(r.allow_cache).await?;
+        match state.catalog.get::<core::Project>(&r.project, &r.project) {
+            Ok(p) => caller.describe(&state.catalog, &r.project, p),
+            Err(_) => caller.check(
+                &state.catalog,
+                &r.project,
+                ResourceRef::new(ResourceKind::Project, &r.project),
+                &[Action::Create],
+            ),
+        }
+        .map_err(to_status)?;
         Ok(Response::new(
             state.catalog.proto().infra.clone().unwrap_or_default(),
         ))
     }
-    async fn commit(&self, _request: Request<()>) -> R<()> {
+    async fn commit(&self, request: Request<()>) -> R<()> {
+        let caller = self.caller(&request)?;
         let mut state = self.state.write().await;
+        caller.may_commit(&state.catalog).map_err(to_status)?;
         self.persist(&mut state).await?;
         Ok(Response::new(()))
     }
-    async fn refresh(&self, _request: Request<RefreshRequest>) -> R<()> {
+    async fn refresh(&self, request: Request<RefreshRequest>) -> R<()> {
+        let caller = self.caller(&request)?;
+        if caller.is_checked() {
+            let state = self.state.read().await;
+            caller
+                .upsert_project(&state.catalog, &request.get_ref().project)
+                .map_err(to_status)?;
+        }
         // Feast's refresh reloads from the store, dropping staged changes.
         let (loaded, version) = self.store.load().await.map_err(store_status)?;
         let mut state = self.state.write().await;
@@ -1155,9 +1384,13 @@ impl RegistryServer for RegistryService {
         state.dirty = false;
         Ok(Response::new(()))
     }
-    async fn proto(&self, _request: Request<()>) -> R<core::Registry> {
+    async fn proto(&self, request: Request<()>) -> R<core::Registry> {
+        let caller = self.caller(&request)?;
         let state = self.view(false).await?;
         let mut registry = state.catalog.proto().clone();
+        if caller.is_checked() {
+            permitted_registry(&caller, &state.catalog, &mut registry);
+        }
         // As Feast's server: objects and projects, with the real version and time.
         registry.infra = None;
         #[allow(deprecated)]
@@ -1171,11 +1404,14 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<GetRegistryLineageRequest>,
     ) -> R<GetRegistryLineageResponse> {
-        // Feast first checks DESCRIBE on the project and ignores a missing project; without
-        // auth there is nothing to check.
+        // Feast checks DESCRIBE on the project and ignores a missing project.
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let lineage = {
             let state = self.view(r.allow_cache).await?;
+            caller
+                .describe_project_if_any(&state.catalog, &r.project)
+                .map_err(to_status)?;
             lineage::registry_lineage(&state.catalog, &r.project)
         }
         .filtered(&r.filter_object_type, &r.filter_object_name);
@@ -1201,9 +1437,13 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<GetObjectRelationshipsRequest>,
     ) -> R<GetObjectRelationshipsResponse> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let relations = {
             let state = self.view(r.allow_cache).await?;
+            caller
+                .describe_project_if_any(&state.catalog, &r.project)
+                .map_err(to_status)?;
             lineage::object_relationships(
                 &state.catalog,
                 &r.project,
@@ -1236,15 +1476,11 @@ impl RegistryServer for RegistryService {
         &self,
         request: Request<ListFeaturesRequest>,
     ) -> R<ListFeaturesResponse> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = self.view(r.allow_cache).await?;
-        let none = BTreeMap::new();
-        let features = features_of(
-            all_views(&state.catalog, &r.project, &none, true),
-            &r.feature_view,
-            &r.name,
-            &r.kind,
-        );
+        let views = permitted_views(&caller, &state.catalog, &r.project)?;
+        let features = features_of(views, &r.feature_view, &r.name, &r.kind);
         let (features, pagination) = paginate(
             features,
             r.pagination.as_ref(),
@@ -1258,15 +1494,11 @@ impl RegistryServer for RegistryService {
         }))
     }
     async fn get_feature(&self, request: Request<GetFeatureRequest>) -> R<Feature> {
+        let caller = self.caller(&request)?;
         let r = request.into_inner();
         let state = self.view(r.allow_cache).await?;
-        let none = BTreeMap::new();
-        let found = features_of(
-            all_views(&state.catalog, &r.project, &none, true),
-            &r.feature_view,
-            &r.name,
-            "",
-        );
+        let views = permitted_views(&caller, &state.catalog, &r.project)?;
+        let found = features_of(views, &r.feature_view, &r.name, "");
         match found.into_iter().next() {
             Some(f) => Ok(Response::new(f)),
             None => Err(to_status(FeastError::new(

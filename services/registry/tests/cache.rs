@@ -108,9 +108,15 @@ async fn remote_source_keeps_serving_while_the_server_is_down() {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
-            feast_registry::serve_on(listener, service, None, async {
-                let _ = stopped.await;
-            })
+            feast_registry::serve_on(
+                listener,
+                service,
+                feast_auth::Authenticator::NoAuth,
+                None,
+                async {
+                    let _ = stopped.await;
+                },
+            )
             .await
             .unwrap();
         });

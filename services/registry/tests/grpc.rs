@@ -29,9 +29,15 @@ async fn start(options: ServiceOptions) -> Server {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let handle = tokio::spawn(async move {
-        feast_registry::serve_on(listener, service, None, async {
-            let _ = stopped.await;
-        })
+        feast_registry::serve_on(
+            listener,
+            service,
+            feast_auth::Authenticator::NoAuth,
+            None,
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
         .unwrap();
     });
