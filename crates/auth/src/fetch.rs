@@ -79,7 +79,6 @@ impl FetchClient {
     }
 
     /// POST a form (`application/x-www-form-urlencoded`) and parse the JSON answer.
-    #[cfg(feature = "testing")]
     pub async fn post_form_json(
         &self,
         url: &str,
@@ -186,7 +185,14 @@ async fn read_body(
         .map_err(|e| unavailable(format!("{url}: {e}")))?
         .to_bytes();
     if !status.is_success() {
-        return Err(unavailable(format!("{url}: HTTP {status}")));
+        // OAuth endpoints explain refusals in the body (`{"error": "invalid_client"}`).
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        let detail = if text.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {}", text.trim())
+        };
+        return Err(unavailable(format!("{url}: HTTP {status}{detail}")));
     }
     Ok(body)
 }

@@ -4,6 +4,8 @@
 //! - [`oidc`]: OIDC access-token validation against the provider's JWKS → [`User`].
 //! - [`authz`]: Feast's permission engine over the project's `Permission` protos.
 //! - [`layer`]: the tower layer that authenticates every request of a server.
+//! - [`client`]: the token a client sends (`auth:` of its feature_store.yaml) and the layer
+//!   that puts it on every gRPC call.
 //! - `testing` (feature `testing`): a loopback OIDC issuer and token minter for tests.
 //!
 //! Errors: authentication failures are [`AuthError`] (401 / `UNAUTHENTICATED`); authorization
@@ -11,6 +13,7 @@
 //! `PERMISSION_DENIED`).
 
 pub mod authz;
+pub mod client;
 pub mod error;
 pub mod extract;
 mod fetch;
@@ -23,6 +26,7 @@ pub mod user;
 pub use authz::{
     Action, Authorizer, ResourceKind, ResourceRef, permission_error, project_permissions,
 };
+pub use client::{BearerLayer, TokenProvider, WithBearer};
 pub use error::AuthError;
 pub use extract::bearer_token;
 pub use layer::{AuthLayer, AuthService, Authenticator, log_auth_mode};

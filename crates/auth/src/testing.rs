@@ -152,6 +152,7 @@ struct Shared {
     state: Mutex<IssuerState>,
     jwks_fetches: AtomicUsize,
     discovery_fetches: AtomicUsize,
+    token_requests: AtomicUsize,
 }
 
 /// A loopback OIDC issuer. Stops when dropped.
@@ -188,6 +189,7 @@ impl TestIssuer {
             state: Mutex::new(state),
             jwks_fetches: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
+            token_requests: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -248,6 +250,11 @@ impl TestIssuer {
     /// How many times `/jwks` was served.
     pub fn jwks_fetches(&self) -> usize {
         self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// How many times `/token` was called.
+    pub fn token_requests(&self) -> usize {
+        self.shared.token_requests.load(Ordering::SeqCst)
     }
 
     /// How many times the discovery document was served.
@@ -502,6 +509,7 @@ async fn token_endpoint(
     State(shared): State<Arc<Shared>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    shared.token_requests.fetch_add(1, Ordering::SeqCst);
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     let client_id = field("client_id");

@@ -102,7 +102,14 @@ impl RepoContext {
                 _ => None,
             },
             authority: (!remote.authority.is_empty()).then(|| remote.authority.clone()),
+            token: self.token_provider()?,
         })
+    }
+
+    /// The bearer token this repository's clients send (`auth:`); `None` under `no_auth`.
+    pub fn token_provider(&self) -> Result<Option<std::sync::Arc<feast_auth::TokenProvider>>> {
+        feast_auth::TokenProvider::from_config(&self.config.auth)
+            .map_err(|e| anyhow::anyhow!("auth: {e}"))
     }
 
     pub fn load_registry(&self) -> Result<Catalog> {

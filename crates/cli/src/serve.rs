@@ -193,7 +193,7 @@ async fn registry_cache(
     let source = match RegistryAccess::open(ctx).await? {
         RegistryAccess::Store(store) => CacheSource::Store(store),
         RegistryAccess::Remote(client) => CacheSource::Remote {
-            client,
+            client: Box::new(client),
             project: ctx.config.project.clone(),
         },
     };
@@ -294,8 +294,12 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
             std::sync::Arc<dyn feast_online::materialize::MaterializeBackend>,
         > = match &args.materializer {
             Some(url) => Some(std::sync::Arc::new(
-                feast_materializer::RemoteMaterializer::new(url, ctx.config.project.clone())
-                    .map_err(|e| anyhow::anyhow!("--materializer: {e}"))?,
+                feast_materializer::RemoteMaterializer::new(
+                    url,
+                    ctx.config.project.clone(),
+                    ctx.token_provider()?,
+                )
+                .map_err(|e| anyhow::anyhow!("--materializer: {e}"))?,
             )),
             None => local_materializer(ctx, store.clone()).await?,
         };

@@ -15,18 +15,26 @@ use tonic::transport::Channel;
 /// A client of `serve-materializer`.
 #[derive(Clone)]
 pub struct RemoteMaterializer {
-    client: pb::materializer_client::MaterializerClient<Channel>,
+    client: pb::materializer_client::MaterializerClient<feast_auth::WithBearer<Channel>>,
     project: String,
 }
 
 impl RemoteMaterializer {
     /// A client of the service at `url` (`http://host:port`); the connection is made on
-    /// first use and re-made after failures.
-    pub fn new(url: &str, project: impl Into<String>) -> Result<Self, String> {
+    /// first use and re-made after failures. `token` is this server's own identity: the
+    /// service checks WRITE_ONLINE for it, after this server checked the user's.
+    pub fn new(
+        url: &str,
+        project: impl Into<String>,
+        token: Option<Arc<feast_auth::TokenProvider>>,
+    ) -> Result<Self, String> {
         let endpoint = Channel::from_shared(url.to_string())
             .map_err(|e| format!("materializer address {url:?}: {e}"))?;
         Ok(Self {
-            client: pb::materializer_client::MaterializerClient::new(endpoint.connect_lazy()),
+            client: pb::materializer_client::MaterializerClient::new(feast_auth::WithBearer::new(
+                endpoint.connect_lazy(),
+                token,
+            )),
             project: project.into(),
         })
     }

@@ -30,8 +30,8 @@ use crate::store::{EntityTable, HistoricalRequest, OfflineStore};
 #[derive(Clone)]
 pub struct FlightOfflineClient {
     channel: Channel,
-    /// `Bearer` token sent on every call, when the server needs one.
-    token: Option<String>,
+    /// The bearer token sent on every call, when the server needs one.
+    token: Option<Arc<feast_auth::TokenProvider>>,
 }
 
 impl FlightOfflineClient {
@@ -63,20 +63,36 @@ impl FlightOfflineClient {
         })
     }
 
-    /// Sends `token` as `authorization: Bearer` on every call.
-    pub fn with_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+    /// Sends the provider's token as `authorization: Bearer` on every call.
+    pub fn with_token(mut self, token: Option<Arc<feast_auth::TokenProvider>>) -> Self {
+        self.token = token;
         self
     }
 
-    fn client(&self) -> Result<FlightClient> {
+    async fn client(&self) -> Result<FlightClient> {
         let mut client = FlightClient::new(self.channel.clone());
-        if let Some(t) = &self.token {
+        if let Some(provider) = &self.token {
+            let value = provider.header_value().await.map_err(|e| {
+                OfflineError::Invalid(format!("no token for the offline server: {e}"))
+            })?;
+            let value = value
+                .to_str()
+                .map_err(|e| OfflineError::Invalid(format!("token: {e}")))?;
             client
-                .add_header("authorization", &format!("Bearer {t}"))
+                .add_header("authorization", value)
                 .map_err(|e| OfflineError::Invalid(format!("token: {e}")))?;
         }
         Ok(client)
+    }
+
+    /// A failed call; a refused token is dropped so the next call fetches a new one.
+    fn failed(&self, e: FlightError) -> OfflineError {
+        if let (FlightError::Tonic(status), Some(provider)) = (&e, &self.token)
+            && status.code() == tonic::Code::Unauthenticated
+        {
+            provider.invalidate();
+        }
+        remote_error(e)
     }
 
     /// One `DoExchange` read: `command` (the `api` and its parameters), the upload, the
@@ -92,8 +108,8 @@ impl FlightOfflineClient {
             .with_schema(upload.schema)
             .with_flight_descriptor(Some(descriptor))
             .build(futures::stream::iter(batches));
-        let mut client = self.client()?;
-        let stream = client.do_exchange(data).await.map_err(remote_error)?;
+        let mut client = self.client().await?;
+        let stream = client.do_exchange(data).await.map_err(|e| self.failed(e))?;
         into_sendable(stream).await
     }
 
@@ -109,8 +125,8 @@ impl FlightOfflineClient {
             .with_schema(schema)
             .with_flight_descriptor(Some(descriptor))
             .build(futures::stream::iter(batches.into_iter().map(Ok)));
-        let mut client = self.client()?;
-        let results = client.do_put(data).await.map_err(remote_error)?;
+        let mut client = self.client().await?;
+        let results = client.do_put(data).await.map_err(|e| self.failed(e))?;
         results
             .try_collect::<Vec<_>>()
             .await
@@ -338,14 +354,11 @@ pub fn open_offline_store(config: &feast_core::config::RepoConfig) -> Result<Any
                     OfflineError::Invalid(format!("reading {}: {e}", path.display()))
                 })?)
             };
-            if !matches!(config.auth, feast_core::config::AuthConfig::NoAuth) {
-                tracing::warn!(
-                    message = "the remote offline store is called without a token: client-side auth is not supported yet"
-                );
-            }
-            Ok(AnyOfflineStore::Remote(FlightOfflineClient::new(
-                remote, ca,
-            )?))
+            let token = feast_auth::TokenProvider::from_config(&config.auth)
+                .map_err(|e| OfflineError::Invalid(format!("auth: {e}")))?;
+            Ok(AnyOfflineStore::Remote(
+                FlightOfflineClient::new(remote, ca)?.with_token(token),
+            ))
         }
         Some(other) => Err(OfflineError::Invalid(format!(
             "offline_store type `{}` is not supported by feast-rs yet: the embedded engine reads \

@@ -23,7 +23,7 @@ pub enum CacheSource {
     /// A registry server (`registry_type: remote`); a refresh fetches `Proto`, or, when the
     /// registry is too large for one message, `project`'s objects through the list RPCs.
     Remote {
-        client: RemoteRegistry,
+        client: Box<RemoteRegistry>,
         project: String,
     },
 }

@@ -12,6 +12,9 @@ use feast_proto::registry::registry_server_client::RegistryServerClient;
 use feast_proto::registry::*;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// The channel of a client: every call carries the configured bearer token.
+pub type AuthChannel = feast_auth::WithBearer<Channel>;
+
 /// How to reach a registry server (the `registry:` keys of a remote registry).
 #[derive(Debug, Clone, Default)]
 pub struct RemoteOptions {
@@ -25,6 +28,8 @@ pub struct RemoteOptions {
     pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
     /// Overrides the `:authority` (TLS server name).
     pub authority: Option<String>,
+    /// The bearer token sent on every call (`auth:` of the client's feature_store.yaml).
+    pub token: Option<std::sync::Arc<feast_auth::TokenProvider>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +88,7 @@ pub fn feast_error_of(status: &tonic::Status) -> Option<FeastError> {
 /// A connected registry client.
 #[derive(Clone)]
 pub struct RemoteRegistry {
-    client: RegistryServerClient<Channel>,
+    client: RegistryServerClient<AuthChannel>,
     target: String,
 }
 
@@ -135,7 +140,11 @@ impl RemoteRegistry {
                 source,
             })?;
         Ok(Self {
-            client: RegistryServerClient::new(channel).max_decoding_message_size(64 * 1024 * 1024),
+            client: RegistryServerClient::new(feast_auth::WithBearer::new(
+                channel,
+                options.token.clone(),
+            ))
+            .max_decoding_message_size(64 * 1024 * 1024),
             target: options.target.clone(),
         })
     }
@@ -144,7 +153,7 @@ impl RemoteRegistry {
         &self.target
     }
 
-    pub fn grpc(&self) -> RegistryServerClient<Channel> {
+    pub fn grpc(&self) -> RegistryServerClient<AuthChannel> {
         self.client.clone()
     }
 

@@ -20,7 +20,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use cache::{CacheSource, CacheStats, RegistryCache, Snapshot};
-pub use client::{ClientError, RemoteOptions, RemoteRegistry};
+pub use client::{AuthChannel, ClientError, RemoteOptions, RemoteRegistry};
 pub use service::{RegistryService, ServiceOptions};
 pub use sql::{SqlStore, SqlStoreOptions};
 pub use store::{Committed, FileStore, RegistryStore, StoreError, StoreVersion};

@@ -413,6 +413,7 @@ fn rows() -> Vec<(&'static str, Json, Expect, Expect)> {
 }
 
 struct Server {
+    addr: std::net::SocketAddr,
     channel: Channel,
     issuer: TestIssuer,
     pool: DescriptorPool,
@@ -448,6 +449,7 @@ async fn start(authorizer: Authorizer) -> Server {
         .await
         .unwrap();
     Server {
+        addr,
         channel,
         issuer,
         pool,
@@ -457,6 +459,10 @@ async fn start(authorizer: Authorizer) -> Server {
 }
 
 impl Server {
+    fn channel_target(&self) -> String {
+        self.addr.to_string()
+    }
+
     fn method(&self, rpc: &str) -> MethodDescriptor {
         self.pool
             .get_service_by_name("feast.registry.RegistryServer")
@@ -763,5 +769,77 @@ async fn staged_permissions_apply_to_later_calls() {
             .unwrap_err()
             .code(),
         Code::PermissionDenied
+    );
+}
+
+/// Service-to-service: a client configured with OIDC client credentials (as the online,
+/// offline and materializer servers are when their feature_store.yaml says so) fetches its
+/// own token and is authorized as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_registry_client_sends_its_service_token() {
+    let server = start(Authorizer::new()).await;
+    server.issuer.add_client(
+        "alpha-online",
+        "s3cret",
+        json!({"roles": ["team-a-reader"]}),
+    );
+    server
+        .issuer
+        .add_client("stranger", "s3cret", json!({"roles": []}));
+    let addr = server.channel_target();
+    let options = |client_id: &str| {
+        let yaml = format!(
+            "project: {A}\nregistry: {{registry_type: remote, path: '{addr}'}}\nprovider: local\n\
+             auth:\n  type: oidc\n  client_id: {client_id}\n  client_secret: s3cret\n  \
+             auth_discovery_url: {}\n",
+            server.issuer.discovery_url()
+        );
+        let config = feast_core::config::RepoConfig::from_yaml_str(
+            &yaml,
+            "feature_store.yaml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        feast_registry::RemoteOptions {
+            target: addr.clone(),
+            token: feast_auth::TokenProvider::from_config(&config.auth).unwrap(),
+            ..Default::default()
+        }
+    };
+    let reader = feast_registry::RemoteRegistry::connect(&options("alpha-online"))
+        .await
+        .unwrap();
+    let catalog = reader.load_project(A).await.unwrap();
+    assert!(
+        catalog
+            .get::<feast_proto::core::Entity>("alpha_driver", A)
+            .is_ok()
+    );
+
+    let stranger = feast_registry::RemoteRegistry::connect(&options("stranger"))
+        .await
+        .unwrap();
+    let Err(err) = stranger.load_project(A).await else {
+        panic!("a stranger read team A");
+    };
+    assert!(
+        matches!(&err, feast_registry::ClientError::Feast(e)
+            if e.class == feast_core::error::ErrorClass::FeastPermissionError),
+        "a client without a role may not read team A: {err}"
+    );
+
+    // Without a token at all, the server refuses the call.
+    let anonymous = feast_registry::RemoteRegistry::connect(&feast_registry::RemoteOptions {
+        target: addr.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let Err(err) = anonymous.load_project(A).await else {
+        panic!("a call without a token was served");
+    };
+    assert!(
+        err.to_string().contains("Missing authentication token"),
+        "{err}"
     );
 }

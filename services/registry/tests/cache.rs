@@ -134,7 +134,7 @@ async fn remote_source_keeps_serving_while_the_server_is_down() {
     .unwrap();
     let cache = RegistryCache::start(
         CacheSource::Remote {
-            client,
+            client: Box::new(client),
             project: "demo".into(),
         },
         Duration::ZERO,
