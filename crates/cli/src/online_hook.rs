@@ -208,7 +208,7 @@ pub fn run(hook: &OnlineHook) -> Result<()> {
                 }
                 let (db, project) = store.open().await?;
                 let written = db
-                    .online_write_batch(&TableRef::new(&project, view), &rows)
+                    .write_creating(&TableRef::new(&project, view), &rows)
                     .await?;
                 println!("{}", json!({ "written": written }));
             }

@@ -339,7 +339,7 @@ pub async fn materialize_view<S: OfflineStore>(
         .map_ok(|chunk| {
             let table = &table;
             async move {
-                let written = online.online_write_batch(table, &chunk).await?;
+                let written = online.write_creating(table, &chunk).await?;
                 Ok::<_, MaterializeError>((chunk.len() as u64, written as u64))
             }
         })

@@ -394,7 +394,7 @@ async fn write_targets(
         match rows {
             Ok(rows) => {
                 let written = store
-                    .online_write_batch(&TableRef::new(project, name), &rows)
+                    .write_creating(&TableRef::new(project, name), &rows)
                     .await?;
                 outcome.written.push((name.to_string(), written));
             }

@@ -151,6 +151,18 @@ async fn update_adds_value_text_to_old_tables_and_drops_deleted_ones() {
         .await
         .unwrap();
     assert_eq!(read, vec![None]);
+    // The servers' writes create the table of a view that never reached `update` (one
+    // applied through a registry server) and then write.
+    let written = store
+        .write_creating(&table, &[row(1, 10, &[("a", Val::Int64Val(1))])])
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+    let read = store
+        .online_read(&table, &[key(1)], &names(&["a"]))
+        .await
+        .unwrap();
+    assert!(read[0].is_some());
 }
 
 #[tokio::test]

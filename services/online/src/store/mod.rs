@@ -183,6 +183,26 @@ pub trait OnlineStore: Send + Sync + 'static {
         rows: &[WriteRow],
     ) -> Result<usize, OnlineStoreError>;
 
+    /// [`OnlineStore::online_write_batch`], creating `table` first when the store does not
+    /// have it yet: a view applied through a registry server never reaches this store's
+    /// [`OnlineStore::update`] (Feast's remote online store does nothing there), so the
+    /// first write, push or materialization creates its table (idempotently).
+    async fn write_creating(
+        &self,
+        table: &TableRef,
+        rows: &[WriteRow],
+    ) -> Result<usize, OnlineStoreError> {
+        match self.online_write_batch(table, rows).await {
+            Err(OnlineStoreError::NoSuchTable(name)) => {
+                tracing::info!(message = "creating the online table of a view on first write", table = %name);
+                self.update(&table.project, std::slice::from_ref(table), &[])
+                    .await?;
+                self.online_write_batch(table, rows).await
+            }
+            other => other,
+        }
+    }
+
     /// Prepares the store for `project`'s feature views after an apply, as Feast's
     /// `OnlineStore.update`: creates what `tables_to_keep` need (idempotently) and removes
     /// `tables_to_delete` with their data. `project` is for stores keeping per-project state;
