@@ -51,11 +51,9 @@ pub enum AuthError {
         "Missing username claim in access token: expected one of preferred_username, upn, azp, appid or sub."
     )]
     MissingUsername,
-    /// A Kubernetes service-account token (a `kubernetes.io` claim) reached an OIDC server.
-    #[error(
-        "Kubernetes service-account tokens are not supported yet (the token has a `kubernetes.io` claim)"
-    )]
-    KubernetesUnsupported,
+    /// The cluster's TokenReview did not authenticate a Kubernetes token.
+    #[error("{0}")]
+    Rejected(String),
     /// The identity provider (discovery document or JWKS) could not be fetched or used.
     #[error("Identity provider unavailable: {0}")]
     ProviderUnavailable(String),
@@ -113,7 +111,7 @@ mod tests {
             AuthError::InvalidIssuer,
             AuthError::MissingClaim("exp".into()),
             AuthError::MissingUsername,
-            AuthError::KubernetesUnsupported,
+            AuthError::Rejected("Kubernetes token validation failed: x".into()),
         ] {
             assert_eq!(e.http_status(), StatusCode::UNAUTHORIZED, "{e}");
             assert_eq!(e.grpc_code(), tonic::Code::Unauthenticated, "{e}");

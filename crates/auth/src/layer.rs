@@ -18,6 +18,7 @@ use tower_service::Service;
 
 use crate::error::AuthError;
 use crate::extract::bearer_token;
+use crate::kubernetes::{ClusterAccess, KubernetesValidator};
 use crate::oidc::{OidcSettings, OidcValidator};
 use crate::user::User;
 
@@ -39,10 +40,13 @@ pub enum Authenticator {
     NoAuth,
     /// `oidc`: bearer tokens verified against the identity provider's JWKS.
     Oidc(Arc<OidcValidator>),
+    /// `kubernetes`: bearer tokens reviewed by the cluster, identities from its RBAC.
+    Kubernetes(Arc<KubernetesValidator>),
 }
 
 impl Authenticator {
-    /// The authenticator `auth:` asks for. `kubernetes` is not supported yet.
+    /// The authenticator `auth:` asks for. `kubernetes` reaches the cluster's API through the
+    /// in-cluster configuration (or `KUBECONFIG`) on the first request.
     pub fn from_config(config: &AuthConfig) -> Result<Self, AuthError> {
         match config {
             AuthConfig::NoAuth => Ok(Self::NoAuth),
@@ -52,9 +56,9 @@ impl Authenticator {
             AuthConfig::OidcClient(c) => Ok(Self::Oidc(Arc::new(OidcValidator::new(
                 OidcSettings::from_client_config(c)?,
             )?))),
-            AuthConfig::Kubernetes(_) => Err(AuthError::Config(
-                "`auth.type: kubernetes` is not supported by feast-rs servers yet".into(),
-            )),
+            AuthConfig::Kubernetes(_) => Ok(Self::Kubernetes(Arc::new(KubernetesValidator::new(
+                ClusterAccess::Infer,
+            )))),
         }
     }
 
@@ -68,6 +72,10 @@ impl Authenticator {
         match self {
             Self::NoAuth => Ok(None),
             Self::Oidc(v) => {
+                let token = bearer_token(headers)?;
+                v.validate(token).await.map(Some)
+            }
+            Self::Kubernetes(v) => {
                 let token = bearer_token(headers)?;
                 v.validate(token).await.map(Some)
             }
@@ -90,6 +98,10 @@ pub fn log_auth_mode(service: &str, authenticator: &Authenticator) {
             discovery_url = %v.settings().auth_discovery_url,
             audience = v.settings().audience.as_deref().unwrap_or("(not checked)"),
             issuer = v.settings().issuer.as_deref().unwrap_or("(not checked)"),
+        ),
+        Authenticator::Kubernetes(_) => tracing::info!(
+            message = "authenticating requests with Kubernetes TokenReview and RBAC",
+            service
         ),
     }
 }
@@ -313,7 +325,7 @@ mod tests {
         let k8s = AuthConfig::Kubernetes(KubernetesAuthConfig::default());
         assert!(matches!(
             Authenticator::from_config(&k8s),
-            Err(AuthError::Config(m)) if m.contains("kubernetes")
+            Ok(Authenticator::Kubernetes(_))
         ));
     }
 

@@ -11,7 +11,8 @@
 //! Only RS256 and ES256 signatures are accepted. Unsigned (`alg: none`) and HMAC tokens are
 //! rejected before any key lookup, and there is no "intra-communication" username that skips
 //! verification (feast#6785). Tokens with a `kubernetes.io` claim (service-account tokens) are
-//! refused with [`AuthError::KubernetesUnsupported`] until the TokenReview path lands.
+//! not the IdP's: they go to the cluster's TokenReview ([`crate::kubernetes`]) before any key
+//! lookup, so they neither trigger JWKS refetches nor pass without the cluster's word.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -162,6 +163,8 @@ pub struct OidcValidator {
     es256: Validation,
     keys: ArcSwapOption<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
+    /// Reviews service-account tokens (in-cluster configuration unless set).
+    kubernetes: Arc<crate::kubernetes::KubernetesValidator>,
 }
 
 impl std::fmt::Debug for OidcValidator {
@@ -247,7 +250,17 @@ impl OidcValidator {
             client,
             keys: ArcSwapOption::empty(),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            kubernetes: crate::kubernetes::lazy_in_cluster(),
         })
+    }
+
+    /// Reviews service-account tokens with `kubernetes` instead of the in-cluster API.
+    pub fn with_kubernetes(
+        mut self,
+        kubernetes: Arc<crate::kubernetes::KubernetesValidator>,
+    ) -> Self {
+        self.kubernetes = kubernetes;
+        self
     }
 
     pub fn settings(&self) -> &OidcSettings {
@@ -268,6 +281,9 @@ impl OidcValidator {
             "ES256" => (Algorithm::ES256, &self.es256),
             other => return Err(AuthError::UnsupportedAlgorithm(other.to_owned())),
         };
+        if is_kubernetes_token(token) {
+            return self.kubernetes.validate_service_account(token).await;
+        }
         let kid = header.kid.as_deref();
         let keys = self.fresh_keys().await?;
         let keys = match keys.find(kid, alg) {
@@ -275,9 +291,6 @@ impl OidcValidator {
             None => match self.refresh_for_unknown_kid(kid, alg).await? {
                 Some(keys) => keys,
                 None => {
-                    if is_kubernetes_token(token) {
-                        return Err(AuthError::KubernetesUnsupported);
-                    }
                     return Err(AuthError::UnknownKey(
                         kid.map(|k| format!("`{k}`"))
                             .unwrap_or_else(|| "(no kid)".to_owned()),
@@ -290,17 +303,8 @@ impl OidcValidator {
             .expect("refresh_for_unknown_kid returns a key set holding the key");
         let claims = match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
             Ok(data) => data.claims,
-            Err(e) => {
-                let err = map_jwt_error(e.kind());
-                if err == AuthError::InvalidSignature && is_kubernetes_token(token) {
-                    return Err(AuthError::KubernetesUnsupported);
-                }
-                return Err(err);
-            }
+            Err(e) => return Err(map_jwt_error(e.kind())),
         };
-        if claims.get("kubernetes.io").is_some_and(Value::is_object) {
-            return Err(AuthError::KubernetesUnsupported);
-        }
         user_from_claims(&claims, self.settings.client_id.as_deref())
     }
 

@@ -106,30 +106,6 @@ async fn intra_communication_token_is_rejected_like_any_unsigned_token() {
 }
 
 #[tokio::test]
-async fn kubernetes_tokens_are_refused_clearly() {
-    let idp = TestIssuer::start().await;
-    let v = validator(idp.settings());
-    let claims = json!({"sub": "system:serviceaccount:ns:sa",
-                        "kubernetes.io": {"namespace": "ns", "serviceaccount": {"name": "sa"}}});
-    // Signed by a key the IdP knows.
-    let t = idp.token(claims.clone());
-    assert_eq!(
-        v.validate(&t).await.unwrap_err(),
-        AuthError::KubernetesUnsupported
-    );
-    // Signed by the cluster (a key the IdP does not publish).
-    let t = idp.bad_token(BadToken::UnknownKid, "x");
-    let parts: Vec<&str> = t.split('.').collect();
-    use base64::Engine;
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
-    let k8s = format!("{}.{}.{}", parts[0], payload, parts[2]);
-    assert_eq!(
-        v.validate(&k8s).await.unwrap_err(),
-        AuthError::KubernetesUnsupported
-    );
-}
-
-#[tokio::test]
 async fn rotation_refetches_once_and_unknown_kids_are_rate_limited() {
     let idp = TestIssuer::start().await;
     let v = validator(OidcSettings {

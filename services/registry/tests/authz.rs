@@ -422,6 +422,11 @@ struct Server {
 }
 
 async fn start(authorizer: Authorizer) -> Server {
+    start_with(authorizer, None).await
+}
+
+/// A server authenticating with `authenticator` (default: OIDC tokens of the test issuer).
+async fn start_with(authorizer: Authorizer, authenticator: Option<Authenticator>) -> Server {
     let pool = pool();
     let issuer = TestIssuer::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -431,8 +436,9 @@ async fn start(authorizer: Authorizer) -> Server {
         .await
         .unwrap()
         .with_authorizer(Arc::new(authorizer));
-    let authenticator =
-        Authenticator::Oidc(Arc::new(OidcValidator::new(issuer.settings()).unwrap()));
+    let authenticator = authenticator.unwrap_or_else(|| {
+        Authenticator::Oidc(Arc::new(OidcValidator::new(issuer.settings()).unwrap()))
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -842,4 +848,83 @@ async fn remote_registry_client_sends_its_service_token() {
         err.to_string().contains("Missing authentication token"),
         "{err}"
     );
+}
+
+/// `auth.type: kubernetes`: the cluster reviews the token and its RBAC gives the roles and
+/// namespaces Feast's policies are matched against.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_identities_are_authorized_by_their_cluster_roles() {
+    use feast_auth::testing_k8s::TestKubernetes;
+    let k8s = TestKubernetes::start().await;
+    // The registry server runs in namespace `feast`; team A's online server may read.
+    k8s.add_role_binding(
+        "feast",
+        "team-a-online-reads",
+        "team-a-reader",
+        false,
+        &[("ServiceAccount", "online", Some("team-a"))],
+        &[],
+    );
+    k8s.add_role_binding(
+        "feast",
+        "team-b-admins",
+        "team-b-admin",
+        false,
+        &[("ServiceAccount", "admin", Some("team-b"))],
+        &[],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = k8s.kubeconfig(dir.path(), "feast");
+    let validator = feast_auth::KubernetesValidator::from_kubeconfig(&kubeconfig)
+        .await
+        .unwrap();
+    let server = start_with(
+        Authorizer::new(),
+        Some(Authenticator::Kubernetes(Arc::new(validator))),
+    )
+    .await;
+    let bearer = |t: String| format!("Bearer {t}");
+    let reader = bearer(k8s.service_account_token("team-a", "online"));
+    let team_b = bearer(k8s.service_account_token("team-b", "admin"));
+    let nobody = bearer(k8s.service_account_token("team-a", "batch"));
+
+    let get = json!({"name": "alpha_driver", "project": A});
+    let entity = server.call("GetEntity", &get, Some(&reader)).await.unwrap();
+    assert_eq!(entity["spec"]["name"], "alpha_driver");
+    let apply = json!({"entity": {"spec": {"name": "alpha_x", "joinKey": "x", "valueType": "INT64"}},
+                       "project": A, "commit": true});
+    for (who, token) in [
+        ("reader", &reader),
+        ("team B", &team_b),
+        ("no binding", &nobody),
+    ] {
+        let err = server
+            .call("ApplyEntity", &apply, Some(token))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{who}: {err:?}");
+    }
+    for token in [&team_b, &nobody] {
+        let err = server
+            .call("GetEntity", &get, Some(token))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+    let b_get = json!({"name": "beta_driver", "project": B});
+    server
+        .call("GetEntity", &b_get, Some(&team_b))
+        .await
+        .unwrap();
+
+    // Tokens the cluster does not know, and forged service-account JWTs, never get in.
+    let forged =
+        feast_auth::testing::unsigned_token(&json!({"sub": "system:serviceaccount:team-b:admin"}));
+    for token in ["Bearer made-up".to_owned(), bearer(forged)] {
+        let err = server
+            .call("GetEntity", &get, Some(&token))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    }
 }
