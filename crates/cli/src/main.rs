@@ -170,6 +170,9 @@ struct FeatureServeArgs {
     /// instead of in-process.
     #[arg(long, value_name = "URL")]
     materializer: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` --materializer.
+    #[arg(long, value_name = "PEM", requires = "materializer")]
+    materializer_ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -190,6 +193,12 @@ struct MaterializerServeArgs {
     /// Feature views materialized at once within a job.
     #[arg(long, default_value_t = 4)]
     parallelism: usize,
+    /// TLS private key (PEM); with --cert, serves gRPC over TLS.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

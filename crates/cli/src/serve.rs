@@ -298,6 +298,12 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
                     url,
                     ctx.config.project.clone(),
                     ctx.token_provider()?,
+                    match &args.materializer_ca {
+                        Some(p) => Some(std::fs::read(p).with_context(|| {
+                            format!("reading --materializer-ca {}", p.display())
+                        })?),
+                        None => None,
+                    },
                 )
                 .map_err(|e| anyhow::anyhow!("--materializer: {e}"))?,
             )),
@@ -402,12 +408,17 @@ pub fn offline_server(ctx: &RepoContext, args: &crate::OfflineServeArgs) -> Resu
 
 /// `serve-materializer`: materialization jobs over gRPC, on a schedule with `--every`.
 pub fn materializer_server(ctx: &RepoContext, args: &crate::MaterializerServeArgs) -> Result<()> {
-    let addr = address(&ServeArgs {
+    let serve_args = ServeArgs {
         host: args.host.clone(),
         port: args.port,
-        key: None,
-        cert: None,
-    })?;
+        key: args.key.clone(),
+        cert: args.cert.clone(),
+    };
+    let addr = address(&serve_args)?;
+    let tls = tls(&serve_args)?.map(|t| feast_materializer::service::TlsPem {
+        cert: t.cert,
+        key: t.key,
+    });
     let every = match &args.every {
         Some(text) => {
             let d = feast_core::repo::parse_duration(
@@ -461,14 +472,21 @@ pub fn materializer_server(ctx: &RepoContext, args: &crate::MaterializerServeArg
             .with_context(|| format!("binding {addr}"))?;
         let bound = listener.local_addr()?;
         println!(
-            "feast-rs materializer listening on {bound} (gRPC){}",
+            "feast-rs materializer listening on {bound} (gRPC{}){}",
+            if tls.is_some() { " with TLS" } else { "" },
             match &args.every {
                 Some(e) => format!(", incremental jobs every {e}"),
                 None => String::new(),
             }
         );
-        feast_materializer::service::serve_on(listener, manager, authenticator, shutdown_signal())
-            .await?;
+        feast_materializer::service::serve_on(
+            listener,
+            manager,
+            authenticator,
+            tls,
+            shutdown_signal(),
+        )
+        .await?;
         Ok(())
     })
 }

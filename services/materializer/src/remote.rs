@@ -23,13 +23,29 @@ impl RemoteMaterializer {
     /// A client of the service at `url` (`http://host:port`); the connection is made on
     /// first use and re-made after failures. `token` is this server's own identity: the
     /// service checks WRITE_ONLINE for it, after this server checked the user's.
+    /// An `https://` URL is reached over TLS, trusting `ca_cert` (PEM) besides the system
+    /// roots.
     pub fn new(
         url: &str,
         project: impl Into<String>,
         token: Option<Arc<feast_auth::TokenProvider>>,
+        ca_cert: Option<Vec<u8>>,
     ) -> Result<Self, String> {
-        let endpoint = Channel::from_shared(url.to_string())
+        let mut endpoint = Channel::from_shared(url.to_string())
             .map_err(|e| format!("materializer address {url:?}: {e}"))?;
+        if url.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+            if let Some(pem) = ca_cert {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("materializer TLS: {e}"))?;
+        } else if ca_cert.is_some() {
+            return Err(format!(
+                "a CA certificate was given for {url}, which is not https://"
+            ));
+        }
         Ok(Self {
             client: pb::materializer_client::MaterializerClient::new(feast_auth::WithBearer::new(
                 endpoint.connect_lazy(),

@@ -541,12 +541,20 @@ impl<S: OfflineStore + 'static> pb::materializer_server::Materializer for Materi
     }
 }
 
+/// PEM certificate chain and private key of the TLS server (`--cert`/`--key`).
+#[derive(Debug, Clone)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
 /// Serves `manager` on `listener` until `shutdown` (gRPC health included; `authenticator`
 /// checks every call but the health check).
 pub async fn serve_on<S: OfflineStore + 'static>(
     listener: tokio::net::TcpListener,
     manager: Arc<JobManager<S>>,
     authenticator: feast_auth::Authenticator,
+    tls: Option<TlsPem>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -557,7 +565,14 @@ pub async fn serve_on<S: OfflineStore + 'static>(
         "/grpc.health.v1.Health/Check",
         "/grpc.health.v1.Health/Watch",
     ]);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(
+            tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(tls.cert, tls.key)),
+        )?;
+    }
+    builder
         .layer(auth)
         .add_service(health)
         .add_service(pb::materializer_server::MaterializerServer::new(

@@ -134,6 +134,7 @@ async fn jobs_materialize_record_intervals_and_report_progress() {
         listener,
         manager,
         feast_auth::Authenticator::NoAuth,
+        None,
         async {
             let _ = rx.await;
         },
@@ -254,4 +255,143 @@ async fn jobs_materialize_record_intervals_and_report_progress() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+/// `serve-materializer --cert --key` with `auth: oidc`: only TLS clients with a valid token
+/// get in, and a job needs WRITE_ONLINE on its views for the caller (here the feature
+/// server's own identity, sent by the same client the feature server uses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_tokens_guard_the_service() {
+    use feast_auth::testing::TestIssuer;
+    use feast_auth::{Authenticator, Authorizer, OidcValidator, TokenProvider, WithBearer};
+    use feast_proto::core::permission_spec::AuthzedAction;
+
+    let dir = tempfile::tempdir().unwrap();
+    write_data(dir.path());
+    let registry_path = dir.path().join("registry.db");
+    let writers = core::Permission {
+        spec: Some(core::PermissionSpec {
+            name: "materializers".into(),
+            project: PROJECT.into(),
+            actions: vec![AuthzedAction::WriteOnline as i32],
+            policy: Some(core::Policy {
+                policy_type: Some(core::policy::PolicyType::RoleBasedPolicy(
+                    core::RoleBasedPolicy {
+                        roles: vec!["materializer".into()],
+                    },
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        meta: None,
+    };
+    let registry = core::Registry {
+        feature_views: vec![view()],
+        permissions: vec![writers],
+        ..Default::default()
+    };
+    std::fs::write(&registry_path, registry.encode_to_vec()).unwrap();
+    let online = SqliteOnlineStore::open(dir.path().join("online.db"))
+        .await
+        .unwrap();
+    let cache = RegistryCache::start(
+        CacheSource::Store(Box::new(FileStore::new(&registry_path))),
+        Duration::ZERO,
+    )
+    .await;
+    let mut manager = JobManager::new(
+        Arc::new(FileOfflineStore::new(dir.path())),
+        Arc::new(online),
+        Arc::new(IntervalRecorder::Store(Box::new(FileStore::new(
+            &registry_path,
+        )))),
+        cache,
+        PROJECT,
+        Options::default(),
+    );
+    manager.authorizer = Some(Arc::new(Authorizer::new()));
+    let issuer = TestIssuer::start().await;
+    let authenticator =
+        Authenticator::Oidc(Arc::new(OidcValidator::new(issuer.settings()).unwrap()));
+    let cert = include_bytes!("../../online/tests/data/tls-cert.pem").to_vec();
+    let key = include_bytes!("../../online/tests/data/tls-key.pem").to_vec();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(feast_materializer::service::serve_on(
+        listener,
+        Arc::new(manager),
+        authenticator,
+        Some(feast_materializer::service::TlsPem {
+            cert: cert.clone(),
+            key,
+        }),
+        async {
+            let _ = rx.await;
+        },
+    ));
+
+    let tls_channel = || {
+        tonic::transport::Channel::from_shared(format!("https://localhost:{port}"))
+            .unwrap()
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(&cert)),
+            )
+            .unwrap()
+            .connect_lazy()
+    };
+    let client = |token: Option<String>| {
+        pb::materializer_client::MaterializerClient::new(WithBearer::new(
+            tls_channel(),
+            token.map(TokenProvider::fixed),
+        ))
+    };
+    let request = pb::MaterializeRequest {
+        start: ts(T0 - 60),
+        end: ts(T0 + 3600),
+        wait: true,
+        ..Default::default()
+    };
+
+    // Plain text to a TLS port fails; TLS without a token is refused.
+    let mut plain = pb::materializer_client::MaterializerClient::new(
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy(),
+    );
+    assert!(
+        plain
+            .list_jobs(pb::ListJobsRequest::default())
+            .await
+            .is_err()
+    );
+    let err = client(None)
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    // A caller without the role may list but not materialize.
+    let stranger = Some(issuer.user_token("stranger", &[], &[]));
+    client(stranger.clone())
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap();
+    let err = client(stranger)
+        .materialize(request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+
+    // The feature server's identity has it.
+    let online_server = Some(issuer.user_token("online-server", &["materializer"], &[]));
+    let job = client(online_server)
+        .materialize(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{job:?}");
+    assert_eq!(job.views[0].rows, 2);
 }
