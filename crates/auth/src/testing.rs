@@ -559,3 +559,77 @@ async fn token_endpoint(
     }))
     .into_response()
 }
+
+/// Calls the unary gRPC method `path` (`/package.Service/Method`) with an already encoded
+/// request and an optional `authorization` header value; the encoded response, or the
+/// status. Lets authorization tests walk every method of a service from its descriptors.
+pub async fn grpc_unary_raw(
+    channel: tonic::transport::Channel,
+    path: &str,
+    request: Vec<u8>,
+    authorization: Option<&str>,
+) -> Result<bytes::Bytes, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut req = tonic::Request::new(bytes::Bytes::from(request));
+    if let Some(value) = authorization {
+        let value = value
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("authorization header value"))?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    let path = path
+        .parse()
+        .map_err(|_| tonic::Status::invalid_argument(format!("gRPC path {path}")))?;
+    grpc.unary(req, path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Protobuf bytes in and out, unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}

@@ -26,6 +26,22 @@ use tonic::{Request, Response, Status};
 
 use crate::{IntervalRecorder, MaterializeError, Options, ViewWindow, plan, run_window};
 
+/// What each RPC of `feast_rs.materializer.v1.Materializer` needs under `auth:` (a test fails
+/// when the proto has an RPC without a row). Scheduled jobs run as the service itself.
+pub const RPC_RULES: &[(&str, &str)] = &[
+    ("Materialize", "WRITE_ONLINE on every view of the job"),
+    (
+        "MaterializeIncremental",
+        "WRITE_ONLINE on every view of the job",
+    ),
+    ("GetJob", "DESCRIBE on every view of the job"),
+    (
+        "ListJobs",
+        "the jobs whose every view the caller may DESCRIBE",
+    ),
+    ("CancelJob", "WRITE_ONLINE on every view of the job"),
+];
+
 /// Jobs kept for GetJob / ListJobs (the oldest finished ones are dropped beyond this).
 const KEPT_JOBS: usize = 1000;
 
@@ -200,6 +216,50 @@ impl<S: OfflineStore + 'static> JobManager<S> {
         }
     }
 
+    /// `Ok` when the caller may perform `action` on every view in `names` (always for the
+    /// schedule and without `auth`). A view no longer in the registry is checked by name.
+    fn authorize(
+        &self,
+        catalog: &feast_core::registry::Catalog,
+        trigger: Trigger<'_>,
+        names: &[String],
+        action: feast_auth::Action,
+    ) -> Result<(), SubmitError> {
+        let (Some(authorizer), Trigger::Api(user)) = (&self.authorizer, trigger) else {
+            return Ok(());
+        };
+        let user = user.ok_or_else(|| {
+            SubmitError::Denied("no authenticated user on a call that needs one".into())
+        })?;
+        let permissions = feast_auth::project_permissions(catalog, &self.project);
+        for name in names {
+            let resource = match catalog.get::<feast_proto::core::FeatureView>(name, &self.project)
+            {
+                Ok(view) => feast_auth::ResourceRef::of(view),
+                Err(_) => feast_auth::ResourceRef::new(feast_auth::ResourceKind::FeatureView, name),
+            };
+            authorizer
+                .check(user, &permissions, resource, &[action])
+                .map_err(|e| SubmitError::Denied(e.message))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the caller may see or cancel `job` (`action` on each of its views).
+    pub fn authorize_job(
+        &self,
+        job: &JobRecord,
+        user: Option<&feast_auth::User>,
+        action: feast_auth::Action,
+    ) -> Result<(), SubmitError> {
+        if self.authorizer.is_none() {
+            return Ok(());
+        }
+        let snapshot = self.registry.snapshot().ok_or(SubmitError::NoRegistry)?;
+        let names: Vec<String> = job.views.iter().map(|v| v.window.view.clone()).collect();
+        self.authorize(&snapshot.catalog, Trigger::Api(user), &names, action)
+    }
+
     /// Plans `call` on a fresh registry, claims its views and starts it in the background.
     pub async fn submit(
         self: &Arc<Self>,
@@ -219,26 +279,12 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             Utc::now(),
         )?;
         let names: Vec<String> = windows.iter().map(|w| w.view.clone()).collect();
-        if let (Some(authorizer), Trigger::Api(user)) = (&self.authorizer, trigger) {
-            let user = user.ok_or_else(|| {
-                SubmitError::Denied("no authenticated user on a call that needs one".into())
-            })?;
-            let permissions = feast_auth::project_permissions(&snapshot.catalog, &self.project);
-            for name in &names {
-                let view: &feast_proto::core::FeatureView = snapshot
-                    .catalog
-                    .get(name, &self.project)
-                    .map_err(MaterializeError::from)?;
-                authorizer
-                    .check(
-                        user,
-                        &permissions,
-                        feast_auth::ResourceRef::of(view),
-                        &[feast_auth::Action::WriteOnline],
-                    )
-                    .map_err(|e| SubmitError::Denied(e.message))?;
-            }
-        }
+        self.authorize(
+            &snapshot.catalog,
+            trigger,
+            &names,
+            feast_auth::Action::WriteOnline,
+        )?;
         let guard = self
             .running
             .claim(&names, force)
@@ -503,11 +549,14 @@ impl<S: OfflineStore + 'static> pb::materializer_server::Materializer for Materi
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let user = request.extensions().get::<feast_auth::User>().cloned();
         let id = request.into_inner().id;
         let job = self
             .0
             .job(&id)
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        self.0
+            .authorize_job(&job, user.as_ref(), feast_auth::Action::Describe)?;
         Ok(Response::new(job.to_proto()))
     }
 
@@ -515,27 +564,36 @@ impl<S: OfflineStore + 'static> pb::materializer_server::Materializer for Materi
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let user = request.extensions().get::<feast_auth::User>().cloned();
         let limit = request.into_inner().limit as usize;
-        let jobs = self.0.jobs();
-        let n = if limit == 0 {
-            jobs.len()
-        } else {
-            limit.min(jobs.len())
-        };
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs[..n].iter().map(|j| j.to_proto()).collect(),
-        }))
+        // The jobs whose every view the caller may describe.
+        let jobs: Vec<pb::Job> = self
+            .0
+            .jobs()
+            .iter()
+            .filter(|j| {
+                self.0
+                    .authorize_job(j, user.as_ref(), feast_auth::Action::Describe)
+                    .is_ok()
+            })
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .map(|j| j.to_proto())
+            .collect();
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     async fn cancel_job(
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let user = request.extensions().get::<feast_auth::User>().cloned();
         let id = request.into_inner().id;
         let job = self
             .0
             .job(&id)
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        self.0
+            .authorize_job(&job, user.as_ref(), feast_auth::Action::WriteOnline)?;
         self.0.cancel(&job);
         Ok(Response::new(job.to_proto()))
     }
@@ -583,4 +641,30 @@ pub async fn serve_on<S: OfflineStore + 'static>(
             shutdown,
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RPC_RULES;
+
+    #[test]
+    fn every_rpc_has_a_rule() {
+        let pool = prost_reflect::DescriptorPool::decode(feast_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let service = pool
+            .get_service_by_name("feast_rs.materializer.v1.Materializer")
+            .unwrap();
+        let methods: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
+        for m in &methods {
+            assert!(
+                RPC_RULES.iter().any(|(r, _)| r == m),
+                "no authorization rule for {m}"
+            );
+        }
+        for (r, _) in RPC_RULES {
+            assert!(
+                methods.iter().any(|m| m == r),
+                "rule for an unknown RPC {r}"
+            );
+        }
+    }
 }

@@ -387,11 +387,29 @@ async fn tls_and_tokens_guard_the_service() {
 
     // The feature server's identity has it.
     let online_server = Some(issuer.user_token("online-server", &["materializer"], &[]));
-    let job = client(online_server)
+    let job = client(online_server.clone())
         .materialize(request)
         .await
         .unwrap()
         .into_inner();
     assert_eq!(job.state(), pb::JobState::Succeeded, "{job:?}");
     assert_eq!(job.views[0].rows, 2);
+
+    // Jobs are as private as their views: the stranger neither sees nor cancels this one.
+    let stranger = Some(issuer.user_token("stranger", &[], &[]));
+    let listed = client(stranger.clone())
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.is_empty(), "{listed:?}");
+    let get = pb::GetJobRequest { id: job.id.clone() };
+    let err = client(stranger.clone()).get_job(get).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let cancel = pb::CancelJobRequest { id: job.id.clone() };
+    let err = client(stranger).cancel_job(cancel).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // Cancelling needs WRITE_ONLINE, which the feature server's identity has.
+    let cancel = pb::CancelJobRequest { id: job.id };
+    client(online_server).cancel_job(cancel).await.unwrap();
 }

@@ -16,11 +16,10 @@
 //! [`FlightOptions::pending_ttl`].
 //!
 //! Authorization (when the server runs with `auth`): the [`feast_auth::AuthLayer`] in front
-//! of the service authenticates every call; here each API checks Feast's permissions of the
-//! server's project: `READ_OFFLINE` on every feature view of a retrieval and on the data
-//! source of a pull or column listing, `WRITE_OFFLINE` on the view of `offline_write_batch`
-//! and the target source of `persist`. A request naming another project is refused, so one
-//! project's permissions never guard another project's data.
+//! of the service authenticates every call but the health check; here each API checks
+//! Feast's permissions of the server's project, as [`API_RULES`] lists. A request naming
+//! another project is refused, so one project's permissions never guard another project's
+//! data.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -575,6 +574,9 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
         command: &Map<String, Value>,
         upload: EntityTable,
     ) -> ApiResult<SendableRecordBatchStream> {
+        if !has_rule(api) {
+            return Err(ApiError::invalid(format!("Unknown read API: {api}")));
+        }
         let snapshot = self.snapshot()?;
         let catalog = &snapshot.catalog;
         match api {
@@ -674,6 +676,9 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
         command: &Map<String, Value>,
         upload: EntityTable,
     ) -> ApiResult<()> {
+        if !has_rule(api) {
+            return Err(ApiError::invalid(format!("Unknown write API: {api}")));
+        }
         let snapshot = self.snapshot()?;
         let catalog = &snapshot.catalog;
         match api {
@@ -790,6 +795,40 @@ fn file_source_at(path: &str, project: &str) -> core::DataSource {
         )),
         ..Default::default()
     }
+}
+
+/// What each API (the command's `api`) needs: the table reviewers read. An API without a row
+/// is refused before dispatch, so a new API cannot be served unguarded. Every Flight call
+/// needs a valid token; `ListFlights`, `ListActions`, `Handshake` and `DoAction` need nothing
+/// more (they read no feature data).
+pub const API_RULES: &[(&str, &str)] = &[
+    (
+        "get_historical_features",
+        "READ_OFFLINE on every feature view of the retrieval",
+    ),
+    (
+        "pull_latest_from_table_or_query",
+        "READ_OFFLINE on the data source",
+    ),
+    (
+        "pull_all_from_table_or_query",
+        "READ_OFFLINE on the data source",
+    ),
+    (
+        "get_table_column_names_and_types_from_data_source",
+        "READ_OFFLINE on the data source",
+    ),
+    ("validate_data_source", "READ_OFFLINE on the data source"),
+    ("offline_write_batch", "WRITE_OFFLINE on the feature view"),
+    (
+        "persist",
+        "WRITE_OFFLINE on the target source, then what the retrieval needs",
+    ),
+    ("write_logged_features", "authenticated (not supported yet)"),
+];
+
+fn has_rule(api: &str) -> bool {
+    API_RULES.iter().any(|(a, _)| *a == api)
 }
 
 /// APIs a `DoPut` executes; the other APIs are read APIs kept for `DoGet`.
@@ -1024,6 +1063,26 @@ impl<S> OfflineFlightService<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The read APIs `read` dispatches (a `DoExchange`, or the legacy `DoGet`).
+    const READ_APIS: [&str; 4] = [
+        "get_historical_features",
+        "pull_latest_from_table_or_query",
+        "pull_all_from_table_or_query",
+        "get_table_column_names_and_types_from_data_source",
+    ];
+
+    /// Every API the server dispatches has an authorization row, and only those.
+    #[test]
+    fn every_api_has_a_rule() {
+        let served: Vec<&str> = READ_APIS.iter().chain(WRITE_APIS.iter()).copied().collect();
+        for api in &served {
+            assert!(has_rule(api), "no authorization rule for {api}");
+        }
+        for (api, _) in API_RULES {
+            assert!(served.contains(api), "rule for an API nobody serves: {api}");
+        }
+    }
 
     fn table(fields: &[&str]) -> EntityTable {
         let schema = Arc::new(Schema::new(

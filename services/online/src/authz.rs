@@ -3,14 +3,7 @@
 //! around every route; here the authenticated [`User`] is checked against the permissions of
 //! the server's project, read from the cached registry snapshot.
 //!
-//! | Route / RPC | Resource | Actions |
-//! |---|---|---|
-//! | `/get-online-features`, `GetOnlineFeatures` (both services), by feature service | the feature service | READ_ONLINE |
-//! | the same, by feature refs | every feature view and on-demand view named | READ_ONLINE |
-//! | `/write-to-online-store`, `WriteToOnlineStore` | the feature view (or stream / on-demand view) | WRITE_ONLINE |
-//! | `/push`, `Push` | every view fed by the push source | `online`: WRITE_ONLINE; `offline`: WRITE_OFFLINE; both: both |
-//! | `GetFeastServingInfo`, `/docs`, `/openapi.json` | none (authenticated only) | |
-//! | `/health`, `/metrics`, `grpc.health.v1` | none (public) | |
+//! The route → permission table is [`ROUTE_RULES`].
 //!
 //! The project is always the server's own: a request cannot name another tenant's project,
 //! so it can neither be authorized against one project's permissions nor read another's data.
@@ -18,6 +11,50 @@
 use std::sync::Arc;
 
 use feast_auth::{Action, Authorizer, ResourceRef, User};
+
+/// Who may call each route and RPC of the feature server: the table reviewers read. A
+/// unit test fails when the OpenAPI document or the gRPC services have a route without a
+/// row, and the auth tests call every row without a token. `public` rows are the only ones
+/// served without a token; `authenticated` ones need a valid token and no permission.
+pub const ROUTE_RULES: &[(&str, &str)] = &[
+    (
+        "POST /get-online-features",
+        "READ_ONLINE on the feature service, or on every feature view and on-demand view the refs name",
+    ),
+    ("POST /write-to-online-store", "WRITE_ONLINE on the view"),
+    (
+        "POST /push",
+        "WRITE_ONLINE (to: online), WRITE_OFFLINE (offline), or both, on every view fed by the push source",
+    ),
+    ("POST /materialize", "WRITE_ONLINE on every view"),
+    (
+        "POST /materialize-incremental",
+        "WRITE_ONLINE on every view",
+    ),
+    ("GET /health", "public"),
+    ("GET /metrics", "public"),
+    ("GET /docs", "authenticated"),
+    ("GET /openapi.json", "authenticated"),
+    (
+        "/feast.serving.ServingService/GetFeastServingInfo",
+        "authenticated",
+    ),
+    (
+        "/feast.serving.ServingService/GetOnlineFeatures",
+        "as POST /get-online-features",
+    ),
+    (
+        "/GrpcFeatureServer/GetOnlineFeatures",
+        "as POST /get-online-features",
+    ),
+    ("/GrpcFeatureServer/Push", "as POST /push"),
+    (
+        "/GrpcFeatureServer/WriteToOnlineStore",
+        "as POST /write-to-online-store",
+    ),
+    ("/grpc.health.v1.Health/Check", "public"),
+    ("/grpc.health.v1.Health/Watch", "public"),
+];
 use feast_core::registry::Catalog;
 use feast_proto::core;
 
@@ -147,5 +184,54 @@ impl Authz {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ROUTE_RULES;
+
+    fn has_rule(route: &str) -> bool {
+        ROUTE_RULES.iter().any(|(r, _)| *r == route)
+    }
+
+    /// Every HTTP route of the OpenAPI document and every RPC of the served gRPC services
+    /// has a row; every row names a route that exists.
+    #[test]
+    fn every_route_has_a_rule() {
+        let doc: serde_json::Value = serde_json::from_str(crate::http::OPENAPI).unwrap();
+        let mut routes = Vec::new();
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for method in methods.as_object().unwrap().keys() {
+                routes.push(format!("{} {path}", method.to_ascii_uppercase()));
+            }
+        }
+        let pool = prost_reflect::DescriptorPool::decode(feast_proto::FILE_DESCRIPTOR_SET).unwrap();
+        for service in ["feast.serving.ServingService", "GrpcFeatureServer"] {
+            let service = pool.get_service_by_name(service).unwrap();
+            for m in service.methods() {
+                routes.push(format!("/{}/{}", service.full_name(), m.name()));
+            }
+        }
+        routes.push("/grpc.health.v1.Health/Check".into());
+        routes.push("/grpc.health.v1.Health/Watch".into());
+        for route in &routes {
+            assert!(has_rule(route), "no authorization rule for {route}");
+        }
+        for (rule, _) in ROUTE_RULES {
+            assert!(
+                routes.iter().any(|r| r == rule),
+                "rule for an unknown route {rule}"
+            );
+        }
+        // The public rows are exactly the auth layer's public paths.
+        for (route, what) in ROUTE_RULES {
+            let path = route.rsplit(' ').next().unwrap();
+            assert_eq!(
+                *what == "public",
+                feast_auth::layer::DEFAULT_PUBLIC_PATHS.contains(&path),
+                "{route}"
+            );
+        }
     }
 }

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes};
 use feast_auth::testing::{BadToken, TestIssuer};
 use feast_auth::{Authenticator, Authorizer, OidcValidator};
 use feast_registry::{FileStore, RegistryService, ServiceOptions};
@@ -15,45 +14,7 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
 use serde_json::{Value as Json, json};
 use tonic::Code;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
-
-/// Raw protobuf bytes in and out: requests are encoded from dynamic messages.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
 
 fn pool() -> DescriptorPool {
     DescriptorPool::decode(feast_proto::FILE_DESCRIPTOR_SET).unwrap()
@@ -488,18 +449,11 @@ impl Server {
     ) -> Result<Json, tonic::Status> {
         let method = self.method(rpc);
         let body = from_json(&self.pool, method.input().full_name(), request).encode_to_vec();
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        grpc.ready().await.unwrap();
-        let mut req = tonic::Request::new(Bytes::from(body));
-        if let Some(value) = authorization {
-            req.metadata_mut()
-                .insert("authorization", value.parse().unwrap());
-        }
-        let path = format!("/feast.registry.RegistryServer/{rpc}")
-            .parse()
-            .unwrap();
-        let response = grpc.unary(req, path, RawCodec).await?;
-        let message = DynamicMessage::decode(method.output(), response.into_inner()).unwrap();
+        let path = format!("/feast.registry.RegistryServer/{rpc}");
+        let response =
+            feast_auth::testing::grpc_unary_raw(self.channel.clone(), &path, body, authorization)
+                .await?;
+        let message = DynamicMessage::decode(method.output(), response).unwrap();
         Ok(serde_json::to_value(&message).unwrap())
     }
 
