@@ -271,14 +271,58 @@ async fn calls_need_a_valid_token_and_the_permissions_of_the_servers_project() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
-    for bad in [BadToken::AlgNone, BadToken::Expired, BadToken::BadSignature] {
+    let mut refused = 1;
+    for bad in BadToken::ALL {
         let token = server.issuer.bad_token(bad, "alice");
         let mut c = client(server.port, Some(&token)).await;
         let err = exchange(&mut c, historical("public_stats"), entities())
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}: {err:?}");
+        refused += 1;
     }
+    // Every other Flight call too, without a token and with each bad one.
+    let mut tokens: Vec<Option<String>> = vec![None];
+    tokens.extend(
+        BadToken::ALL
+            .iter()
+            .map(|b| Some(server.issuer.bad_token(*b, "alice"))),
+    );
+    for token in &tokens {
+        let mut c = client(server.port, token.as_deref()).await;
+        let code = |e: arrow_flight::error::FlightError| match e {
+            arrow_flight::error::FlightError::Tonic(s) => s.code(),
+            other => panic!("{other}"),
+        };
+        let listed = c.list_actions().await.map(|_| ()).map_err(code);
+        assert_eq!(listed, Err(tonic::Code::Unauthenticated));
+        let flights = c
+            .list_flights(Vec::<u8>::new())
+            .await
+            .map(|_| ())
+            .map_err(code);
+        assert_eq!(flights, Err(tonic::Code::Unauthenticated));
+        let info = c
+            .get_flight_info(FlightDescriptor::new_cmd(historical("public_stats")))
+            .await
+            .map(|_| ())
+            .map_err(code);
+        assert_eq!(info, Err(tonic::Code::Unauthenticated));
+        let put = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(FlightDescriptor::new_cmd(historical("public_stats"))))
+            .build(futures::stream::iter([Ok(entities())]));
+        let put = match c.do_put(put).await {
+            Ok(results) => results
+                .try_collect::<Vec<_>>()
+                .await
+                .map(|_| ())
+                .map_err(code),
+            Err(e) => Err(code(e)),
+        };
+        assert_eq!(put, Err(tonic::Code::Unauthenticated));
+        refused += 4;
+    }
+    println!("offline auth matrix: {refused} calls with a missing or bad token refused");
 
     // The reader reads the public view, in entity order, with point-in-time values.
     let mut c = client(server.port, Some(&reader)).await;
