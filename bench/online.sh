@@ -15,6 +15,9 @@
 #   CONNECTIONS="1 32"                  closed-loop connections per cell
 #   WORKLOADS="e1_f10 e100_f10 e1_f50 e100_f50 e100_v10x5"
 #   SERVERS="feast-rs feast-default feast-best feast-best-sqlite feast-grpc"
+#                                       (also: feast-rs-auth, feast-rs with `auth: oidc` against
+#                                       a loopback IdP, one permission in the project, and a
+#                                       bearer token on every request: the auth layer's cost)
 #   DRIVERS=10000 ROWS_PER_DRIVER=1 REDIS_PORT=6379 REDIS_DB=5
 #   KEEP=1                              keep the work directory (printed at the end)
 set -euo pipefail
@@ -60,8 +63,10 @@ stop_server() {
     SERVER_PID=""
   fi
 }
+ISSUER_PID=""
 cleanup() {
   stop_server
+  [ -z "$ISSUER_PID" ] || kill "$ISSUER_PID" 2>/dev/null || true
   if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $OUT" >&2; else rm -rf "$OUT"; fi
 }
 trap cleanup EXIT
@@ -114,9 +119,42 @@ start_server() {
     feast-grpc)
       (cd "$OUT/repo_redis" && exec setsid "$FEAST" listen --address "127.0.0.1:$port" > "$log" 2>&1) &
       STORE=redis PROTOCOLS=grpc GRPC_SERVICE=feature-server ;;
+    feast-rs-auth)
+      prepare_auth_repo
+      setsid "$BIN" -c "$OUT/repo_auth" serve --host 127.0.0.1 --port "$port" > "$log" 2>&1 &
+      STORE="$RS_STORE" PROTOCOLS="http grpc" GRPC_SERVICE=serving TOKEN_ARGS=(--token "$TOKEN") ;;
     *) echo "unknown server $name" >&2; exit 1 ;;
   esac
   SERVER_PID=$!
+}
+
+# prepare_auth_repo: a copy of the feast-rs repository with `auth: oidc` against a loopback
+# IdP (tests/compat/oidc_issuer.py) and a `readers` permission applied by Feast; sets TOKEN.
+prepare_auth_repo() {
+  [ -z "$ISSUER_PID" ] || return 0
+  local info="$OUT/issuer.out"
+  "$PY" tests/compat/oidc_issuer.py > "$info" &
+  ISSUER_PID=$!
+  for _ in $(seq 1 100); do [ "$(wc -l < "$info")" -ge 2 ] && break; sleep 0.1; done
+  DISCOVERY=$(sed -n 1p "$info")
+  TOKEN=$(sed -n 2p "$info")
+  rm -rf "$OUT/repo_auth"
+  cp -r "$OUT/repo_$RS_STORE" "$OUT/repo_auth"
+  cat > "$OUT/repo_auth/permissions.py" <<'PYPERM'
+from feast.feast_object import ALL_RESOURCE_TYPES
+from feast.permissions.action import AuthzedAction
+from feast.permissions.permission import Permission
+from feast.permissions.policy import RoleBasedPolicy
+
+readers = Permission(
+    name="readers",
+    types=ALL_RESOURCE_TYPES,
+    policy=RoleBasedPolicy(roles=["reader"]),
+    actions=[AuthzedAction.DESCRIBE, AuthzedAction.READ_ONLINE],
+)
+PYPERM
+  (cd "$OUT/repo_auth" && "$FEAST" apply > apply.log 2>&1) || { tail -20 "$OUT/repo_auth/apply.log" >&2; exit 1; }
+  printf 'auth:\n  type: oidc\n  client_id: feast\n  auth_discovery_url: %s\n' "$DISCOVERY" >> "$OUT/repo_auth/feature_store.yaml"
 }
 
 RESULTS="$OUT/results.jsonl"
@@ -128,6 +166,7 @@ skip_row() {
 
 for server in $SERVERS; do
   port=$(free_port)
+  TOKEN_ARGS=()
   start_server "$server" "$port"
   echo "==> $server ($STORE) on port $port"
   if ! wait_port "$port"; then
@@ -142,7 +181,7 @@ for server in $SERVERS; do
         err="$OUT/load.err"
         if line=$("$LOAD" --url "http://127.0.0.1:$port" --protocol "$protocol" --grpc-service "$GRPC_SERVICE" \
           --connections "$conns" --duration "$DURATION" --warmup "$WARMUP" \
-          --body "$OUT/bodies/$workload.json" --label "$server" 2> "$err"); then
+          --body "$OUT/bodies/$workload.json" --label "$server" "${TOKEN_ARGS[@]}" 2> "$err"); then
           "$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(server=sys.argv[2], store=sys.argv[3], workload=sys.argv[4]); print(json.dumps(d))' \
             "$line" "$server" "$STORE" "$workload" >> "$RESULTS"
           printf '    %-5s %-11s %2s conns: %s\n' "$protocol" "$workload" "$conns" "$line"

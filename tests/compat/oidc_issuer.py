@@ -94,13 +94,13 @@ class Issuer:
     def add_user(self, username, password, roles=()):
         self.users[username] = (password, list(roles))
 
-    def token(self, username, roles=(), **extra):
+    def token(self, username, roles=(), lifetime=LIFETIME_SECONDS, **extra):
         now = int(time.time())
         claims = {
             "iss": self.url,
             "aud": AUDIENCE,
             "iat": now,
-            "exp": now + LIFETIME_SECONDS,
+            "exp": now + lifetime,
             "sub": username,
             "preferred_username": username,
             "roles": list(roles),
@@ -124,3 +124,15 @@ class Issuer:
             return 400, {"error": "unsupported_grant_type"}
         token = self.token(username, roles, azp=form["client_id"])
         return 200, {"access_token": token, "token_type": "Bearer", "expires_in": LIFETIME_SECONDS}
+
+
+if __name__ == "__main__":
+    # For benchmarks: serve until killed; print the discovery URL and an hour-long token of
+    # the user `bench` with the role `reader`, one per line.
+    import sys
+
+    issuer = Issuer()
+    print(issuer.discovery_url)
+    print(issuer.token("bench", ["reader"], lifetime=3600))
+    sys.stdout.flush()
+    issuer.thread.join()

@@ -76,6 +76,10 @@ struct Args {
     /// A name carried into the JSON line.
     #[arg(long, default_value = "")]
     label: String,
+    /// Bearer token sent on every request (`authorization: Bearer <token>`), for servers
+    /// with `auth:`.
+    #[arg(long)]
+    token: Option<String>,
 }
 
 /// What one connection does: send the request once and say whether it succeeded.
@@ -101,6 +105,8 @@ struct Target {
     proto: GetOnlineFeaturesRequest,
     /// The request's join keys: their columns in a response are echoes, not features.
     join_keys: Vec<String>,
+    /// `Bearer <token>`, when the server wants one.
+    authorization: Option<hyper::header::HeaderValue>,
 }
 
 impl Target {
@@ -130,6 +136,12 @@ impl Target {
                 .map(|e| e.keys().cloned().collect())
                 .unwrap_or_default(),
             proto: to_proto(&parsed)?,
+            authorization: args
+                .token
+                .as_ref()
+                .map(|t| format!("Bearer {t}").parse())
+                .transpose()
+                .context("--token")?,
         })
     }
 
@@ -167,15 +179,30 @@ impl Target {
         }
     }
 
+    fn grpc_request(&self) -> tonic::Request<GetOnlineFeaturesRequest> {
+        let mut req = tonic::Request::new(self.proto.clone());
+        if let Some(value) = &self.authorization
+            && let Ok(value) = value.to_str()
+            && let Ok(value) = value.parse()
+        {
+            req.metadata_mut().insert("authorization", value);
+        }
+        req
+    }
+
     /// One request; with `check`, also that the response holds a PRESENT value.
     async fn call(&self, conn: &mut Conn, check: bool) -> Outcome {
         match conn {
             Conn::Http { sender, addr } => {
-                let req = hyper::Request::post(self.uri.clone())
+                let mut req = hyper::Request::post(self.uri.clone())
                     .header(hyper::header::HOST, addr.as_str())
                     .header(hyper::header::CONTENT_TYPE, "application/json")
                     .body(Full::new(self.json.clone()))
                     .map_err(|e| e.to_string())?;
+                if let Some(value) = &self.authorization {
+                    req.headers_mut()
+                        .insert(hyper::header::AUTHORIZATION, value.clone());
+                }
                 sender
                     .ready()
                     .await
@@ -201,11 +228,11 @@ impl Target {
                 Ok(())
             }
             Conn::Serving(c) => {
-                let resp = c.get_online_features(self.proto.clone()).await;
+                let resp = c.get_online_features(self.grpc_request()).await;
                 check_grpc(resp, check.then_some(&self.join_keys[..]))
             }
             Conn::FeatureServer(c) => {
-                let resp = c.get_online_features(self.proto.clone()).await;
+                let resp = c.get_online_features(self.grpc_request()).await;
                 check_grpc(resp, check.then_some(&self.join_keys[..]))
             }
         }

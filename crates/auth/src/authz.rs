@@ -396,10 +396,15 @@ impl Authorizer {
                  authorization mode. Access denied.",
             ));
         }
-        tracing::warn!(
-            message = "No permissions defined in registry. All authenticated users are granted full access.",
-            user = %user.username
-        );
+        // Feast warns on every request; once per process is enough to be seen, and keeps a
+        // busy server's log (and latency) free of it.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                message = "No permissions defined in registry. All authenticated users are granted full access.",
+                user = %user.username
+            );
+        }
         Ok(Some(()))
     }
 

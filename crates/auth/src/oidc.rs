@@ -5,8 +5,11 @@
 //! `jwks_cache_lifespan_seconds` and refetched early when a token names an unknown `kid`
 //! (key rotation), at most once per [`OidcSettings::unknown_kid_refresh_interval`].
 //!
-//! Hot path: with a fresh cached JWKS, validation is a lock-free `ArcSwap` load, a key lookup
-//! and the signature check: no I/O, no lock shared between requests.
+//! Hot path: a token already verified against the current key set is looked up (an
+//! `ArcSwap` load and a read-locked map lookup) instead of checking its signature again,
+//! until its `exp` or until the key set is refetched, whichever comes first: the answer is
+//! the one a new verification against the same keys would give. A new token costs a key
+//! lookup and the signature check (~35 µs for RS256): no I/O.
 //!
 //! Only RS256 and ES256 signatures are accepted. Unsigned (`alg: none`) and HMAC tokens are
 //! rejected before any key lookup, and there is no "intra-communication" username that skips
@@ -14,7 +17,7 @@
 //! not the IdP's: they go to the cluster's TokenReview ([`crate::kubernetes`]) before any key
 //! lookup, so they neither trigger JWKS refetches nor pass without the cluster's word.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -163,6 +166,8 @@ pub struct OidcValidator {
     es256: Validation,
     keys: ArcSwapOption<KeySet>,
     refresh: tokio::sync::Mutex<RefreshState>,
+    /// Tokens already verified, by token text.
+    verified: std::sync::RwLock<HashMap<String, Verified>>,
     /// Reviews service-account tokens (in-cluster configuration unless set).
     kubernetes: Arc<crate::kubernetes::KubernetesValidator>,
 }
@@ -173,6 +178,26 @@ impl std::fmt::Debug for OidcValidator {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
+}
+
+/// A token whose signature and claims were checked against one key set.
+struct Verified {
+    user: User,
+    /// `fetched_at` of the key set it was verified with: a refetched key set (rotation,
+    /// retired keys) means verifying again.
+    keys_fetched_at: Instant,
+    /// Its `exp` (Unix seconds).
+    expires: u64,
+}
+
+/// Verified tokens remembered at most (beyond, expired entries go, then all).
+const VERIFIED_CAPACITY: usize = 10_000;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The parts of a JWT header we look at before choosing a key.
@@ -250,6 +275,7 @@ impl OidcValidator {
             client,
             keys: ArcSwapOption::empty(),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            verified: std::sync::RwLock::new(HashMap::new()),
             kubernetes: crate::kubernetes::lazy_in_cluster(),
         })
     }
@@ -275,6 +301,9 @@ impl OidcValidator {
 
     /// Verify `token` and return the user it identifies.
     pub async fn validate(&self, token: &str) -> Result<User, AuthError> {
+        if let Some(user) = self.already_verified(token) {
+            return Ok(user);
+        }
         let header = raw_header(token)?;
         let (alg, validation) = match header.alg.as_str() {
             "RS256" => (Algorithm::RS256, &self.rs256),
@@ -305,7 +334,43 @@ impl OidcValidator {
             Ok(data) => data.claims,
             Err(e) => return Err(map_jwt_error(e.kind())),
         };
-        user_from_claims(&claims, self.settings.client_id.as_deref())
+        let user = user_from_claims(&claims, self.settings.client_id.as_deref())?;
+        if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
+            self.remember(token, &user, keys.fetched_at, exp.max(0.0) as u64);
+        }
+        Ok(user)
+    }
+
+    /// The user of a token verified against the current, fresh key set and not expired.
+    fn already_verified(&self, token: &str) -> Option<User> {
+        let keys = self.keys.load();
+        let keys = keys.as_ref()?;
+        if keys.fetched_at.elapsed() >= self.settings.jwks_cache_lifespan {
+            return None;
+        }
+        let verified = self.verified.read().unwrap_or_else(|e| e.into_inner());
+        let entry = verified.get(token)?;
+        (entry.keys_fetched_at == keys.fetched_at && unix_now() < entry.expires)
+            .then(|| entry.user.clone())
+    }
+
+    fn remember(&self, token: &str, user: &User, keys_fetched_at: Instant, expires: u64) {
+        let mut verified = self.verified.write().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_CAPACITY {
+            let now = unix_now();
+            verified.retain(|_, v| v.keys_fetched_at == keys_fetched_at && now < v.expires);
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(
+            token.to_owned(),
+            Verified {
+                user: user.clone(),
+                keys_fetched_at,
+                expires,
+            },
+        );
     }
 
     /// The cached key set if it is younger than the cache lifespan, else a fresh one.

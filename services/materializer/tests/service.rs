@@ -372,6 +372,31 @@ async fn tls_and_tokens_guard_the_service() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    // Every RPC with every kind of bad token.
+    let mut refused = 1;
+    for bad in feast_auth::testing::BadToken::ALL {
+        let mut c = client(Some(issuer.bad_token(bad, "mallory")));
+        let codes = [
+            c.materialize(request.clone()).await.map(drop),
+            c.materialize_incremental(pb::MaterializeIncrementalRequest::default())
+                .await
+                .map(drop),
+            c.get_job(pb::GetJobRequest::default()).await.map(drop),
+            c.list_jobs(pb::ListJobsRequest::default()).await.map(drop),
+            c.cancel_job(pb::CancelJobRequest::default())
+                .await
+                .map(drop),
+        ];
+        for result in codes {
+            assert_eq!(
+                result.unwrap_err().code(),
+                tonic::Code::Unauthenticated,
+                "{bad:?}"
+            );
+            refused += 1;
+        }
+    }
+    println!("materializer auth matrix: {refused} calls with a missing or bad token refused");
 
     // A caller without the role may list but not materialize.
     let stranger = Some(issuer.user_token("stranger", &[], &[]));

@@ -273,6 +273,10 @@ async fn every_route_needs_a_valid_token() {
         checked += 1;
     }
     assert!(checked >= 10, "only {checked} guarded routes");
+    println!(
+        "feature server auth matrix: {checked} guarded routes x {} missing or bad tokens refused",
+        BadToken::ALL.len() + 1
+    );
 }
 
 #[tokio::test]
