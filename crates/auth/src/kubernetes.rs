@@ -113,9 +113,16 @@ impl KubernetesValidator {
             .get_or_try_init(|| async {
                 let config = match &self.access {
                     ClusterAccess::Config(c) => (**c).clone(),
+                    // The caller's token cannot be accepted: a 401 that says why (the
+                    // server's log says it too), never a 500.
                     ClusterAccess::Infer => kube::Config::infer().await.map_err(|e| {
-                        AuthError::Config(format!(
-                            "no Kubernetes API to review tokens with (not in a pod, no kubeconfig): {e}"
+                        tracing::warn!(
+                            message = "a Kubernetes token arrived but no Kubernetes API is configured",
+                            error = %e
+                        );
+                        AuthError::Rejected(format!(
+                            "Kubernetes tokens cannot be verified by this server: it has no \
+                             Kubernetes API to review them with (not in a pod, no kubeconfig): {e}"
                         ))
                     })?,
                 };
