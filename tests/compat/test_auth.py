@@ -78,6 +78,22 @@ def write_data(repo):
     ).to_parquet(repo / "data" / "driver.parquet")
 
 
+def wait_for_view(online_port, token, deadline=30.0):
+    """Waits until the feature server's registry refresh (every second) has the applied view."""
+    import requests
+
+    body = {"features": ["driver_stats:conv"], "entities": {"driver_id": [1]}}
+    headers = {"Authorization": f"Bearer {token}"}
+    end = time.monotonic() + deadline
+    while True:
+        r = requests.post(f"http://127.0.0.1:{online_port}/get-online-features", json=body, headers=headers)
+        if r.status_code == 200:
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"the feature server never served driver_stats: {r.status_code} {r.text}")
+        time.sleep(0.1)
+
+
 def start(cmd, banner):
     proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
@@ -188,7 +204,7 @@ def deployment(tmp_path_factory, feast_rs_bin, feast_cli):
         run([feast_cli, "apply"], cwd=repos["admin"])
         admin_defs.write_text(DEFINITIONS)
         run([feast_cli, "apply"], cwd=repos["admin"])
-        time.sleep(2.5)  # the servers' registry refresh (every second)
+        wait_for_view(online_port, issuer.token("probe", ["feast-admin"]))
         yield issuer, repos, service_repo
     finally:
         for proc in procs:
