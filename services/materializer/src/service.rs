@@ -616,9 +616,8 @@ pub async fn serve_on<S: OfflineStore + 'static>(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    // Ready ("") once the registry is loaded; "liveness" always.
+    feast_registry::report_health(health_reporter, Some(manager.registry.clone())).await;
     let auth = feast_auth::AuthLayer::new(authenticator).with_public_paths([
         "/grpc.health.v1.Health/Check",
         "/grpc.health.v1.Health/Watch",

@@ -102,6 +102,11 @@ pub struct OfflineFlightService<S> {
 }
 
 impl<S> OfflineFlightService<S> {
+    /// The registry this server reads (its readiness follows it).
+    pub fn registry(&self) -> &RegistryCache {
+        &self.registry
+    }
+
     pub fn new(
         registry: RegistryCache,
         store: Arc<S>,

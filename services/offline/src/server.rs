@@ -34,9 +34,8 @@ pub async fn serve_on<S: OfflineStore + 'static>(
     health_reporter
         .set_serving::<FlightServiceServer<OfflineFlightService<S>>>()
         .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    // Ready ("") once the registry is loaded; "liveness" always.
+    feast_registry::report_health(health_reporter, Some(service.registry().clone())).await;
 
     // Uploads of the legacy read path that nobody fetches are dropped in the background.
     let sweeper = service.sweeper();

@@ -393,5 +393,13 @@ async fn calls_need_a_valid_token_and_the_permissions_of_the_servers_project() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.status, 1, "SERVING");
+    assert_eq!(status.status, 1, "SERVING: ready, the registry is loaded");
+    let live = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: feast_registry::LIVENESS_SERVICE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.status, 1, "liveness SERVING");
 }

@@ -9,7 +9,8 @@
 //! | `POST /write-to-online-store` | `WriteToFeatureStoreRequest` → `null` |
 //! | `POST /push` | `PushFeaturesRequest` → empty 200 |
 //! | `POST /materialize`, `POST /materialize-incremental` | Feast's `MaterializeRequest` / `MaterializeIncrementalRequest` → `null`, or 202 with `?async=true` (see [`crate::materialize`]) |
-//! | `GET /health` | 200 once the registry is loaded, else 503 |
+//! | `GET /health`, `GET /readyz`, `GET /ready` | readiness: 200 once the registry is loaded, else 503 |
+//! | `GET /healthz` | liveness: 200 while the process serves |
 //! | `GET /metrics` | Prometheus text (with `--metrics`) |
 //! | `GET /docs`, `GET /openapi.json` | the OpenAPI document of these routes ([`OPENAPI`]) |
 //!
@@ -255,7 +256,12 @@ pub fn router(server: FeatureServer) -> Router {
     let feature_server =
         feast_proto::grpc_server::grpc_feature_server_server::GrpcFeatureServerServer::new(grpc)
             .max_decoding_message_size(limit);
-    let (_reporter, health) = tonic_health::server::health_reporter();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    // Readiness ("" = the registry is loaded) and liveness, as on every feast-rs server.
+    tokio::spawn(feast_registry::report_health(
+        reporter,
+        Some(server.registry.clone()),
+    ));
     let mut routes = tonic::service::Routes::new(health)
         .add_service(serving)
         .add_service(feature_server);
@@ -270,6 +276,9 @@ pub fn router(server: FeatureServer) -> Router {
         .route("/materialize", post(materialize))
         .route("/materialize-incremental", post(materialize_incremental))
         .route("/health", get(health_route))
+        .route("/readyz", get(health_route))
+        .route("/ready", get(health_route))
+        .route("/healthz", get(live_route))
         .route("/metrics", get(metrics_route))
         .route("/docs", get(docs_route))
         .route("/openapi.json", get(docs_route))
@@ -711,6 +720,11 @@ async fn health_route(State(server): State<Arc<FeatureServer>>) -> Response {
             b"{\"status\":\"unavailable\",\"detail\":\"registry not loaded\"}".to_vec(),
         )
     }
+}
+
+/// Liveness: the process answers (readiness, `/readyz`, also needs the registry).
+async fn live_route() -> Response {
+    json_response(200, b"{\"status\":\"alive\"}".to_vec())
 }
 
 async fn metrics_route(State(server): State<Arc<FeatureServer>>) -> Response {

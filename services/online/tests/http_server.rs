@@ -340,6 +340,10 @@ async fn serves_feasts_column_major_json() {
     );
     let (_, body) = call(s.port, "GET", "/health", "").await;
     assert!(body.contains("ok"));
+    for path in ["/readyz", "/ready", "/healthz"] {
+        let (status, _) = call(s.port, "GET", path, "").await;
+        assert_eq!(status, 200, "{path}");
+    }
 }
 
 #[tokio::test]
@@ -445,6 +449,39 @@ async fn unavailable_until_the_registry_loads() {
     let s = start(false).await;
     let (status, _) = call(s.port, "GET", "/health", "").await;
     assert_eq!(status, 503);
+    // Readiness says the same; liveness says the process serves.
+    for path in ["/readyz", "/ready"] {
+        let (status, _) = call(s.port, "GET", path, "").await;
+        assert_eq!(status, 503, "{path}");
+    }
+    let (status, body) = call(s.port, "GET", "/healthz", "").await;
+    assert_eq!(status, 200, "{body}");
+    // gRPC: the overall service is NOT_SERVING, `liveness` SERVING.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", s.port))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status_of = |service: &str| tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    use tonic_health::pb::health_check_response::ServingStatus;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let overall = health
+        .check(status_of(""))
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(overall, ServingStatus::NotServing as i32);
+    let live = health
+        .check(status_of(feast_registry::LIVENESS_SERVICE))
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(live, ServingStatus::Serving as i32);
     let (status, _) = post(
         s.port,
         json!({"entities": {"driver_id": [1]}, "features": ["stats:rate"]}),
@@ -1003,6 +1040,9 @@ async fn docs_describe_every_route() {
         ("post", "/materialize"),
         ("post", "/materialize-incremental"),
         ("get", "/health"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/ready"),
         ("get", "/metrics"),
         ("get", "/docs"),
         ("get", "/openapi.json"),

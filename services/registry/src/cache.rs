@@ -225,3 +225,53 @@ impl Snapshot {
         self.catalog.proto()
     }
 }
+
+/// The `grpc.health.v1` service name that reports liveness: SERVING while the process
+/// serves, whatever its dependencies (Kubernetes `livenessProbe: grpc: {service: liveness}`).
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// Readiness and liveness over `grpc.health.v1`, the same for every feast-rs server: the
+/// overall service `""` is SERVING while the server can answer (with `registry`, once a
+/// registry snapshot is loaded; it goes back to NOT_SERVING if none is), and
+/// [`LIVENESS_SERVICE`] is always SERVING. The statuses are set before this returns; with a
+/// registry, a background task follows it until the server drops its cache.
+pub async fn report_health(
+    reporter: tonic_health::server::HealthReporter,
+    registry: Option<RegistryCache>,
+) {
+    use tonic_health::ServingStatus;
+    reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
+    let status = |ready: bool| {
+        if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    };
+    let Some(registry) = registry else {
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        return;
+    };
+    let mut last = registry.snapshot().is_some();
+    reporter.set_service_status("", status(last)).await;
+    // Weak, as the refresher: the task ends when the server drops its cache.
+    let weak = Arc::downgrade(&registry.inner);
+    drop(registry);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let Some(inner) = weak.upgrade() else { break };
+            let ready = inner.current.load().is_some();
+            drop(inner);
+            if ready != last {
+                reporter.set_service_status("", status(ready)).await;
+                last = ready;
+            }
+        }
+    });
+}

@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-pub use cache::{CacheSource, CacheStats, RegistryCache, Snapshot};
+pub use cache::{
+    CacheSource, CacheStats, LIVENESS_SERVICE, RegistryCache, Snapshot, report_health,
+};
 pub use client::{AuthChannel, ClientError, RemoteOptions, RemoteRegistry};
 pub use service::{RegistryService, ServiceOptions};
 pub use sql::{SqlStore, SqlStoreOptions};
@@ -85,10 +87,8 @@ pub async fn serve_on(
     health_reporter
         .set_serving::<RegistryServerServer<RegistryService>>()
         .await;
-    // Feast's server reports the overall service ("") as SERVING.
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    // Feast's server reports the overall service ("") as SERVING: the registry is open.
+    report_health(health_reporter, None).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(feast_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
