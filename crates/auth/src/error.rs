@@ -51,7 +51,8 @@ pub enum AuthError {
         "Missing username claim in access token: expected one of preferred_username, upn, azp, appid or sub."
     )]
     MissingUsername,
-    /// The cluster's TokenReview did not authenticate a Kubernetes token.
+    /// A Kubernetes token that could not be authenticated: the cluster's TokenReview refused
+    /// it, or this server has no Kubernetes API to ask.
     #[error("{0}")]
     Rejected(String),
     /// The identity provider (discovery document or JWKS) could not be fetched or used.
