@@ -57,7 +57,18 @@ pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Resu
         .enable_all()
         .build()
         .context("starting the Tokio runtime")?;
-    runtime.block_on(async {
+    // One output row per entity row: the bar's length is known before the join runs. It is
+    // drawn on stderr, and only when that is a terminal.
+    let total: usize = entities.batches.iter().map(|b| b.num_rows()).sum();
+    let bar = indicatif::ProgressBar::new(total as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "  {msg} {wide_bar} {human_pos}/{human_len} rows [{elapsed_precise}, ETA {eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("joining");
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let written = runtime.block_on(async {
         let mut stream = store
             .get_historical_features(&catalog, ctx.project(), entities, &request)
             .await?;
@@ -69,10 +80,14 @@ pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Resu
             let batch = batch?;
             rows += batch.num_rows();
             writer.write(&batch)?;
+            bar.set_message("writing");
+            bar.set_position(rows as u64);
         }
         writer.close()?;
         Ok(rows)
-    })
+    });
+    bar.finish_and_clear();
+    written
 }
 
 fn read_entities(path: &Path) -> Result<EntityTable> {
