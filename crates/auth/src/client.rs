@@ -1,5 +1,5 @@
 //! The client side: the bearer token a feast-rs client sends, from `auth:` of its
-//! feature_store.yaml (PROTOCOLS.md §5.2), and a tower layer that puts it on every gRPC call.
+//! feature_store.yaml (PROTOCOLS.md §5.2), and the client service that puts it on every gRPC call.
 //!
 //! Sources, in Feast's order:
 //! - `oidc`: `token`; else the environment variable `token_env_var` names; else, with
@@ -25,7 +25,6 @@ use feast_core::config::{AuthConfig, OidcClientAuthConfig, OidcClientCredentials
 use http::{HeaderValue, Request, Response};
 use serde_json::Value;
 use tokio::sync::Mutex as AsyncMutex;
-use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::AuthError;
@@ -75,7 +74,8 @@ fn config_error(message: impl Into<String>) -> AuthError {
     AuthError::Config(message.into())
 }
 
-fn form_encode(s: &str) -> String {
+/// `application/x-www-form-urlencoded` encoding of one name or value.
+pub(crate) fn form_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
@@ -121,15 +121,18 @@ impl TokenProvider {
         }
     }
 
-    /// Reads the service-account token from `path` instead of the pod's mount (tests).
-    pub fn with_service_account_path(
-        mut self: Arc<Self>,
+    /// Reads the service-account token from `path` instead of the pod's mount (tests):
+    /// `None` under `no_auth`.
+    pub fn from_config_with_service_account(
+        config: &AuthConfig,
         path: impl Into<std::path::PathBuf>,
-    ) -> Arc<Self> {
-        if let Some(me) = Arc::get_mut(&mut self) {
-            me.service_account_path = path.into();
-        }
-        self
+    ) -> Result<Option<Arc<Self>>, AuthError> {
+        let path = path.into();
+        Ok(Self::from_config(config)?.map(|p| {
+            let mut p = Arc::into_inner(p).expect("a provider just built has one owner");
+            p.service_account_path = path;
+            Arc::new(p)
+        }))
     }
 
     fn oidc_source(c: &OidcClientAuthConfig) -> Result<Source, AuthError> {
@@ -322,31 +325,9 @@ fn seconds_to_exp(token: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64((exp - now).max(0.0)))
 }
 
-/// Tower layer putting `authorization: Bearer <token>` on every request of a gRPC client
-/// (a tonic `Channel`); with no provider it passes requests through untouched.
-#[derive(Debug, Clone, Default)]
-pub struct BearerLayer {
-    provider: Option<Arc<TokenProvider>>,
-}
-
-impl BearerLayer {
-    pub fn new(provider: Option<Arc<TokenProvider>>) -> Self {
-        Self { provider }
-    }
-}
-
-impl<S> Layer<S> for BearerLayer {
-    type Service = WithBearer<S>;
-    fn layer(&self, inner: S) -> WithBearer<S> {
-        WithBearer {
-            inner,
-            provider: self.provider.clone(),
-        }
-    }
-}
-
-/// A client service that sends the bearer token (see [`BearerLayer`]). When the token cannot
-/// be obtained the call fails with `UNAUTHENTICATED` saying why; when the server answers
+/// A gRPC client service (around a tonic `Channel`) that puts `authorization: Bearer <token>`
+/// on every request, or passes requests through untouched without a provider. When the token
+/// cannot be obtained the call fails with `UNAUTHENTICATED` saying why; when the server answers
 /// `UNAUTHENTICATED`, a fetched token is dropped so the next call gets a new one.
 #[derive(Debug, Clone)]
 pub struct WithBearer<S> {

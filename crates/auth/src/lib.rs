@@ -32,7 +32,7 @@ pub mod user;
 pub use authz::{
     Action, Authorizer, ResourceKind, ResourceRef, permission_error, project_permissions,
 };
-pub use client::{BearerLayer, TokenProvider, WithBearer};
+pub use client::{TokenProvider, WithBearer};
 pub use error::AuthError;
 pub use extract::bearer_token;
 pub use kubernetes::{ClusterAccess, KubernetesValidator};

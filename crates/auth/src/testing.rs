@@ -403,7 +403,13 @@ impl TestIssuer {
     pub async fn request_token(&self, form: &[(&str, &str)]) -> Result<Value, crate::AuthError> {
         let body: Vec<String> = form
             .iter()
-            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    crate::client::form_encode(k),
+                    crate::client::form_encode(v)
+                )
+            })
             .collect();
         crate::fetch::FetchClient::new(true, "", std::time::Duration::from_secs(10))?
             .post_form_json(&self.token_url(), &body.join("&"))
@@ -442,20 +448,6 @@ impl Drop for TestIssuer {
             let _ = tx.send(());
         }
     }
-}
-
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 fn sign(key: &IssuerKey, kid: &str, claims: &Value) -> String {

@@ -127,7 +127,10 @@ async fn service_account_token_file_is_read_on_every_call() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "sa-token-1\n").unwrap();
-    let p = provider("type: kubernetes").with_service_account_path(&file);
+    let p =
+        TokenProvider::from_config_with_service_account(&auth_config("type: kubernetes"), &file)
+            .unwrap()
+            .unwrap();
     assert_eq!(p.token().await.unwrap(), "sa-token-1");
     // Kubelet rotates the file in place.
     std::fs::write(&file, "sa-token-2").unwrap();
