@@ -161,7 +161,7 @@ pub struct TestIssuer {
     shared: Arc<Shared>,
     stranger: IssuerKey,
     attacker: IssuerKey,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: StopOnDrop,
 }
 
 impl TestIssuer {
@@ -196,14 +196,7 @@ impl TestIssuer {
             .route("/jwks", get(jwks))
             .route("/token", post(token_endpoint))
             .with_state(shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let server = serve_until_dropped(listener, app);
         Self {
             addr,
             shared,
@@ -213,7 +206,7 @@ impl TestIssuer {
                 k
             },
             attacker: rsa_key("attacker", ATTACKER_RSA_KEY),
-            shutdown: Some(tx),
+            _server: server,
         }
     }
 
@@ -442,12 +435,29 @@ impl TestIssuer {
     }
 }
 
-impl Drop for TestIssuer {
+/// Stops a loopback test server when dropped.
+pub(crate) struct StopOnDrop(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
+        if let Some(tx) = self.0.take() {
             let _ = tx.send(());
         }
     }
+}
+
+/// Serves `app` on `listener` in the background until the returned guard is dropped (the
+/// test stand-ins: the OIDC issuer, the Kubernetes API).
+pub(crate) fn serve_until_dropped(listener: tokio::net::TcpListener, app: Router) -> StopOnDrop {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    StopOnDrop(Some(tx))
 }
 
 fn sign(key: &IssuerKey, kid: &str, claims: &Value) -> String {

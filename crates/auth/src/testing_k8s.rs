@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -43,7 +43,7 @@ struct Shared {
 pub struct TestKubernetes {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: crate::testing::StopOnDrop,
 }
 
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
@@ -54,11 +54,20 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
     (code, Json(body)).into_response()
 }
 
-fn authorized(headers: &HeaderMap) -> bool {
-    headers
+/// Like a real API server, every endpoint refuses a caller without the server's credential.
+async fn require_server_token(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authorized = request
+        .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {SERVER_TOKEN}"))
+        .is_some_and(|v| v == format!("Bearer {SERVER_TOKEN}"));
+    if !authorized {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+    next.run(request).await
 }
 
 fn list(kind: &str, items: Vec<Value>) -> Response {
@@ -71,14 +80,7 @@ fn list(kind: &str, items: Vec<Value>) -> Response {
     .into_response()
 }
 
-async fn token_review(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Json(review): Json<Value>,
-) -> Response {
-    if !authorized(&headers) {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
-    }
+async fn token_review(State(shared): State<Arc<Shared>>, Json(review): Json<Value>) -> Response {
     shared.reviews.fetch_add(1, Ordering::SeqCst);
     let token = review["spec"]["token"].as_str().unwrap_or("");
     let cluster = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,12 +108,8 @@ async fn token_review(
 
 async fn namespaced_role_bindings(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
     Path(ns): Path<String>,
 ) -> Response {
-    if !authorized(&headers) {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
-    }
     let cluster = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
     let items = cluster
         .role_bindings
@@ -122,18 +120,12 @@ async fn namespaced_role_bindings(
     list("RoleBindingList", items)
 }
 
-async fn all_role_bindings(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !authorized(&headers) {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
-    }
+async fn all_role_bindings(State(shared): State<Arc<Shared>>) -> Response {
     let cluster = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
     list("RoleBindingList", cluster.role_bindings.clone())
 }
 
-async fn cluster_role_bindings(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !authorized(&headers) {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
-    }
+async fn cluster_role_bindings(State(shared): State<Arc<Shared>>) -> Response {
     let cluster = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
     list(
         "ClusterRoleBindingList",
@@ -141,14 +133,7 @@ async fn cluster_role_bindings(State(shared): State<Arc<Shared>>, headers: Heade
     )
 }
 
-async fn cluster_role(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    if !authorized(&headers) {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
-    }
+async fn cluster_role(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     let cluster = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
     match cluster.cluster_roles.get(&name) {
         Some(role) => Json(role.clone()).into_response(),
@@ -200,19 +185,12 @@ impl TestKubernetes {
                 "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}",
                 get(cluster_role),
             )
+            .layer(axum::middleware::from_fn(require_server_token))
             .with_state(shared.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
         Self {
             addr,
             shared,
-            shutdown: Some(tx),
+            _server: crate::testing::serve_until_dropped(listener, app),
         }
     }
 
@@ -344,13 +322,5 @@ impl TestKubernetes {
             "rules": rules,
         });
         self.cluster().cluster_roles.insert(name.to_owned(), role);
-    }
-}
-
-impl Drop for TestKubernetes {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
