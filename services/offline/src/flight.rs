@@ -455,6 +455,20 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
         })
     }
 
+    /// The registry snapshot, refreshed once first when it does not know what `knows` asks
+    /// for: an object applied since the last refresh (a view just applied, a dataset just
+    /// saved) is found at once instead of being answered as not found.
+    async fn snapshot_knowing(
+        &self,
+        knows: impl Fn(&Catalog) -> bool,
+    ) -> ApiResult<Arc<feast_registry::Snapshot>> {
+        let snapshot = self.snapshot()?;
+        if knows(&snapshot.catalog) || self.registry.refresh().await.is_err() {
+            return Ok(snapshot);
+        }
+        self.snapshot()
+    }
+
     /// `assert_permissions` against the server project's permissions (nothing to check
     /// without auth).
     fn authorize(
@@ -582,7 +596,17 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
         if !has_rule(api) {
             return Err(ApiError::invalid(format!("Unknown read API: {api}")));
         }
-        let snapshot = self.snapshot()?;
+        let snapshot = self
+            .snapshot_knowing(|catalog| match api {
+                "get_historical_features" => strings(command, "feature_view_names")
+                    .map(|names| names.iter().all(|n| self.view(catalog, n).is_ok()))
+                    .unwrap_or(true),
+                "pull_latest_from_table_or_query" | "pull_all_from_table_or_query" => {
+                    self.data_source(catalog, command).is_ok()
+                }
+                _ => true,
+            })
+            .await?;
         let catalog = &snapshot.catalog;
         match api {
             "get_historical_features" => {
@@ -635,18 +659,7 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                     PullKind::Latest
                 };
                 let request = pull_request(command, kind)?;
-                let source = match self.data_source(catalog, command) {
-                    Ok(source) => source,
-                    // Registered since the cache last loaded (a dataset saved a moment ago
-                    // is read back at once): look again in a fresh copy of the registry.
-                    Err(e) => match self.registry.refresh().await {
-                        Ok(()) => match self.registry.snapshot() {
-                            Some(fresh) => self.data_source(&fresh.catalog, command)?,
-                            None => return Err(e),
-                        },
-                        Err(_) => return Err(e),
-                    },
-                };
+                let source = self.data_source(catalog, command)?;
                 self.authorize(user, catalog, ResourceRef::of(&source), &[Act::ReadOffline])?;
                 Ok(self.store.pull(&source, &request, kind).await?)
             }

@@ -403,3 +403,36 @@ async fn calls_need_a_valid_token_and_the_permissions_of_the_servers_project() {
         .into_inner();
     assert_eq!(live.status, 1, "liveness SERVING");
 }
+
+/// A view applied after the server last loaded its registry (the server here never refreshes
+/// on its own) is found at once: the server refreshes before answering "not found".
+#[tokio::test]
+async fn a_view_applied_since_the_last_refresh_is_found() {
+    let server = start().await;
+    let dir = server._dir.path();
+    let file = std::fs::File::create(dir.join("public_late.parquet")).unwrap();
+    let batch = rows();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let path = dir.join("registry.db");
+    let mut registry = core::Registry::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    registry.data_sources.push(source("public_late"));
+    registry.feature_views.push(view("public_late"));
+    std::fs::write(&path, registry.encode_to_vec()).unwrap();
+
+    let reader = server.issuer.user_token("alice", &["reader"], &[]);
+    let mut c = client(server.port, Some(&reader)).await;
+    let batches = exchange(&mut c, historical("public_late"), entities())
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+    // A view that really does not exist is still not found.
+    let err = exchange(&mut c, historical("public_never"), entities())
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("FeatureViewNotFoundException"),
+        "{err:?}"
+    );
+}
