@@ -8,6 +8,8 @@ mod materialize;
 mod online_hook;
 mod output;
 mod serve;
+mod up;
+mod up_demo;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -33,9 +35,10 @@ struct Cli {
         value_name = "FILE"
     )]
     feature_store_yaml: Option<PathBuf>,
-    /// Log level: error, warning, info, debug or trace.
-    #[arg(long, global = true, default_value = "warning", value_name = "LEVEL")]
-    log_level: String,
+    /// Log level: error, warning, info, debug or trace (default: info for `up`, warning
+    /// otherwise).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,6 +57,10 @@ enum Command {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Run all four services in one process on the repository (the driver demo in
+    /// ./demo when the directory holds none): apply, and on the demo materialize and fetch
+    /// features over HTTP, gRPC and Flight; then serve until Ctrl-C.
+    Up(up::UpArgs),
     /// Register the repository's definitions in the registry.
     Apply,
     /// Show what `apply` would change, without changing anything.
@@ -250,7 +257,11 @@ enum ObjectAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let default_level = match cli.command {
+        Command::Up(_) => "info",
+        _ => "warning",
+    };
+    init_logging(cli.log_level.as_deref().unwrap_or(default_level));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -316,6 +327,11 @@ fn run(cli: Cli) -> Result<()> {
                     Output::Table
                 )?
             );
+        }
+        Command::Up(args) => {
+            let repo = up::repo(cli.chdir.as_deref(), cli.feature_store_yaml.as_deref())?;
+            let ctx = RepoContext::open(&repo, cli.feature_store_yaml.as_deref())?;
+            up::up(&ctx, args, color)?;
         }
         Command::Apply => {
             commands::apply(&open(&cli)?, color)?;

@@ -1,7 +1,11 @@
 //! `serve*` commands: each starts one service on a Tokio runtime and stops it gracefully
-//! on Ctrl-C or SIGTERM.
+//! on Ctrl-C or SIGTERM. Each service is started in two steps, so `feast-rs up` can run
+//! all four in one process: `start_*` opens what the service needs and binds its port,
+//! returning a [`Bound`] whose `serve` future runs it until its shutdown future resolves.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 
 use anyhow::{Context, Result, bail};
 use feast_core::config::RegistryConfig;
@@ -9,6 +13,31 @@ use feast_registry::{FileStore, RegistryService, RegistryStore, ServiceOptions, 
 
 use crate::ServeArgs;
 use crate::commands::RepoContext;
+
+/// A future that resolves when a server should stop taking new work.
+pub(crate) type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A service bound to its port and ready to serve.
+pub(crate) struct Bound {
+    /// The address it listens on (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// The line `feast-rs serve*` prints once listening.
+    pub banner: String,
+    /// Serves until the shutdown future resolves and in-flight work has finished.
+    pub serve: Pin<Box<dyn Future<Output = Result<()>> + Send>>,
+}
+
+/// Runs one started service on a new runtime until Ctrl-C or SIGTERM.
+fn serve_one<F>(start: impl FnOnce(Shutdown) -> F) -> Result<()>
+where
+    F: Future<Output = Result<Bound>>,
+{
+    runtime()?.block_on(async move {
+        let bound = start(Box::pin(shutdown_signal())).await?;
+        println!("{}", bound.banner);
+        bound.serve.await
+    })
+}
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -40,7 +69,7 @@ fn tls(args: &ServeArgs) -> Result<Option<TlsPem>> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -80,6 +109,15 @@ fn authorizer() -> std::sync::Arc<feast_auth::Authorizer> {
 pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
     let addr = address(args)?;
     let tls = tls(args)?;
+    serve_one(|shutdown| start_registry(ctx, addr, tls, shutdown))
+}
+
+pub(crate) async fn start_registry(
+    ctx: &RepoContext,
+    addr: SocketAddr,
+    tls: Option<TlsPem>,
+    shutdown: Shutdown,
+) -> Result<Bound> {
     let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let common = ctx.config.registry.common();
@@ -87,9 +125,24 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
         cache_ttl: std::time::Duration::from_secs(common.cache_ttl_seconds.max(0) as u64),
         ..ServiceOptions::default()
     };
-    let file = match &ctx.config.registry {
-        RegistryConfig::File(_) => Some(ctx.config.registry_path().context("file registry path")?),
-        RegistryConfig::Sql(_) => None,
+    let store: Box<dyn RegistryStore> = match &ctx.config.registry {
+        RegistryConfig::File(_) => Box::new(FileStore::new(
+            ctx.config.registry_path().context("file registry path")?,
+        )),
+        RegistryConfig::Sql(sql) => {
+            let (url, options) = crate::commands::sql_registry_options(sql)?;
+            if sql.read_path.is_some() {
+                tracing::warn!(
+                    message = "registry read_path is not used: feast-rs reads and commits on `path`, \
+                               so a commit's optimistic check and the reads it is based on see the same data"
+                );
+            }
+            Box::new(
+                SqlStore::connect(&url, options)
+                    .await
+                    .context("opening the SQL registry")?,
+            )
+        }
         RegistryConfig::Remote(r) => bail!(
             "serve-registry cannot serve `registry_type: remote` ({}): that registry is itself a \
              registry server. Point this server's feature_store.yaml at the registry's storage \
@@ -97,37 +150,27 @@ pub fn registry(ctx: &RepoContext, args: &ServeArgs) -> Result<()> {
             r.path
         ),
     };
-    runtime()?.block_on(async move {
-        let store: Box<dyn RegistryStore> = match (&ctx.config.registry, file) {
-            (_, Some(path)) => Box::new(FileStore::new(path)),
-            (RegistryConfig::Sql(sql), None) => {
-                let (url, options) = crate::commands::sql_registry_options(sql)?;
-                if sql.read_path.is_some() {
-                    tracing::warn!(
-                        message = "registry read_path is not used: feast-rs reads and commits on `path`, \
-                                   so a commit's optimistic check and the reads it is based on see the same data"
-                    );
-                }
-                Box::new(SqlStore::connect(&url, options).await.context("opening the SQL registry")?)
-            }
-            _ => unreachable!("checked above"),
-        };
-        let location = store.location();
-        feast_auth::log_auth_mode("registry server", &authenticator);
-        let mut service = RegistryService::open(store, options).await?;
-        if authenticator.is_enabled() {
-            service = service.with_authorizer(authorizer());
-        }
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        let bound = listener.local_addr()?;
-        println!(
-            "feast-rs registry server listening on {bound} (gRPC{}), registry {location}",
-            if tls.is_some() { " with TLS" } else { "" }
-        );
-        feast_registry::serve_on(listener, service, authenticator, tls, shutdown_signal()).await?;
-        Ok(())
+    let location = store.location();
+    feast_auth::log_auth_mode("registry server", &authenticator);
+    let mut service = RegistryService::open(store, options).await?;
+    if authenticator.is_enabled() {
+        service = service.with_authorizer(authorizer());
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    let banner = format!(
+        "feast-rs registry server listening on {bound} (gRPC{}), registry {location}",
+        if tls.is_some() { " with TLS" } else { "" }
+    );
+    Ok(Bound {
+        addr: bound,
+        banner,
+        serve: Box::pin(async move {
+            feast_registry::serve_on(listener, service, authenticator, tls, shutdown).await?;
+            Ok(())
+        }),
     })
 }
 
@@ -238,16 +281,22 @@ async fn local_materializer(
 
 /// `serve`: the online feature server over HTTP (Feast's `feast serve`).
 pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Result<()> {
+    serve_one(|shutdown| start_feature_server(ctx, args, shutdown))
+}
+
+pub(crate) async fn start_feature_server(
+    ctx: &RepoContext,
+    args: &crate::FeatureServeArgs,
+    shutdown: Shutdown,
+) -> Result<Bound> {
     use feast_core::config::OnlineStoreConfig;
 
-    let host = args.host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = match host {
-        "localhost" => IpAddr::from([127, 0, 0, 1]),
-        h => h
-            .parse()
-            .with_context(|| format!("--host {h} is not an IP address"))?,
-    };
-    let addr = SocketAddr::new(ip, args.port);
+    let addr = address(&ServeArgs {
+        host: args.host.clone(),
+        port: args.port,
+        key: None,
+        cert: None,
+    })?;
     match &ctx.config.online_store {
         Some(
             OnlineStoreConfig::Sqlite(_)
@@ -275,24 +324,22 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
     let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
-    runtime()?.block_on(async move {
-        feast_auth::log_auth_mode("feature server", &authenticator);
-        let auth = match authenticator {
-            feast_auth::Authenticator::NoAuth => None,
-            authenticator => Some(feast_online::http::ServerAuth {
-                authenticator,
-                authz: feast_online::authz::Authz {
-                    authorizer: authorizer(),
-                },
-            }),
-        };
-        let registry = registry_cache(ctx, ttl).await?;
-        let store = feast_online::open_online_store(&ctx.config)
-            .await
-            .context("opening the online store")?;
-        let materializer: Option<
-            std::sync::Arc<dyn feast_online::materialize::MaterializeBackend>,
-        > = match &args.materializer {
+    feast_auth::log_auth_mode("feature server", &authenticator);
+    let auth = match authenticator {
+        feast_auth::Authenticator::NoAuth => None,
+        authenticator => Some(feast_online::http::ServerAuth {
+            authenticator,
+            authz: feast_online::authz::Authz {
+                authorizer: authorizer(),
+            },
+        }),
+    };
+    let registry = registry_cache(ctx, ttl).await?;
+    let store = feast_online::open_online_store(&ctx.config)
+        .await
+        .context("opening the online store")?;
+    let materializer: Option<std::sync::Arc<dyn feast_online::materialize::MaterializeBackend>> =
+        match &args.materializer {
             Some(url) => Some(std::sync::Arc::new(
                 feast_materializer::RemoteMaterializer::new(
                     url,
@@ -309,43 +356,58 @@ pub fn feature_server(ctx: &RepoContext, args: &crate::FeatureServeArgs) -> Resu
             )),
             None => local_materializer(ctx, store.clone()).await?,
         };
-        let server = feast_online::http::FeatureServer {
-            registry,
-            store,
-            project,
-            read_options: feast_online::serving::ReadOptions {
-                entity_key_serialization_version: ctx.config.entity_key_serialization_version,
-                expired_as_present: args.expired_as_present,
-            },
-            max_request_bytes: args.max_request_bytes,
-            metrics: args
-                .metrics
-                .then(|| std::sync::Arc::new(feast_online::metrics::Metrics::new())),
-            index: Default::default(),
-            materializer,
-            running: Default::default(),
-            auth,
-        };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        let bound = listener.local_addr()?;
-        match tls {
-            Some(tls) => {
-                println!("feast-rs feature server listening on {bound} (HTTPS and gRPC over TLS)");
-                feast_online::http::serve_tls(listener, server, tls, shutdown_signal()).await?;
-            }
-            None => {
-                println!("feast-rs feature server listening on {bound} (HTTP and gRPC)");
-                feast_online::http::serve(listener, server, shutdown_signal()).await?;
-            }
+    let server = feast_online::http::FeatureServer {
+        registry,
+        store,
+        project,
+        read_options: feast_online::serving::ReadOptions {
+            entity_key_serialization_version: ctx.config.entity_key_serialization_version,
+            expired_as_present: args.expired_as_present,
+        },
+        max_request_bytes: args.max_request_bytes,
+        metrics: args
+            .metrics
+            .then(|| std::sync::Arc::new(feast_online::metrics::Metrics::new())),
+        index: Default::default(),
+        materializer,
+        running: Default::default(),
+        auth,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    let banner = format!(
+        "feast-rs feature server listening on {bound} ({})",
+        if tls.is_some() {
+            "HTTPS and gRPC over TLS"
+        } else {
+            "HTTP and gRPC"
         }
-        Ok(())
+    );
+    Ok(Bound {
+        addr: bound,
+        banner,
+        serve: Box::pin(async move {
+            match tls {
+                Some(tls) => feast_online::http::serve_tls(listener, server, tls, shutdown).await?,
+                None => feast_online::http::serve(listener, server, shutdown).await?,
+            }
+            Ok(())
+        }),
     })
 }
 
 /// `serve-offline`: the offline store over Arrow Flight (Feast's `feast serve_offline`).
 pub fn offline_server(ctx: &RepoContext, args: &crate::OfflineServeArgs) -> Result<()> {
+    serve_one(|shutdown| start_offline_server(ctx, args, shutdown))
+}
+
+pub(crate) async fn start_offline_server(
+    ctx: &RepoContext,
+    args: &crate::OfflineServeArgs,
+    shutdown: Shutdown,
+) -> Result<Bound> {
     use feast_core::config::OfflineStoreConfig;
     let addr = address(&ServeArgs {
         host: args.host.clone(),
@@ -376,38 +438,49 @@ pub fn offline_server(ctx: &RepoContext, args: &crate::OfflineServeArgs) -> Resu
     if let Some(mib) = args.memory_limit_mb {
         store = store.with_memory_limit(mib << 20)?;
     }
-    runtime()?.block_on(async move {
-        feast_auth::log_auth_mode("offline server", &authenticator);
-        let registry = registry_cache(ctx, ttl).await?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        let bound = listener.local_addr()?;
-        let scheme = if tls.is_some() {
-            "grpc+tls"
-        } else {
-            "grpc+tcp"
-        };
-        let options = feast_offline::FlightOptions {
-            location: format!("{scheme}://{}:{}", args.host, bound.port()),
-            ..Default::default()
-        };
-        let authorizer = authenticator.is_enabled().then(authorizer);
-        let service = feast_offline::OfflineFlightService::new(
-            registry,
-            std::sync::Arc::new(store),
-            ctx.config.project.clone(),
-            authorizer,
-            options,
-        );
-        println!("feast-rs offline server listening on {bound} ({scheme}, Arrow Flight)");
-        feast_offline::serve_on(listener, service, authenticator, tls, shutdown_signal()).await?;
-        Ok(())
+    feast_auth::log_auth_mode("offline server", &authenticator);
+    let registry = registry_cache(ctx, ttl).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    let scheme = if tls.is_some() {
+        "grpc+tls"
+    } else {
+        "grpc+tcp"
+    };
+    let options = feast_offline::FlightOptions {
+        location: format!("{scheme}://{}:{}", args.host, bound.port()),
+        ..Default::default()
+    };
+    let authorizer = authenticator.is_enabled().then(authorizer);
+    let service = feast_offline::OfflineFlightService::new(
+        registry,
+        std::sync::Arc::new(store),
+        ctx.config.project.clone(),
+        authorizer,
+        options,
+    );
+    Ok(Bound {
+        addr: bound,
+        banner: format!("feast-rs offline server listening on {bound} ({scheme}, Arrow Flight)"),
+        serve: Box::pin(async move {
+            feast_offline::serve_on(listener, service, authenticator, tls, shutdown).await?;
+            Ok(())
+        }),
     })
 }
 
 /// `serve-materializer`: materialization jobs over gRPC, on a schedule with `--every`.
 pub fn materializer_server(ctx: &RepoContext, args: &crate::MaterializerServeArgs) -> Result<()> {
+    serve_one(|shutdown| start_materializer(ctx, args, shutdown))
+}
+
+pub(crate) async fn start_materializer(
+    ctx: &RepoContext,
+    args: &crate::MaterializerServeArgs,
+    shutdown: Shutdown,
+) -> Result<Bound> {
     let serve_args = ServeArgs {
         host: args.host.clone(),
         port: args.port,
@@ -438,55 +511,72 @@ pub fn materializer_server(ctx: &RepoContext, args: &crate::MaterializerServeArg
     let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
-    runtime()?.block_on(async move {
-        feast_auth::log_auth_mode("materializer", &authenticator);
-        let offline = feast_offline::open_offline_store(&ctx.config)?;
-        let registry = registry_cache(ctx, ttl).await?;
-        let recorder = RegistryAccess::open(ctx).await?.into_recorder();
-        let online = feast_online::open_online_store(&ctx.config)
-            .await
-            .context("opening the online store")?;
-        let mut manager = feast_materializer::JobManager::new(
-            std::sync::Arc::new(offline),
-            online,
-            std::sync::Arc::new(recorder),
-            registry,
-            ctx.config.project.clone(),
-            feast_materializer::Options {
-                entity_key_serialization_version: ctx.config.entity_key_serialization_version,
-                ..Default::default()
-            },
-        );
-        manager.parallelism = args.parallelism.max(1);
-        manager.authorizer = authenticator.is_enabled().then(authorizer);
-        let manager = std::sync::Arc::new(manager);
-        if let Some(every) = every {
-            manager.schedule(every);
-            tracing::info!(
-                message = "scheduled incremental materialization",
-                every_secs = every.as_secs()
-            );
+    feast_auth::log_auth_mode("materializer", &authenticator);
+    let offline = feast_offline::open_offline_store(&ctx.config)?;
+    let registry = registry_cache(ctx, ttl).await?;
+    let recorder = RegistryAccess::open(ctx).await?.into_recorder();
+    let online = feast_online::open_online_store(&ctx.config)
+        .await
+        .context("opening the online store")?;
+    let mut manager = feast_materializer::JobManager::new(
+        std::sync::Arc::new(offline),
+        online,
+        std::sync::Arc::new(recorder),
+        registry,
+        ctx.config.project.clone(),
+        feast_materializer::Options {
+            entity_key_serialization_version: ctx.config.entity_key_serialization_version,
+            ..Default::default()
+        },
+    );
+    manager.parallelism = args.parallelism.max(1);
+    manager.authorizer = authenticator.is_enabled().then(authorizer);
+    let manager = std::sync::Arc::new(manager);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    let banner = format!(
+        "feast-rs materializer listening on {bound} (gRPC{}){}",
+        if tls.is_some() { " with TLS" } else { "" },
+        match &args.every {
+            Some(e) => format!(", incremental jobs every {e}"),
+            None => String::new(),
         }
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        let bound = listener.local_addr()?;
-        println!(
-            "feast-rs materializer listening on {bound} (gRPC{}){}",
-            if tls.is_some() { " with TLS" } else { "" },
-            match &args.every {
-                Some(e) => format!(", incremental jobs every {e}"),
-                None => String::new(),
+    );
+    Ok(Bound {
+        addr: bound,
+        banner,
+        serve: Box::pin(async move {
+            let schedule = every.map(|every| {
+                tracing::info!(
+                    message = "scheduled incremental materialization",
+                    every_secs = every.as_secs()
+                );
+                manager.schedule(every)
+            });
+            let served = feast_materializer::service::serve_on(
+                listener,
+                manager.clone(),
+                authenticator,
+                tls,
+                shutdown,
+            )
+            .await;
+            // Stopping: no new scheduled jobs, and running ones are cancelled (their
+            // unfinished windows record nothing, so the next incremental run redoes them).
+            if let Some(schedule) = schedule {
+                schedule.abort();
             }
-        );
-        feast_materializer::service::serve_on(
-            listener,
-            manager,
-            authenticator,
-            tls,
-            shutdown_signal(),
-        )
-        .await?;
-        Ok(())
+            let cancelled = manager.cancel_all();
+            if cancelled > 0 {
+                tracing::info!(
+                    message = "cancelled running jobs on shutdown",
+                    jobs = cancelled
+                );
+            }
+            served?;
+            Ok(())
+        }),
     })
 }

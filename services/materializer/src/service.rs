@@ -405,6 +405,21 @@ impl<S: OfflineStore + 'static> JobManager<S> {
         }
     }
 
+    /// Cancels every running job, as a service does when it shuts down: their unfinished
+    /// views record nothing, so the next incremental run redoes those windows. Returns how
+    /// many jobs were cancelled.
+    pub fn cancel_all(&self) -> usize {
+        let running: Vec<Arc<JobRecord>> = self
+            .jobs()
+            .into_iter()
+            .filter(|j| j.state() == pb::JobState::Running)
+            .collect();
+        for job in &running {
+            self.cancel(job);
+        }
+        running.len()
+    }
+
     /// Runs an incremental job of every online view every `every`, from the first tick
     /// after `every` (a tick whose views are still running is skipped).
     pub fn schedule(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
