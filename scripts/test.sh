@@ -12,6 +12,7 @@ PY="$VENV/bin/python"
 
 if ! "$PY" - <<'PYCHECK' 2>/dev/null; then
 import feast, grpc, psycopg, psycopg_pool, pytest, redis, duckdb, ibis, cryptography
+import check_jsonschema, kubernetes_validate
 assert feast.__version__ == "0.67.0", feast.__version__
 PYCHECK
   echo "==> creating or completing the compatibility-test venv at $VENV (feast==0.67.0)"

@@ -2,6 +2,8 @@
 //! (as they land) every service. Global options and subcommands mirror `feast`'s.
 
 mod commands;
+#[cfg(test)]
+mod deploy_check;
 mod historical;
 mod init;
 mod materialize;
