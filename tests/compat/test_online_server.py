@@ -337,6 +337,66 @@ def test_sdk_push_and_http_push_land(served):
     assert r.status_code == 422 and '"class": "PushSourceNotFoundException"' in r.json()
 
 
+def test_http_push_to_offline_lands_in_the_batch_source_feast_reads(served):
+    """`/push` with to=offline appends the row to the push source's batch source (the
+    repository's Parquet file, through feast-rs's file offline store); Feast's own offline
+    store then finds it in a point-in-time join, every column typed as the file declares."""
+    local, _, port = served
+    ts = (datetime.now(UTC) - timedelta(minutes=5)).replace(microsecond=0)
+    r = requests.post(
+        f"http://127.0.0.1:{port}/push",
+        json={
+            "push_source_name": "driver_stats_push",
+            "to": "offline",
+            "df": {
+                "driver_id": [3003],
+                "conv": [0.75],
+                "acc_rate": [0.5],
+                "avg_daily_trips": [9],
+                "rating": [5],
+                "active": [True],
+                "name": ["offline-push"],
+                "avatar": [None],
+                "last_seen": ["2024-02-01T00:00:00+00:00"],
+                "recent_trips": [[7, 8]],
+                "scores": [[0.5]],
+                "event_timestamp": [ts.isoformat()],
+                "created": [ts.isoformat()],
+            },
+        },
+    )
+    assert r.status_code == 200, r.text
+    entity_df = pd.DataFrame({"driver_id": [3003], "event_timestamp": [ts + timedelta(seconds=1)]})
+    got = local.get_historical_features(
+        entity_df=entity_df,
+        features=[
+            "driver_hourly_stats:conv_rate",
+            "driver_hourly_stats:avg_daily_trips",
+            "driver_hourly_stats:rating",
+            "driver_hourly_stats:name",
+            "driver_hourly_stats:recent_trips",
+            "driver_hourly_stats:last_seen",
+        ],
+    ).to_df()
+    row = got.iloc[0]
+    assert row["conv_rate"] == pytest.approx(0.75)
+    assert (row["avg_daily_trips"], row["rating"], row["name"]) == (9, 5, "offline-push")
+    assert list(row["recent_trips"]) == [7, 8]
+    assert pd.Timestamp(row["last_seen"]) == pd.Timestamp("2024-02-01", tz="UTC")
+
+    # Columns that do not match the batch source are refused, and nothing is appended.
+    r = requests.post(
+        f"http://127.0.0.1:{port}/push",
+        json={
+            "push_source_name": "driver_stats_push",
+            "to": "offline",
+            "df": {"driver_id": [3004], "conv": [1.0], "event_timestamp": [ts.isoformat()]},
+        },
+    )
+    assert r.status_code == 422, r.text
+    assert "missing" in r.text and "acc_rate" in r.text
+
+
 def test_bad_writes_are_clear_4xx(served):
     """(The SDK converts values before it sends them, so these come from a plain client.)"""
     port = served[2]

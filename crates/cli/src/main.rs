@@ -7,6 +7,7 @@ mod deploy_check;
 mod historical;
 mod init;
 mod materialize;
+mod offline_writer;
 mod online_hook;
 mod output;
 mod serve;

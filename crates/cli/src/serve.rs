@@ -250,24 +250,34 @@ async fn registry_cache(
     Ok(registry)
 }
 
-/// The in-process materializer behind `/materialize`, pulling from the repository's
-/// offline store (the embedded engine, or a remote offline server); `None` for offline
-/// stores feast-rs cannot read, whose `/materialize` then answers 501.
+/// The repository's offline store (the embedded engine, or a remote offline server), for
+/// the feature server's `/materialize` and offline pushes; `None` for offline stores
+/// feast-rs cannot use, whose routes then answer 501.
+fn feature_server_offline(
+    ctx: &RepoContext,
+) -> Option<std::sync::Arc<feast_offline::AnyOfflineStore>> {
+    match feast_offline::open_offline_store(&ctx.config) {
+        Ok(o) => Some(std::sync::Arc::new(o)),
+        Err(e) => {
+            tracing::warn!(message = "/materialize and offline pushes are unavailable", error = %e);
+            None
+        }
+    }
+}
+
+/// The in-process materializer behind `/materialize`, pulling from `offline`.
 async fn local_materializer(
     ctx: &RepoContext,
     online: std::sync::Arc<dyn feast_online::OnlineStore>,
+    offline: Option<std::sync::Arc<feast_offline::AnyOfflineStore>>,
 ) -> Result<Option<std::sync::Arc<dyn feast_online::materialize::MaterializeBackend>>> {
-    let offline = match feast_offline::open_offline_store(&ctx.config) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::warn!(message = "/materialize is unavailable", error = %e);
-            return Ok(None);
-        }
+    let Some(offline) = offline else {
+        return Ok(None);
     };
     let recorder = RegistryAccess::open(ctx).await?.into_recorder();
     Ok(Some(std::sync::Arc::new(
         feast_materializer::LocalMaterializer {
-            offline: std::sync::Arc::new(offline),
+            offline,
             online,
             recorder: std::sync::Arc::new(recorder),
             project: ctx.config.project.clone(),
@@ -338,6 +348,7 @@ pub(crate) async fn start_feature_server(
     let store = feast_online::open_online_store(&ctx.config)
         .await
         .context("opening the online store")?;
+    let offline = feature_server_offline(ctx);
     let materializer: Option<std::sync::Arc<dyn feast_online::materialize::MaterializeBackend>> =
         match &args.materializer {
             Some(url) => Some(std::sync::Arc::new(
@@ -354,7 +365,7 @@ pub(crate) async fn start_feature_server(
                 )
                 .map_err(|e| anyhow::anyhow!("--materializer: {e}"))?,
             )),
-            None => local_materializer(ctx, store.clone()).await?,
+            None => local_materializer(ctx, store.clone(), offline.clone()).await?,
         };
     let server = feast_online::http::FeatureServer {
         registry,
@@ -370,6 +381,10 @@ pub(crate) async fn start_feature_server(
             .then(|| std::sync::Arc::new(feast_online::metrics::Metrics::new())),
         index: Default::default(),
         materializer,
+        offline: offline.map(|o| {
+            std::sync::Arc::new(crate::offline_writer::StoreWriter(o))
+                as std::sync::Arc<dyn feast_online::write::OfflineWriter>
+        }),
         running: Default::default(),
         auth,
     };

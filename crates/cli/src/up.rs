@@ -247,8 +247,9 @@ fn start_all(
     )?;
     services.push(service);
 
-    // The materializer pulls through the offline server, like a separate deployment.
-    let materializer_ctx = RepoContext {
+    // The materializer pulls, and the feature server pushes offline rows, through the
+    // offline server, like separate deployments.
+    let services_ctx = RepoContext {
         repo: ctx.repo.clone(),
         config: client_config_with_offline(&client_ctx.config, connect_host, offline_addr)?,
     };
@@ -263,7 +264,7 @@ fn start_all(
     };
     let (service, materializer_addr) = Service::start(
         "materializer",
-        serve::start_materializer(&materializer_ctx, &materializer_args, stop()),
+        serve::start_materializer(&services_ctx, &materializer_args, stop()),
     )?;
     services.push(service);
 
@@ -284,7 +285,7 @@ fn start_all(
     };
     let (service, online_addr) = Service::start(
         "online",
-        serve::start_feature_server(&client_ctx, &online_args, stop()),
+        serve::start_feature_server(&services_ctx, &online_args, stop()),
     )?;
     services.push(service);
 

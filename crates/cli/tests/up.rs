@@ -126,6 +126,19 @@ fn read_response(stream: &mut TcpStream) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(body).unwrap_or_default())
 }
 
+/// One POST with `Connection: close`.
+fn http_post(authority: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(authority).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    read_response(&mut stream)
+}
+
 fn assert_present(body: &serde_json::Value, drivers: usize) {
     let results = body["results"].as_array().expect("results");
     assert_eq!(results.len(), 3, "{body}");
@@ -265,7 +278,7 @@ fn up_serves_the_demo_over_every_protocol_and_stops_cleanly() {
             .get_historical_features(
                 &catalog,
                 "demo",
-                EntityTable::new(schema, vec![batch]),
+                EntityTable::new(schema.clone(), vec![batch]),
                 &HistoricalRequest {
                     features: FeatureSelection::Refs(vec!["driver_hourly_stats:conv_rate".into()]),
                     full_feature_names: false,
@@ -281,6 +294,69 @@ fn up_serves_the_demo_over_every_protocol_and_stops_cleanly() {
             nulls += batch.column_by_name("conv_rate").unwrap().null_count();
         }
         assert_eq!((rows, nulls), (3, 1), "driver 9999 has no stats");
+
+        // A push to the online and the offline store: the feature server writes the row
+        // online and appends it to the batch source through the offline server, so the
+        // next point-in-time join sees it.
+        let pushed_at = chrono::Utc::now();
+        let push = serde_json::json!({
+            "push_source_name": "driver_stats_push_source",
+            "to": "online_and_offline",
+            "df": {
+                "driver_id": [1005],
+                "conv_rate": [0.125],
+                "acc_rate": [0.5],
+                "avg_daily_trips": [7],
+                "event_timestamp": [pushed_at.to_rfc3339()],
+                "created": [pushed_at.to_rfc3339()],
+            },
+        })
+        .to_string();
+        let (status, body) = http_post(online, "/push", &push);
+        assert_eq!(status, 200, "{body}");
+        let later = (pushed_at + chrono::TimeDelta::seconds(1)).timestamp_micros();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                std::sync::Arc::new(Int64Array::from(vec![1005])),
+                std::sync::Arc::new(
+                    TimestampMicrosecondArray::from(vec![later])
+                        .with_timezone_opt(Some(std::sync::Arc::<str>::from("UTC"))),
+                ),
+            ],
+        )
+        .unwrap();
+        let mut stream = client
+            .get_historical_features(
+                &catalog,
+                "demo",
+                EntityTable::new(schema.clone(), vec![batch]),
+                &HistoricalRequest {
+                    features: FeatureSelection::Refs(vec![
+                        "driver_hourly_stats:conv_rate".into(),
+                        "driver_hourly_stats:avg_daily_trips".into(),
+                    ]),
+                    full_feature_names: false,
+                },
+            )
+            .await
+            .unwrap();
+        let batch = stream.next().await.unwrap().unwrap();
+        let conv = batch.column_by_name("conv_rate").unwrap();
+        let conv = conv
+            .as_any()
+            .downcast_ref::<arrow_array::Float32Array>()
+            .unwrap();
+        assert_eq!(conv.value(0), 0.125, "{batch:?}");
+        // Online, the push reached the view the push source feeds.
+        let fresh = serde_json::json!({
+            "features": ["driver_hourly_stats_fresh:conv_rate"],
+            "entities": {"driver_id": [1005]},
+        })
+        .to_string();
+        let (status, json) = http_post(online, "/get-online-features", &fresh);
+        assert_eq!(status, 200);
+        assert_eq!(json["results"][1]["values"][0], 0.125, "{json}");
     });
 
     // Graceful shutdown: a request whose body is still arriving when SIGTERM comes is

@@ -345,6 +345,7 @@ async fn team_a_cannot_reach_team_b_through_any_service() {
                 project: "team_b".into(),
                 options: Options::default(),
             })),
+            offline: None,
             running: Default::default(),
             auth: Some(ServerAuth {
                 authenticator: authenticator(),

@@ -70,6 +70,8 @@ pub struct FeatureServer {
     pub auth: Option<ServerAuth>,
     /// Runs `/materialize` and `/materialize-incremental`; `None`: those routes answer 501.
     pub materializer: Option<Arc<dyn MaterializeBackend>>,
+    /// Where offline pushes go; `None`: `to: offline | online_and_offline` answers 501.
+    pub offline: Option<Arc<dyn crate::write::OfflineWriter>>,
     /// The views this server is materializing (start with `Default::default()`).
     pub running: Running,
 }
@@ -225,6 +227,7 @@ impl FeatureServer {
                 &snapshot.catalog,
                 &self.project,
                 &self.store,
+                self.offline.as_deref(),
                 self.read_options.entity_key_serialization_version,
                 push_source,
                 frame,

@@ -151,6 +151,11 @@ impl Frame {
         self.rows
     }
 
+    /// The columns as pushed: name and values.
+    pub fn columns(&self) -> impl Iterator<Item = (&str, &[Json])> {
+        self.columns.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
     /// The columns after the batch source's `field_mapping` (source column → feature name);
     /// two columns ending up with one name is a 422.
     fn mapped<'a>(
@@ -473,13 +478,30 @@ fn push_targets<'a>(
     targets
 }
 
-/// `push`: writes `frame` to every view fed by the push source. Offline pushes need the
-/// offline server, which this server does not reach yet: they are refused before anything is
-/// written (so `online_and_offline` never lands half).
+/// Where pushes with `to: offline | online_and_offline` go: the offline store's
+/// `offline_write_batch` (the embedded file engine, or the offline server over Flight).
+pub trait OfflineWriter: Send + Sync + 'static {
+    /// Appends the rows of `frame`, as pushed, to the batch source of `view`; returns the
+    /// number of rows written. The store checks the columns against the source's (missing
+    /// or unexpected columns are an error) and converts values to the source's types.
+    fn write(
+        &self,
+        view: &core::FeatureView,
+        frame: &Frame,
+    ) -> crate::materialize::BoxFuture<Result<usize, ServeError>>;
+}
+
+/// `push`: writes `frame` to every view fed by the push source: to the online store (one
+/// batch write per view), then to the offline store, once per distinct batch source of
+/// those views (Feast appends the rows once per view, so two views over one batch source
+/// would store them twice). An offline push without an offline writer is refused before
+/// anything is written, so `online_and_offline` never lands half for that reason.
+#[allow(clippy::too_many_arguments)]
 pub async fn push(
     catalog: &Catalog,
     project: &str,
     store: &Arc<dyn OnlineStore>,
+    offline: Option<&dyn OfflineWriter>,
     key_version: u32,
     push_source_name: &str,
     frame: &Frame,
@@ -492,14 +514,71 @@ pub async fn push(
             format!("Unable to find push source '{push_source_name}'."),
         )));
     }
-    if to != PushMode::Online {
-        return Err(ServeError::Unimplemented(format!(
-            "push to the offline store is not supported by this feast-rs feature server yet \
-             (push source {push_source_name}); push with to=\"online\", or write the rows to \
-             the offline store with the Feast SDK's write_to_offline_store"
+    let offline = match (to, offline) {
+        (PushMode::Online, _) => None,
+        (_, Some(writer)) => Some((writer, offline_targets(catalog, project, push_source_name)?)),
+        (_, None) => {
+            return Err(ServeError::Unimplemented(format!(
+                "this feature server has no offline store it can write to (push source \
+                 {push_source_name}): push with to=\"online\", or configure an offline store \
+                 feast-rs writes (file, or a remote offline server)"
+            )));
+        }
+    };
+    let mut outcome = WriteOutcome::default();
+    if to != PushMode::Offline {
+        outcome = write_targets(&targets, project, store, key_version, frame).await?;
+    }
+    if let Some((writer, views)) = offline {
+        for view in views {
+            writer.write(view, frame).await?;
+        }
+    }
+    Ok(outcome)
+}
+
+/// The views whose batch sources an offline push appends to: one per distinct batch
+/// source among the views (and stream views) fed by the push source.
+fn offline_targets<'a>(
+    catalog: &'a Catalog,
+    project: &'a str,
+    push_source_name: &str,
+) -> Result<Vec<&'a core::FeatureView>, ServeError> {
+    use feast_core::model::FeatureViewExt;
+    static NO_TAGS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    let no_tags = &NO_TAGS;
+    let fed = |s: Option<&core::DataSource>| {
+        s.is_some_and(|s| {
+            s.r#type == core::data_source::SourceType::PushSource as i32
+                && s.name == push_source_name
+        })
+    };
+    let mut views: Vec<&core::FeatureView> = catalog
+        .list::<core::FeatureView>(project, no_tags)
+        .filter(|fv| fed(fv.spec.as_ref().and_then(|s| s.stream_source.as_ref())))
+        .collect();
+    views.sort_by(|a, b| a.spec_ref().name.cmp(&b.spec_ref().name));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut targets = Vec::new();
+    for view in views {
+        let spec = view.spec_ref();
+        let Some(batch) = spec.batch_source.as_ref() else {
+            return Err(ServeError::Unprocessable(format!(
+                "feature view {} has no batch source to push offline rows to",
+                spec.name
+            )));
+        };
+        if seen.insert(batch.name.clone()) {
+            targets.push(view);
+        }
+    }
+    if targets.is_empty() {
+        return Err(ServeError::Unprocessable(format!(
+            "no feature view fed by push source {push_source_name} has a batch source: \
+             stream feature views take offline pushes only through their feature view"
         )));
     }
-    write_targets(&targets, project, store, key_version, frame).await
+    Ok(targets)
 }
 
 #[cfg(test)]

@@ -143,6 +143,7 @@ async fn start() -> Server {
         metrics: None,
         index: Default::default(),
         materializer: None,
+        offline: None,
         running: Default::default(),
         auth: Some(ServerAuth {
             authenticator,

@@ -276,6 +276,7 @@ async fn start_with(with_registry: bool, options: Options) -> Server {
         metrics: options.metrics.then(|| Arc::new(Metrics::new())),
         index: Default::default(),
         materializer: None,
+        offline: None,
         running: Default::default(),
         auth: None,
     };
@@ -694,7 +695,8 @@ async fn push_writes_every_view_of_the_push_source() {
         push(json!({"push_source_name": "driver_push", "df": {}, "to": "disk"})).await;
     assert_eq!(status, 422);
     assert!(body.contains("not a supported push format"), "{body}");
-    // Offline pushes are refused before anything is written.
+    // Without an offline store to write to, offline pushes are refused before anything is
+    // written.
     let (status, body) = push(json!({"push_source_name": "driver_push", "to": "online_and_offline",
         "df": {"driver_id": [6], "rate_src": [1.0], "label": ["no"], "ts": ["2024-06-01T00:00:00"]}}))
     .await;
