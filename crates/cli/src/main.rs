@@ -7,6 +7,7 @@ mod init;
 mod materialize;
 mod online_hook;
 mod output;
+mod probe;
 mod serve;
 
 use std::io::IsTerminal;
@@ -79,6 +80,9 @@ enum Command {
     /// Point-in-time correct features for an entity table, from the embedded offline
     /// engine, written to Parquet.
     GetHistoricalFeatures(historical::HistoricalArgs),
+    /// Check one service's health (exit 0 when healthy): `http(s)://host:port/path` is a
+    /// GET, `grpc(s)://host:port` a grpc.health.v1 Check. For container health checks.
+    Probe(probe::ProbeArgs),
     /// Print the feast-rs version.
     Version,
     /// Print the effective feature_store.yaml configuration.
@@ -335,6 +339,7 @@ fn run(cli: Cli) -> Result<()> {
             let rows = historical::get_historical_features(&open(&cli)?, args)?;
             println!("Wrote {rows} rows to {}", args.output_display());
         }
+        Command::Probe(args) => probe::run(args)?,
         Command::Version => {
             println!(
                 "feast-rs {} (Feast wire protocol 0.67)",
