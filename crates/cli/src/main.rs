@@ -2,6 +2,7 @@
 //! (as they land) every service. Global options and subcommands mirror `feast`'s.
 
 mod commands;
+mod doctor;
 mod historical;
 mod init;
 mod materialize;
@@ -83,6 +84,9 @@ enum Command {
     /// Check one service's health (exit 0 when healthy): `http(s)://host:port/path` is a
     /// GET, `grpc(s)://host:port` a grpc.health.v1 Check. For container health checks.
     Probe(probe::ProbeArgs),
+    /// Check the repository's configuration, definitions, registry, stores and auth (and
+    /// services given with --*-url); exit 1 when something fails.
+    Doctor(doctor::DoctorArgs),
     /// Print the feast-rs version.
     Version,
     /// Print the effective feature_store.yaml configuration.
@@ -340,6 +344,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("Wrote {rows} rows to {}", args.output_display());
         }
         Command::Probe(args) => probe::run(args)?,
+        Command::Doctor(args) => {
+            doctor::run(&repo_dir(&cli)?, cli.feature_store_yaml.as_deref(), args)?
+        }
         Command::Version => {
             println!(
                 "feast-rs {} (Feast wire protocol 0.67)",
