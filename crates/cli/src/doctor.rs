@@ -947,10 +947,10 @@ async fn check_auth(config: &RepoConfig, timeout: Duration, report: &mut Report)
             .await;
         }
         AuthConfig::OidcClient(c) => {
-            if let Ok(settings) = feast_auth::OidcSettings::from_client_config(c) {
-                if !oidc_discovery(settings, timeout, report).await {
-                    return;
-                }
+            if let Ok(settings) = feast_auth::OidcSettings::from_client_config(c)
+                && !oidc_discovery(settings, timeout, report).await
+            {
+                return;
             }
             let token = async {
                 match feast_auth::TokenProvider::from_config(&config.auth)? {

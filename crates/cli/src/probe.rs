@@ -76,6 +76,7 @@ pub fn seconds(secs: f64) -> Result<Duration> {
 }
 
 /// What a URL asks for.
+#[derive(Debug)]
 enum Target<'a> {
     Http { url: &'a str, tls: bool },
     Grpc { authority: &'a str, tls: bool },
@@ -139,7 +140,10 @@ async fn http_get(
     // `verify_ssl` only matters for https://; off for http:// so that a plain probe does
     // not load the system's CA certificates for nothing.
     let ca = ca_path.map(|p| p.to_string_lossy().into_owned());
-    let client = feast_auth::FetchClient::new(tls, ca.as_deref().unwrap_or(""), timeout)
+    // The caller's timeout ends the probe (with the same message for every scheme); the
+    // client's own is only a backstop.
+    let backstop = timeout + Duration::from_secs(1);
+    let client = feast_auth::FetchClient::new(tls, ca.as_deref().unwrap_or(""), backstop)
         .map_err(auth_text)?;
     // The fetch errors start with the URL, which the caller prints already.
     let body = client.get(url).await.map_err(|e| {
