@@ -6,9 +6,11 @@
 //! FAIL  offline store  feature view driver_hourly_stats: data/x.parquet does not exist; hint: ...
 //! ```
 //!
-//! Every check that leaves the process has its own timeout, so doctor never hangs. Nothing is
-//! created or changed: a registry or online database that does not exist yet is reported,
-//! not made. Exit status 1 when any check FAILs.
+//! Every check that leaves the process has its own timeout, so doctor never hangs. A registry
+//! or online database that does not exist yet is reported, not made, and Feast's SQL
+//! registry tables are only looked for. The one thing a check may create is what every
+//! feast-rs process connecting to a SQL registry creates: feast-rs's one-row
+//! `feast_rs_registry_version` table. Exit status 1 when any check FAILs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -366,9 +368,15 @@ async fn check_registry(
             {
                 Ok(store) => store,
                 Err(e) if e.contains("missing tables") && configured_mode == SchemaMode::Auto => {
+                    // The store's text tells to set schema_mode: auto, which it is.
+                    let missing = e
+                        .split("missing tables: ")
+                        .nth(1)
+                        .and_then(|rest| rest.split(". ").next())
+                        .unwrap_or_default();
                     report.warn(
                         CHECK,
-                        e,
+                        format!("SQL registry: Feast's tables do not exist yet ({missing})"),
                         "with schema_mode: auto, `feast-rs apply` or `serve-registry` creates them",
                     );
                     return Some(Catalog::default());
