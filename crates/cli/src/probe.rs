@@ -189,8 +189,9 @@ async fn grpc_health(
     let scheme = if tls { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
         .map_err(|e| format!("invalid address {authority:?}: {e}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
+        // Backstops: the caller's timeout ends the probe first, with one message.
+        .connect_timeout(timeout + Duration::from_secs(1))
+        .timeout(timeout + Duration::from_secs(1));
     if tls {
         let config = match ca_pem {
             Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
