@@ -78,6 +78,14 @@ impl FetchClient {
             .map_err(|e| unavailable(format!("GET {url}: invalid JSON: {e}")))
     }
 
+    /// GET `url` and return the body as is; any non-2xx status is an error naming it and
+    /// the start of the body (the CLI's `probe` of HTTP health routes).
+    pub async fn get(&self, url: &str) -> Result<Bytes, AuthError> {
+        tokio::time::timeout(self.timeout, self.request(url, None))
+            .await
+            .map_err(|_| unavailable(format!("GET {url}: timed out after {:?}", self.timeout)))?
+    }
+
     /// POST a form (`application/x-www-form-urlencoded`) and parse the JSON answer.
     pub async fn post_form_json(
         &self,

@@ -35,6 +35,7 @@ pub use authz::{
 pub use client::{TokenProvider, WithBearer};
 pub use error::AuthError;
 pub use extract::bearer_token;
+pub use fetch::FetchClient;
 pub use kubernetes::{ClusterAccess, KubernetesValidator};
 pub use layer::{AuthLayer, AuthService, Authenticator, log_auth_mode};
 pub use oidc::{OidcSettings, OidcValidator};

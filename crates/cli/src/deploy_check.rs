@@ -8,7 +8,8 @@
 //! addresses one service's configuration gives for another (remote registry, remote offline
 //! store, `--materializer`) must name a server that binds that port.
 //!
-//! `feast-rs probe` (health checks) is not clap-parsed here; the port of its URL is checked.
+//! `feast-rs probe` calls (health checks) are clap-parsed too, and the port of their URL is
+//! checked against the server they ask.
 //! Schema validation of the same files is tests/compat/test_deploy.py.
 
 use super::*;
@@ -131,7 +132,7 @@ fn parse(context: &str, args: &[String]) -> Invocation {
 enum Call {
     /// To be parsed by clap.
     FeastRs(Vec<String>),
-    /// `feast-rs probe ARGS` (not in this CLI yet): only its URL is checked.
+    /// `feast-rs probe ARGS`: parsed, and its URL checked against the servers.
     Probe(Vec<String>),
 }
 
@@ -190,6 +191,22 @@ fn url_parts(context: &str, url: &str) -> (String, String, u16) {
         .parse()
         .unwrap_or_else(|_| panic!("{context}: {url}: bad port"));
     (scheme.to_owned(), host.to_owned(), port)
+}
+
+/// `feast-rs probe ARGS` must be a probe call the CLI accepts.
+fn parse_probe(context: &str, args: &[String]) {
+    let argv = ["feast-rs", "probe"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(args.iter().cloned());
+    match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Command::Probe(_),
+            ..
+        }) => {}
+        Ok(_) => panic!("{context}: `probe {args:?}` is not a probe"),
+        Err(e) => panic!("{context}: `feast-rs probe {args:?}` is refused by the CLI: {e}"),
+    }
 }
 
 /// What the probe of a server of `kind` must ask.
@@ -394,6 +411,7 @@ fn compose_commands_ports_and_configs_agree() {
         for call in &s.calls {
             match call {
                 Call::Probe(args) => {
+                    parse_probe(&s.name, args);
                     let (_, host, port) = url_parts(&s.name, &args[0]);
                     let target = servers
                         .get(&host)
@@ -417,6 +435,7 @@ fn compose_commands_ports_and_configs_agree() {
             Some(&["CMD".to_owned(), "feast-rs".to_owned(), "probe".to_owned()][..]),
             "{name}: healthcheck {test:?}"
         );
+        parse_probe(name, &test[3..]);
         let (scheme, host, probe_port) = url_parts(name, &test[3]);
         assert_eq!(scheme, probe_scheme(*kind), "{name}");
         assert_eq!(host, "127.0.0.1", "{name}");
@@ -629,6 +648,7 @@ fn kubernetes_commands_ports_probes_and_configs_agree() {
             for call in calls(&ctx, &strings(c.get("command")), &strings(c.get("args"))) {
                 let args = match call {
                     Call::Probe(args) => {
+                        parse_probe(&ctx, &args);
                         probes.push((ctx.clone(), args[0].clone()));
                         continue;
                     }

@@ -4,12 +4,14 @@
 mod commands;
 #[cfg(test)]
 mod deploy_check;
+mod doctor;
 mod historical;
 mod init;
 mod materialize;
 mod offline_writer;
 mod online_hook;
 mod output;
+mod probe;
 mod serve;
 mod up;
 mod up_demo;
@@ -89,6 +91,12 @@ enum Command {
     /// Point-in-time correct features for an entity table, from the embedded offline
     /// engine, written to Parquet.
     GetHistoricalFeatures(historical::HistoricalArgs),
+    /// Check one service's health (exit 0 when healthy): `http(s)://host:port/path` is a
+    /// GET, `grpc(s)://host:port` a grpc.health.v1 Check. For container health checks.
+    Probe(probe::ProbeArgs),
+    /// Check the repository's configuration, definitions, registry, stores and auth (and
+    /// services given with --*-url); exit 1 when something fails.
+    Doctor(doctor::DoctorArgs),
     /// Print the feast-rs version.
     Version,
     /// Print the effective feature_store.yaml configuration.
@@ -353,6 +361,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::GetHistoricalFeatures(args) => {
             let rows = historical::get_historical_features(&open(&cli)?, args)?;
             println!("Wrote {rows} rows to {}", args.output_display());
+        }
+        Command::Probe(args) => probe::run(args)?,
+        Command::Doctor(args) => {
+            doctor::run(&repo_dir(&cli)?, cli.feature_store_yaml.as_deref(), args)?
         }
         Command::Version => {
             println!(
