@@ -36,6 +36,9 @@ struct Cli {
     /// Log level: error, warning, info, debug or trace.
     #[arg(long, global = true, default_value = "warning", value_name = "LEVEL")]
     log_level: String,
+    /// Log output on stderr: text, pretty or json (one object per line).
+    #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
+    log_format: feast_telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -250,7 +253,7 @@ enum ObjectAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let _telemetry = init_logging(&cli.log_level, cli.log_format, service_name(&cli.command));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -260,18 +263,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
-    let level = match level.to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_owned(),
-        "critical" => "error".to_owned(),
-        other => other.to_owned(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Logs on stderr, and OpenTelemetry export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the
+/// guard flushes the exporters when `main` returns.
+fn init_logging(
+    level: &str,
+    format: feast_telemetry::LogFormat,
+    service_name: &str,
+) -> feast_telemetry::Telemetry {
+    feast_telemetry::init(feast_telemetry::Options {
+        level,
+        format,
+        service_name,
+    })
+}
+
+/// The default OpenTelemetry `service.name` of a command (`OTEL_SERVICE_NAME` overrides).
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::ServeRegistry(_) => "feast-rs-registry",
+        Command::Serve(_) => "feast-rs-online",
+        Command::ServeOffline(_) => "feast-rs-offline",
+        Command::ServeMaterializer(_) => "feast-rs-materializer",
+        _ => "feast-rs",
+    }
 }
 
 fn repo_dir(cli: &Cli) -> Result<PathBuf> {
