@@ -365,7 +365,12 @@ impl<B: Body> Body for TracedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        // A streamed response (Flight's record batches) is computed as it is polled: that
+        // work belongs to the call's span too.
+        let frame = {
+            let _entered = this.call.as_ref().map(|c| c.span.enter());
+            ready!(this.inner.poll_frame(cx))
+        };
         match &frame {
             Some(Ok(frame)) => {
                 if let (Some(call), Some(trailers)) = (this.call.as_mut(), frame.trailers_ref()) {
@@ -397,6 +402,115 @@ impl<B: Body> Body for TracedBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+
+    /// A body of ready frames.
+    struct Frames(VecDeque<Frame<&'static [u8]>>);
+
+    impl Body for Frames {
+        type Data = &'static [u8];
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    /// Answers with one message and `grpc-status: 0` in the trailers.
+    struct Answer;
+
+    impl Service<Request<()>> for Answer {
+        type Response = Response<Frames>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let frames = VecDeque::from([Frame::data(&b"message"[..]), Frame::trailers(trailers)]);
+            std::future::ready(Ok(Response::new(Frames(frames))))
+        }
+    }
+
+    fn ready<T>(mut f: Pin<&mut impl Future<Output = T>>) -> T {
+        match f
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        {
+            Poll::Ready(t) => t,
+            Poll::Pending => panic!("not ready"),
+        }
+    }
+
+    /// With tracing off the layer hands the response and every frame through unchanged.
+    #[test]
+    fn passes_through_while_tracing_is_off() {
+        assert!(!crate::tracing_enabled());
+        let mut service = TraceLayer::new().layer(Answer);
+        let request = Request::builder()
+            .uri("/feast.registry.RegistryServer/GetEntity")
+            .header("content-type", "application/grpc")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .body(())
+            .unwrap();
+        let future = std::pin::pin!(service.call(request));
+        let response = ready(future).unwrap();
+        let mut body = std::pin::pin!(response.into_body());
+        assert!(body.call.is_none(), "no span while tracing is off");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Some(Ok(data))) = body.as_mut().poll_frame(&mut cx) else {
+            panic!("a data frame first");
+        };
+        assert_eq!(data.into_data().ok(), Some(&b"message"[..]));
+        let Poll::Ready(Some(Ok(trailers))) = body.as_mut().poll_frame(&mut cx) else {
+            panic!("then the trailers");
+        };
+        assert_eq!(trailers.trailers_ref().unwrap()["grpc-status"], "0");
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+    }
+
+    /// A call's outcome comes from the trailers when the headers do not carry it.
+    #[test]
+    fn grpc_status_from_headers_or_trailers() {
+        let mut call = Call::grpc_client("/feast.registry.RegistryServer/GetEntity");
+        call.response_headers(http::StatusCode::OK, &HeaderMap::new());
+        let Protocol::Grpc { status, .. } = &call.protocol else {
+            unreachable!()
+        };
+        assert_eq!(*status, None);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "14".parse().unwrap());
+        call.trailers(&trailers);
+        let Protocol::Grpc { status, .. } = &call.protocol else {
+            unreachable!()
+        };
+        assert_eq!(*status, Some(14));
+        assert!(call.grpc_error(14));
+
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", "5".parse().unwrap());
+        let mut call = Call::grpc_client("/feast.registry.RegistryServer/GetEntity");
+        call.side = Side::Server;
+        call.response_headers(http::StatusCode::OK, &headers);
+        let Protocol::Grpc { status, .. } = &call.protocol else {
+            unreachable!()
+        };
+        assert_eq!(*status, Some(5));
+        assert!(!call.grpc_error(5), "NOT_FOUND is not a server fault");
+    }
 
     #[test]
     fn grpc_path_names() {
