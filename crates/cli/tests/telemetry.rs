@@ -1,11 +1,12 @@
-//! Distributed tracing end to end: `feast-rs serve-registry` and `feast-rs serve`
-//! (`registry_type: remote` pointing at the first) run as child processes exporting OTLP to
-//! a loopback collector (the OTLP TraceService and MetricsService as a tonic server). One
-//! HTTP request with a known `traceparent` to `/materialize-incremental`, which records the
-//! interval in the registry server (`ApplyMaterialization`), must come out as one trace: the
-//! feature server's span is the child of the caller's, the registry server's span is the
-//! child of a client span of the feature server, and that client span descends from the
-//! feature server's request span.
+//! Distributed tracing end to end: `feast-rs serve-registry`, `feast-rs serve-offline` and
+//! `feast-rs serve` (`registry_type: remote` pointing at the first, `offline_store: remote`
+//! at the second) run as child processes exporting OTLP to a loopback collector (the OTLP
+//! TraceService and MetricsService as a tonic server). One HTTP request with a known
+//! `traceparent` to `/materialize-incremental` — which pulls from the offline server
+//! (Flight `DoExchange`) and records the interval in the registry server
+//! (`ApplyMaterialization`) — must come out as one trace: the feature server's span is the
+//! child of the caller's, and each callee's server span is the child of a client span of
+//! the feature server that descends from the feature server's request span.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
@@ -93,7 +94,10 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut received = self.0.lock().unwrap();
+        let mut received = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for resource_spans in request.into_inner().resource_spans {
             let service = service_name(&resource_spans.resource);
             for scope in resource_spans.scope_spans {
@@ -121,7 +125,10 @@ impl MetricsService for Collector {
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-        let mut received = self.0.lock().unwrap();
+        let mut received = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for resource_metrics in request.into_inner().resource_metrics {
             let service = service_name(&resource_metrics.resource);
             for scope in resource_metrics.scope_metrics {
@@ -273,7 +280,7 @@ fn wait_for<T>(collector: &Collector, what: &str, found: impl Fn(&Received) -> O
 }
 
 #[test]
-fn one_trace_across_the_feature_server_and_the_registry_server() {
+fn one_trace_across_the_feature_registry_and_offline_servers() {
     // The loopback collector, on its own runtime.
     let collector = Collector::default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -315,6 +322,20 @@ fn one_trace_across_the_feature_server_and_the_registry_server() {
         );
     std::fs::write(repo.join("feature_store.yaml"), config).unwrap();
     feast_rs_ok(&["-c", repo.to_str().unwrap(), "apply"], dir.path());
+    // The offline server reads the repository's files; the feature server then pulls
+    // through it.
+    let offline = Server::start(&["serve-offline"], &repo, &otlp);
+    let config = std::fs::read_to_string(repo.join("feature_store.yaml"))
+        .unwrap()
+        .replace(
+            "offline_store:\n  type: file",
+            &format!(
+                "offline_store:\n  type: remote\n  host: 127.0.0.1\n  port: {}",
+                offline.port
+            ),
+        );
+    assert!(config.contains("type: remote\n  host"), "{config}");
+    std::fs::write(repo.join("feature_store.yaml"), config).unwrap();
 
     let online = Server::start(&["serve"], &repo, &otlp);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -349,42 +370,20 @@ fn one_trace_across_the_feature_server_and_the_registry_server() {
     assert_eq!(request_span.attributes["http.request.method"], "POST");
     assert_eq!(request_span.attributes["http.response.status_code"], "200");
 
-    // The registry server's span for the RPC is in the same trace, child of a span of the
-    // feature server.
-    let rpc = "feast.registry.RegistryServer/ApplyMaterialization";
-    let registry_span = wait_for(&collector, "registry ApplyMaterialization span", |r| {
-        r.spans
-            .iter()
-            .find(|s| s.service == "feast-rs-registry" && s.name == rpc && s.trace_id == TRACE_ID)
-            .cloned()
-    });
-    assert_eq!(registry_span.kind, SpanKind::Server as i32);
-    assert_eq!(registry_span.attributes["rpc.system"], "grpc");
-    assert_eq!(registry_span.attributes["rpc.grpc.status_code"], "0");
-    let (client_span, chain) = wait_for(&collector, "the feature server's client span", |r| {
-        let client = r
-            .spans
-            .iter()
-            .find(|s| s.span_id == registry_span.parent_span_id)?
-            .clone();
-        // Walk up from the client span to the request span, within the feature server.
-        let mut chain = vec![client.name.clone()];
-        let mut at = client.clone();
-        while at.span_id != request_span.span_id {
-            at = r
-                .spans
-                .iter()
-                .find(|s| s.span_id == at.parent_span_id)?
-                .clone();
-            assert_eq!(at.service, "feast-rs-online", "{chain:?}");
-            chain.push(at.name.clone());
-        }
-        Some((client, chain))
-    });
-    assert_eq!(client_span.service, "feast-rs-online");
-    assert_eq!(client_span.kind, SpanKind::Client as i32, "{chain:?}");
-    assert_eq!(client_span.name, rpc);
-    assert_eq!(client_span.trace_id, TRACE_ID);
+    // The registry server's span for the RPC, and the offline server's for the pull, are in
+    // the same trace, each the child of a client span of the feature server.
+    callee_span(
+        &collector,
+        &request_span,
+        "feast-rs-registry",
+        "feast.registry.RegistryServer/ApplyMaterialization",
+    );
+    callee_span(
+        &collector,
+        &request_span,
+        "feast-rs-offline",
+        "arrow.flight.protocol.FlightService/DoExchange",
+    );
 
     // Every span of the trace hangs off the caller's: one trace, no orphans.
     let received = collector.0.lock().unwrap();
@@ -436,5 +435,44 @@ fn one_trace_across_the_feature_server_and_the_registry_server() {
         },
     );
     drop(online);
+    drop(offline);
     drop(registry);
+}
+
+/// The server span of `rpc` in `service`, in the test's trace, whose parent is a client
+/// span of the feature server named after the same method, below `request_span`.
+fn callee_span(collector: &Collector, request_span: &Exported, service: &str, rpc: &str) {
+    let callee = wait_for(collector, &format!("{service} span of {rpc}"), |r| {
+        r.spans
+            .iter()
+            .find(|s| s.service == service && s.name == rpc && s.trace_id == TRACE_ID)
+            .cloned()
+    });
+    assert_eq!(callee.kind, SpanKind::Server as i32);
+    assert_eq!(callee.attributes["rpc.system"], "grpc");
+    assert_eq!(callee.attributes["rpc.grpc.status_code"], "0");
+    let (client, chain) = wait_for(collector, &format!("the client span of {rpc}"), |r| {
+        let client = r
+            .spans
+            .iter()
+            .find(|s| s.span_id == callee.parent_span_id)?
+            .clone();
+        // Walk up from the client span to the request span, within the feature server.
+        let mut chain = vec![client.name.clone()];
+        let mut at = client.clone();
+        while at.span_id != request_span.span_id {
+            at = r
+                .spans
+                .iter()
+                .find(|s| s.span_id == at.parent_span_id)?
+                .clone();
+            assert_eq!(at.service, "feast-rs-online", "{chain:?}");
+            chain.push(at.name.clone());
+        }
+        Some((client, chain))
+    });
+    assert_eq!(client.service, "feast-rs-online", "{chain:?}");
+    assert_eq!(client.kind, SpanKind::Client as i32, "{chain:?}");
+    assert_eq!(client.name, rpc);
+    assert_eq!(client.trace_id, TRACE_ID);
 }
