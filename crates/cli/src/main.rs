@@ -36,11 +36,11 @@ struct Cli {
     /// Log level: error, warning, info, debug or trace.
     #[arg(long, global = true, default_value = "warning", value_name = "LEVEL")]
     log_level: String,
+    #[command(subcommand)]
+    command: Command,
     /// Log output on stderr: text, pretty or json (one object per line).
     #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
     log_format: feast_telemetry::LogFormat,
-    #[command(subcommand)]
-    command: Command,
 }
 
 #[derive(Subcommand)]
