@@ -46,6 +46,9 @@ struct Cli {
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
+    /// Log output on stderr: text, pretty or json (one object per line).
+    #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
+    log_format: feast_telemetry::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -272,7 +275,11 @@ fn main() -> ExitCode {
         Command::Up(_) => "info",
         _ => "warning",
     };
-    init_logging(cli.log_level.as_deref().unwrap_or(default_level));
+    let _telemetry = init_logging(
+        cli.log_level.as_deref().unwrap_or(default_level),
+        cli.log_format,
+        service_name(&cli.command),
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -282,18 +289,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
-    let level = match level.to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_owned(),
-        "critical" => "error".to_owned(),
-        other => other.to_owned(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Logs on stderr, and OpenTelemetry export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the
+/// guard flushes the exporters when `main` returns.
+fn init_logging(
+    level: &str,
+    format: feast_telemetry::LogFormat,
+    service_name: &str,
+) -> feast_telemetry::Telemetry {
+    feast_telemetry::init(feast_telemetry::Options {
+        level,
+        format,
+        service_name,
+    })
+}
+
+/// The default OpenTelemetry `service.name` of a command (`OTEL_SERVICE_NAME` overrides).
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::ServeRegistry(_) => "feast-rs-registry",
+        Command::Serve(_) => "feast-rs-online",
+        Command::ServeOffline(_) => "feast-rs-offline",
+        Command::ServeMaterializer(_) => "feast-rs-materializer",
+        _ => "feast-rs",
+    }
 }
 
 fn repo_dir(cli: &Cli) -> Result<PathBuf> {

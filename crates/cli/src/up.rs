@@ -183,8 +183,9 @@ impl Service {
     where
         F: Future<Output = Result<Bound>>,
     {
-        // ERROR level so the span is enabled whatever the log level.
-        let span = tracing::error_span!("service", service = name);
+        // ERROR level so the span is enabled whatever the log level; log-only, so traces
+        // do not hang off it.
+        let span = tracing::error_span!(target: feast_telemetry::LOG_ONLY_TARGET, "service", service = name);
         let thread_span = span.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -15,7 +15,9 @@ use tonic::transport::Channel;
 /// A client of `serve-materializer`.
 #[derive(Clone)]
 pub struct RemoteMaterializer {
-    client: pb::materializer_client::MaterializerClient<feast_auth::WithBearer<Channel>>,
+    client: pb::materializer_client::MaterializerClient<
+        feast_telemetry::WithTraceContext<feast_auth::WithBearer<Channel>>,
+    >,
     project: String,
 }
 
@@ -47,10 +49,12 @@ impl RemoteMaterializer {
             ));
         }
         Ok(Self {
-            client: pb::materializer_client::MaterializerClient::new(feast_auth::WithBearer::new(
-                endpoint.connect_lazy(),
-                token,
-            )),
+            client: pb::materializer_client::MaterializerClient::new(
+                feast_telemetry::WithTraceContext::new(feast_auth::WithBearer::new(
+                    endpoint.connect_lazy(),
+                    token,
+                )),
+            ),
             project: project.into(),
         })
     }

@@ -320,24 +320,29 @@ impl<S: OfflineStore + 'static> JobManager<S> {
         tracing::info!(message = "job started", job = %job.id, views = ?names, trigger = trigger.name());
         let manager = self.clone();
         let record = job.clone();
-        let task = tokio::spawn(async move {
-            let _guard = guard;
-            let results: Vec<bool> = futures::stream::iter(0..record.views.len())
-                .map(|i| run_view(manager.clone(), record.clone(), snapshot.clone(), i))
-                .buffer_unordered(manager.parallelism.max(1))
-                .collect()
-                .await;
-            let failed = results.iter().filter(|ok| !**ok).count();
-            if failed == 0 {
-                record.finish(pb::JobState::Succeeded, String::new());
-            } else {
-                record.finish(
-                    pb::JobState::Failed,
-                    format!("{failed} of {} feature views failed", results.len()),
-                );
-            }
-            tracing::info!(message = "job finished", job = %record.id, state = ?record.state());
-        });
+        // The job's work joins the trace of the call that started it (if any).
+        let span = tracing::Span::current();
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _guard = guard;
+                let results: Vec<bool> = futures::stream::iter(0..record.views.len())
+                    .map(|i| run_view(manager.clone(), record.clone(), snapshot.clone(), i))
+                    .buffer_unordered(manager.parallelism.max(1))
+                    .collect()
+                    .await;
+                let failed = results.iter().filter(|ok| !**ok).count();
+                if failed == 0 {
+                    record.finish(pb::JobState::Succeeded, String::new());
+                } else {
+                    record.finish(
+                        pb::JobState::Failed,
+                        format!("{failed} of {} feature views failed", results.len()),
+                    );
+                }
+                tracing::info!(message = "job finished", job = %record.id, state = ?record.state());
+            },
+            span,
+        ));
         {
             let mut status = job.status.lock().unwrap_or_else(|e| e.into_inner());
             if status.finished.is_none() {
@@ -645,6 +650,7 @@ pub async fn serve_on<S: OfflineStore + 'static>(
         )?;
     }
     builder
+        .layer(feast_telemetry::TraceLayer::new())
         .layer(auth)
         .add_service(health)
         .add_service(pb::materializer_server::MaterializerServer::new(

@@ -20,6 +20,7 @@ use feast_proto::core;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tracing::Instrument as _;
 
 use crate::error::{OfflineError, Result};
 use crate::pull::{PullKind, PullRequest};
@@ -69,8 +70,11 @@ impl FlightOfflineClient {
         self
     }
 
-    async fn client(&self) -> Result<FlightClient> {
+    /// A Flight client for one call, whose headers carry the token and `span`'s trace
+    /// context.
+    async fn client(&self, span: &tracing::Span) -> Result<FlightClient> {
         let mut client = FlightClient::new(self.channel.clone());
+        feast_telemetry::inject_metadata(span, client.metadata_mut());
         if let Some(provider) = &self.token {
             let value = provider.header_value().await.map_err(|e| {
                 OfflineError::Invalid(format!("no token for the offline server: {e}"))
@@ -108,9 +112,18 @@ impl FlightOfflineClient {
             .with_schema(upload.schema)
             .with_flight_descriptor(Some(descriptor))
             .build(futures::stream::iter(batches));
-        let mut client = self.client().await?;
-        let stream = client.do_exchange(data).await.map_err(|e| self.failed(e))?;
-        into_sendable(stream).await
+        let span = feast_telemetry::client_span("/arrow.flight.protocol.FlightService/DoExchange");
+        let result = async {
+            let mut client = self.client(&span).await?;
+            let stream = client.do_exchange(data).await.map_err(|e| self.failed(e))?;
+            into_sendable(stream).await
+        }
+        .instrument(span.clone())
+        .await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
     }
 
     /// One `DoPut` write.
@@ -125,13 +138,22 @@ impl FlightOfflineClient {
             .with_schema(schema)
             .with_flight_descriptor(Some(descriptor))
             .build(futures::stream::iter(batches.into_iter().map(Ok)));
-        let mut client = self.client().await?;
-        let results = client.do_put(data).await.map_err(|e| self.failed(e))?;
-        results
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(remote_error)?;
-        Ok(())
+        let span = feast_telemetry::client_span("/arrow.flight.protocol.FlightService/DoPut");
+        let result = async {
+            let mut client = self.client(&span).await?;
+            let results = client.do_put(data).await.map_err(|e| self.failed(e))?;
+            results
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(remote_error)?;
+            Ok(())
+        }
+        .instrument(span.clone())
+        .await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
     }
 }
 

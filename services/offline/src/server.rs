@@ -62,6 +62,7 @@ pub async fn serve_on<S: OfflineStore + 'static>(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     builder
+        .layer(feast_telemetry::TraceLayer::new())
         .layer(auth)
         .add_service(health)
         .add_service(flight)

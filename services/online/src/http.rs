@@ -21,6 +21,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -290,10 +291,12 @@ pub fn router(server: FeatureServer) -> Router {
     let all = http.merge(routes.prepare().into_axum_router());
     // Every route goes through authentication, except the layer's public paths (`/health`,
     // `/metrics`, grpc.health.v1).
-    match auth_layer {
+    let all = match auth_layer {
         Some(layer) => all.layer(layer),
         None => all,
-    }
+    };
+    // Outermost (axum's last layer): each request's span covers authentication too.
+    all.layer(feast_telemetry::TraceLayer::new())
 }
 
 type Reflection<S> = tonic_reflection::server::v1::ServerReflectionServer<S>;
@@ -696,12 +699,16 @@ impl FeatureServer {
         tracing::info!(message = "materialization started", views = ?views, run_async = query.run_async);
         let job = backend.run(snapshot, call, views.clone(), query.force);
         if query.run_async {
-            tokio::spawn(async move {
-                let _guard = guard;
-                if let Err(e) = job.await {
-                    tracing::error!(message = "async materialization failed", error = %e.to_feast().message);
+            // The job stays part of the request's trace after the response.
+            tokio::spawn(
+                async move {
+                    let _guard = guard;
+                    if let Err(e) = job.await {
+                        tracing::error!(message = "async materialization failed", error = %e.to_feast().message);
+                    }
                 }
-            });
+                .instrument(tracing::Span::current()),
+            );
             let body = json!({"status": "accepted", "feature_views": views});
             return json_response(202, body.to_string().into_bytes());
         }

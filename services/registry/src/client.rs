@@ -12,8 +12,9 @@ use feast_proto::registry::registry_server_client::RegistryServerClient;
 use feast_proto::registry::*;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-/// The channel of a client: every call carries the configured bearer token.
-pub type AuthChannel = feast_auth::WithBearer<Channel>;
+/// The channel of a client: every call carries the configured bearer token and the
+/// caller's trace context.
+pub type AuthChannel = feast_telemetry::WithTraceContext<feast_auth::WithBearer<Channel>>;
 
 /// How to reach a registry server (the `registry:` keys of a remote registry).
 #[derive(Debug, Clone, Default)]
@@ -140,9 +141,8 @@ impl RemoteRegistry {
                 source,
             })?;
         Ok(Self {
-            client: RegistryServerClient::new(feast_auth::WithBearer::new(
-                channel,
-                options.token.clone(),
+            client: RegistryServerClient::new(feast_telemetry::WithTraceContext::new(
+                feast_auth::WithBearer::new(channel, options.token.clone()),
             ))
             .max_decoding_message_size(64 * 1024 * 1024),
             target: options.target.clone(),

@@ -106,6 +106,8 @@ pub async fn serve_on(
     let local = listener.local_addr().ok();
     tracing::info!(message = "registry server listening", addr = ?local);
     builder
+        // Outermost, so that authentication is part of each request's span.
+        .layer(feast_telemetry::TraceLayer::new())
         .layer(auth)
         .add_service(health)
         .add_service(reflection)
