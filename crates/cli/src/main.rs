@@ -30,10 +30,17 @@ use commands::{Output, RepoContext};
 #[command(name = "feast-rs", version, about = "Feast feature store, server side in Rust", long_about = None)]
 struct Cli {
     /// Switch to a different feature repository directory before running the command.
-    #[arg(short = 'c', long = "chdir", global = true, value_name = "DIR")]
+    #[arg(
+        env = "FEAST_RS_CHDIR",
+        short = 'c',
+        long = "chdir",
+        global = true,
+        value_name = "DIR"
+    )]
     chdir: Option<PathBuf>,
     /// Override the feature_store.yaml file (default: <repo>/feature_store.yaml).
     #[arg(
+        env = "FEAST_RS_FEATURE_STORE_YAML",
         short = 'f',
         long = "feature-store-yaml",
         global = true,
@@ -42,12 +49,18 @@ struct Cli {
     feature_store_yaml: Option<PathBuf>,
     /// Log level: error, warning, info, debug or trace (default: info for `up`, warning
     /// otherwise).
-    #[arg(long, global = true, value_name = "LEVEL")]
+    #[arg(env = "FEAST_RS_LOG_LEVEL", long, global = true, value_name = "LEVEL")]
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
     /// Log output on stderr: text, pretty or json (one object per line).
-    #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
+    #[arg(
+        env = "FEAST_RS_LOG_FORMAT",
+        long,
+        global = true,
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
     log_format: feast_telemetry::LogFormat,
 }
 
@@ -147,101 +160,106 @@ enum InternalAction {
 #[derive(clap::Args)]
 struct ServeArgs {
     /// Address to bind.
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(env = "FEAST_RS_HOST", long, default_value = "0.0.0.0")]
     host: String,
     /// Port to bind.
-    #[arg(short, long, default_value_t = feast_registry::DEFAULT_PORT)]
+    #[arg(env = "FEAST_RS_PORT", short, long, default_value_t = feast_registry::DEFAULT_PORT)]
     port: u16,
     /// TLS private key (PEM); with --cert, serves TLS.
-    #[arg(long, requires = "cert")]
+    #[arg(env = "FEAST_RS_TLS_KEY", long, requires = "cert")]
     key: Option<PathBuf>,
     /// TLS certificate chain (PEM).
-    #[arg(long, requires = "key")]
+    #[arg(env = "FEAST_RS_TLS_CERT", long, requires = "key")]
     cert: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
 struct FeatureServeArgs {
     /// Address to bind.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(env = "FEAST_RS_HOST", long, default_value = "127.0.0.1")]
     host: String,
     /// Port to bind.
-    #[arg(short, long, default_value_t = 6566)]
+    #[arg(env = "FEAST_RS_PORT", short, long, default_value_t = 6566)]
     port: u16,
     /// How often the registry is refreshed, in seconds (0: never).
-    #[arg(long, default_value_t = 5)]
+    #[arg(env = "FEAST_RS_REGISTRY_TTL_SEC", long, default_value_t = 5)]
     registry_ttl_sec: u64,
     /// Largest request body accepted, in bytes (HTTP 413 / gRPC RESOURCE_EXHAUSTED above it).
-    #[arg(long, default_value_t = feast_online::http::DEFAULT_MAX_REQUEST_BYTES)]
+    #[arg(env = "FEAST_RS_MAX_REQUEST_BYTES", long, default_value_t = feast_online::http::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
     /// TLS private key (PEM); with --cert, serves HTTPS and gRPC over TLS.
-    #[arg(long, requires = "cert")]
+    #[arg(env = "FEAST_RS_TLS_KEY", long, requires = "cert")]
     key: Option<PathBuf>,
     /// TLS certificate chain (PEM).
-    #[arg(long, requires = "key")]
+    #[arg(env = "FEAST_RS_TLS_CERT", long, requires = "key")]
     cert: Option<PathBuf>,
     /// Record Prometheus metrics (Feast's names) and serve them at GET /metrics.
-    #[arg(long)]
+    #[arg(env = "FEAST_RS_METRICS", long)]
     metrics: bool,
     /// Serve rows older than their view's TTL as PRESENT with their value, as Feast's Python
     /// server does, instead of OUTSIDE_MAX_AGE with null.
-    #[arg(long)]
+    #[arg(env = "FEAST_RS_EXPIRED_AS_PRESENT", long)]
     expired_as_present: bool,
     /// Run `/materialize*` as jobs of this materializer service (`http://host:6571`)
     /// instead of in-process.
-    #[arg(long, value_name = "URL")]
+    #[arg(env = "FEAST_RS_MATERIALIZER_URL", long, value_name = "URL")]
     materializer: Option<String>,
     /// CA certificate (PEM) to trust for an `https://` --materializer.
-    #[arg(long, value_name = "PEM", requires = "materializer")]
+    #[arg(
+        env = "FEAST_RS_MATERIALIZER_CA",
+        long,
+        value_name = "PEM",
+        requires = "materializer"
+    )]
     materializer_ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
 struct MaterializerServeArgs {
     /// Address to bind.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(env = "FEAST_RS_HOST", long, default_value = "127.0.0.1")]
     host: String,
     /// Port to bind.
-    #[arg(short, long, default_value_t = feast_materializer::DEFAULT_PORT)]
+    #[arg(env = "FEAST_RS_PORT", short, long, default_value_t = feast_materializer::DEFAULT_PORT)]
     port: u16,
     /// How often the registry is refreshed, in seconds (0: never; jobs always reload it).
-    #[arg(long, default_value_t = 5)]
+    #[arg(env = "FEAST_RS_REGISTRY_TTL_SEC", long, default_value_t = 5)]
     registry_ttl_sec: u64,
     /// Run an incremental job of every online view at this interval (`30m`, `1h`, `1d`,
     /// seconds).
-    #[arg(long, value_name = "INTERVAL")]
+    #[arg(env = "FEAST_RS_MATERIALIZE_EVERY", long, value_name = "INTERVAL")]
     every: Option<String>,
     /// Feature views materialized at once within a job.
-    #[arg(long, default_value_t = 4)]
+    #[arg(env = "FEAST_RS_MATERIALIZE_PARALLELISM", long, default_value_t = 4)]
     parallelism: usize,
     /// TLS private key (PEM); with --cert, serves gRPC over TLS.
-    #[arg(long, requires = "cert")]
+    #[arg(env = "FEAST_RS_TLS_KEY", long, requires = "cert")]
     key: Option<PathBuf>,
     /// TLS certificate chain (PEM).
-    #[arg(long, requires = "key")]
+    #[arg(env = "FEAST_RS_TLS_CERT", long, requires = "key")]
     cert: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
 struct OfflineServeArgs {
     /// Address to bind.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(env = "FEAST_RS_HOST", long, default_value = "127.0.0.1")]
     host: String,
     /// Port to bind.
-    #[arg(short, long, default_value_t = feast_offline::DEFAULT_PORT)]
+    #[arg(env = "FEAST_RS_PORT", short, long, default_value_t = feast_offline::DEFAULT_PORT)]
     port: u16,
     /// How often the registry is refreshed, in seconds (0: never).
-    #[arg(long, default_value_t = 5)]
+    #[arg(env = "FEAST_RS_REGISTRY_TTL_SEC", long, default_value_t = 5)]
     registry_ttl_sec: u64,
     /// Memory for the joins' sorts and windows, in MiB; beyond it they spill to the temp
     /// directory (default: unbounded).
-    #[arg(long, value_name = "MIB")]
+    #[arg(env = "FEAST_RS_MEMORY_LIMIT_MB", long, value_name = "MIB")]
     memory_limit_mb: Option<usize>,
     /// TLS private key (PEM); with --cert, serves Flight over TLS (`grpc+tls://`).
-    #[arg(long, requires = "cert")]
+    #[arg(env = "FEAST_RS_TLS_KEY", long, requires = "cert")]
     key: Option<PathBuf>,
     /// TLS certificate chain (PEM).
-    #[arg(long, requires = "key")]
+    #[arg(env = "FEAST_RS_TLS_CERT", long, requires = "key")]
     cert: Option<PathBuf>,
 }
 

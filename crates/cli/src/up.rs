@@ -22,30 +22,30 @@ use crate::{FeatureServeArgs, MaterializerServeArgs, OfflineServeArgs};
 #[derive(clap::Args)]
 pub struct UpArgs {
     /// Address every service binds.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(env = "FEAST_RS_HOST", long, default_value = "127.0.0.1")]
     host: String,
     /// Registry server port (0: any free port).
-    #[arg(long, default_value_t = feast_registry::DEFAULT_PORT)]
+    #[arg(env = "FEAST_RS_REGISTRY_PORT", long, default_value_t = feast_registry::DEFAULT_PORT)]
     registry_port: u16,
     /// Feature server port, HTTP and gRPC (0: any free port).
-    #[arg(long, default_value_t = 6566)]
+    #[arg(env = "FEAST_RS_ONLINE_PORT", long, default_value_t = 6566)]
     online_port: u16,
     /// Offline server (Arrow Flight) port (0: any free port).
-    #[arg(long, default_value_t = feast_offline::DEFAULT_PORT)]
+    #[arg(env = "FEAST_RS_OFFLINE_PORT", long, default_value_t = feast_offline::DEFAULT_PORT)]
     offline_port: u16,
     /// Materializer port (0: any free port).
-    #[arg(long, default_value_t = feast_materializer::DEFAULT_PORT)]
+    #[arg(env = "FEAST_RS_MATERIALIZER_PORT", long, default_value_t = feast_materializer::DEFAULT_PORT)]
     materializer_port: u16,
     /// Run an incremental materialization of every online view at this interval
     /// (`30m`, `1h`, seconds).
-    #[arg(long, value_name = "INTERVAL")]
+    #[arg(env = "FEAST_RS_MATERIALIZE_EVERY", long, value_name = "INTERVAL")]
     every: Option<String>,
     /// Only serve: skip the demo's materialization and example queries.
     #[arg(long)]
     no_demo: bool,
     /// Seconds in-flight requests and jobs get to finish after Ctrl-C before the process
     /// exits anyway (with an error naming the services that did not stop).
-    #[arg(long, default_value_t = 10)]
+    #[arg(env = "FEAST_RS_SHUTDOWN_TIMEOUT", long, default_value_t = 10)]
     shutdown_timeout: u64,
 }
 

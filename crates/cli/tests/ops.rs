@@ -401,3 +401,47 @@ fn doctor_pings_redis_and_connects_to_postgres() {
         "{stdout}"
     );
 }
+
+/// Every server flag can come from a `FEAST_RS_*` variable (containers configure servers
+/// that way); a flag on the command line wins over the variable.
+#[test]
+fn server_flags_come_from_the_environment_and_flags_win() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("feature_store.yaml"),
+        "project: envy\nregistry: data/registry.db\n",
+    )
+    .unwrap();
+    let banner = |envs: &[(&str, &str)], args: &[&str]| -> (bool, String) {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_feast-rs"))
+            .arg("serve-registry")
+            .args(args)
+            .envs(envs.iter().copied())
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        if line.is_empty() {
+            (false, String::from_utf8_lossy(&out.stderr).into_owned())
+        } else {
+            (true, line)
+        }
+    };
+    let (ok, text) = banner(&[("FEAST_RS_HOST", "127.0.0.1"), ("FEAST_RS_PORT", "0")], &[]);
+    assert!(ok && text.contains("listening on 127.0.0.1:"), "{text}");
+    let (ok, text) = banner(&[("FEAST_RS_HOST", "not-an-ip"), ("FEAST_RS_PORT", "0")], &[]);
+    assert!(!ok && text.contains("--host not-an-ip is not an IP address"), "{text}");
+    let (ok, text) = banner(
+        &[("FEAST_RS_HOST", "not-an-ip"), ("FEAST_RS_PORT", "0")],
+        &["--host", "127.0.0.1"],
+    );
+    assert!(ok && text.contains("listening on 127.0.0.1:"), "{text}");
+}
