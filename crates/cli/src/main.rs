@@ -225,10 +225,19 @@ struct MaterializerServeArgs {
     /// How often the registry is refreshed, in seconds (0: never; jobs always reload it).
     #[arg(env = "FEAST_RS_REGISTRY_TTL_SEC", long, default_value_t = 5)]
     registry_ttl_sec: u64,
-    /// Run an incremental job of every online view at this interval (`30m`, `1h`, `1d`,
-    /// seconds).
-    #[arg(env = "FEAST_RS_MATERIALIZE_EVERY", long, value_name = "INTERVAL")]
+    /// Run an incremental job of every online view (less those with their own --schedule)
+    /// at this interval (`30m`, `1h`, `1d`, seconds) or on this cron expression (UTC; five
+    /// fields, or six with seconds first: `"0 * * * *"`).
+    #[arg(env = "FEAST_RS_MATERIALIZE_EVERY", long, value_name = "INTERVAL|CRON")]
     every: Option<String>,
+    /// Schedule of named views: `VIEW[,VIEW...]=INTERVAL|CRON` (repeatable;
+    /// `--schedule "driver_stats=15m" --schedule "daily_agg=30 2 * * *"`).
+    #[arg(long, value_name = "VIEWS=WHEN")]
+    schedule: Vec<String>,
+    /// Serve Prometheus metrics (jobs, rows, durations, `feast_feature_freshness_seconds`)
+    /// at `GET /metrics` on this port.
+    #[arg(env = "FEAST_RS_METRICS_PORT", long, value_name = "PORT")]
+    metrics_port: Option<u16>,
     /// Feature views materialized at once within a job.
     #[arg(env = "FEAST_RS_MATERIALIZE_PARALLELISM", long, default_value_t = 4)]
     parallelism: usize,

@@ -486,7 +486,8 @@ pub(crate) async fn start_offline_server(
     })
 }
 
-/// `serve-materializer`: materialization jobs over gRPC, on a schedule with `--every`.
+/// `serve-materializer`: materialization jobs over gRPC, on the schedules of `--every` and
+/// `--schedule`, with Prometheus metrics on `--metrics-port`.
 pub fn materializer_server(ctx: &RepoContext, args: &crate::MaterializerServeArgs) -> Result<()> {
     serve_one(|shutdown| start_materializer(ctx, args, shutdown))
 }
@@ -507,22 +508,18 @@ pub(crate) async fn start_materializer(
         cert: t.cert,
         key: t.key,
     });
-    let every = match &args.every {
-        Some(text) => {
-            let d = feast_core::repo::parse_duration(
-                &feast_core::repo::definitions::DurationValue::Text(text.clone()),
-            )
-            .map_err(|e| anyhow::anyhow!("--every: {e}"))?;
-            if d.seconds <= 0 && d.nanos <= 0 {
-                bail!("--every must be positive");
-            }
-            Some(std::time::Duration::new(
-                d.seconds as u64,
-                d.nanos.max(0) as u32,
-            ))
-        }
-        None => None,
-    };
+    use feast_materializer::schedule::{Cadence, Schedule};
+    let mut schedules = Vec::new();
+    if let Some(text) = &args.every {
+        schedules.push(Schedule {
+            cadence: Cadence::parse(text).map_err(|e| anyhow::anyhow!("--every: {e}"))?,
+            views: vec![],
+        });
+    }
+    for text in &args.schedule {
+        schedules
+            .push(Schedule::parse_for_views(text).map_err(|e| anyhow::anyhow!("--schedule {e}"))?);
+    }
     let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
@@ -546,41 +543,77 @@ pub(crate) async fn start_materializer(
     );
     manager.parallelism = args.parallelism.max(1);
     manager.authorizer = authenticator.is_enabled().then(authorizer);
+    manager.metrics = args
+        .metrics_port
+        .map(|_| std::sync::Arc::new(feast_materializer::metrics::Metrics::new()));
     let manager = std::sync::Arc::new(manager);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let bound = listener.local_addr()?;
-    let banner = format!(
-        "feast-rs materializer listening on {bound} (gRPC{}){}",
-        if tls.is_some() { " with TLS" } else { "" },
-        match &args.every {
-            Some(e) => format!(", incremental jobs every {e}"),
-            None => String::new(),
+    let metrics_listener = match args.metrics_port {
+        Some(port) => {
+            let at = SocketAddr::new(addr.ip(), port);
+            Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("binding --metrics-port {at}"))?,
+            )
         }
+        None => None,
+    };
+    let mut banner = format!(
+        "feast-rs materializer listening on {bound} (gRPC{})",
+        if tls.is_some() { " with TLS" } else { "" },
     );
+    if let Some(l) = &metrics_listener {
+        banner.push_str(&format!(", metrics at http://{}/metrics", l.local_addr()?));
+    }
+    for schedule in &schedules {
+        banner.push_str(&format!(
+            ", incremental jobs of {} {}",
+            if schedule.views.is_empty() {
+                "every online view".to_owned()
+            } else {
+                schedule.views.join(", ")
+            },
+            schedule.cadence
+        ));
+    }
     Ok(Bound {
         addr: bound,
         banner,
         serve: Box::pin(async move {
-            let schedule = every.map(|every| {
-                tracing::info!(
-                    message = "scheduled incremental materialization",
-                    every_secs = every.as_secs()
-                );
-                manager.schedule(every)
+            let schedules = manager.schedule_all(schedules);
+            // One shutdown for the gRPC server and the metrics endpoint.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let stopped = move || {
+                let mut rx = stop_rx.clone();
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
+            };
+            let metrics = metrics_listener.map(|l| {
+                tokio::spawn(feast_materializer::service::serve_metrics(
+                    l,
+                    manager.clone(),
+                    stopped(),
+                ))
             });
             let served = feast_materializer::service::serve_on(
                 listener,
                 manager.clone(),
                 authenticator,
                 tls,
-                shutdown,
+                async move {
+                    shutdown.await;
+                    let _ = stop_tx.send(true);
+                },
             )
             .await;
             // Stopping: no new scheduled jobs, and running ones are cancelled (their
             // unfinished windows record nothing, so the next incremental run redoes them).
-            if let Some(schedule) = schedule {
+            for schedule in schedules {
                 schedule.abort();
             }
             let cancelled = manager.cancel_all();
@@ -589,6 +622,9 @@ pub(crate) async fn start_materializer(
                     message = "cancelled running jobs on shutdown",
                     jobs = cancelled
                 );
+            }
+            if let Some(metrics) = metrics {
+                metrics.await.context("the metrics endpoint")??;
             }
             served?;
             Ok(())

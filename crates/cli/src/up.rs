@@ -259,6 +259,8 @@ fn start_all(
         port: args.materializer_port,
         registry_ttl_sec: 5,
         every: args.every.clone(),
+        schedule: vec![],
+        metrics_port: None,
         parallelism: 4,
         key: None,
         cert: None,

@@ -435,10 +435,19 @@ fn server_flags_come_from_the_environment_and_flags_win() {
             (true, line)
         }
     };
-    let (ok, text) = banner(&[("FEAST_RS_HOST", "127.0.0.1"), ("FEAST_RS_PORT", "0")], &[]);
+    let (ok, text) = banner(
+        &[("FEAST_RS_HOST", "127.0.0.1"), ("FEAST_RS_PORT", "0")],
+        &[],
+    );
     assert!(ok && text.contains("listening on 127.0.0.1:"), "{text}");
-    let (ok, text) = banner(&[("FEAST_RS_HOST", "not-an-ip"), ("FEAST_RS_PORT", "0")], &[]);
-    assert!(!ok && text.contains("--host not-an-ip is not an IP address"), "{text}");
+    let (ok, text) = banner(
+        &[("FEAST_RS_HOST", "not-an-ip"), ("FEAST_RS_PORT", "0")],
+        &[],
+    );
+    assert!(
+        !ok && text.contains("--host not-an-ip is not an IP address"),
+        "{text}"
+    );
     let (ok, text) = banner(
         &[("FEAST_RS_HOST", "not-an-ip"), ("FEAST_RS_PORT", "0")],
         &["--host", "127.0.0.1"],

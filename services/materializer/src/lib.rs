@@ -16,8 +16,10 @@
 //! records nothing, and the next incremental run redoes the window.
 
 mod local;
+pub mod metrics;
 mod record;
 mod remote;
+pub mod schedule;
 pub mod service;
 
 pub use local::LocalMaterializer;

@@ -12,7 +12,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use feast_core::registry::timestamp;
@@ -24,6 +23,7 @@ use feast_registry::RegistryCache;
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
+use crate::metrics::Metrics;
 use crate::{IntervalRecorder, MaterializeError, Options, ViewWindow, plan, run_window};
 
 /// What each RPC of `feast_rs.materializer.v1.Materializer` needs under `auth:` (a test fails
@@ -62,6 +62,7 @@ pub struct JobRecord {
     views: Vec<ViewRecord>,
     status: Mutex<JobStatus>,
     done: tokio::sync::watch::Sender<bool>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 struct JobStatus {
@@ -125,6 +126,14 @@ impl JobRecord {
         status.finished = Some(Utc::now());
         status.abort = None;
         drop(status);
+        if let Some(metrics) = &self.metrics {
+            let state = match state {
+                pb::JobState::Succeeded => "succeeded",
+                pb::JobState::Cancelled => "cancelled",
+                _ => "failed",
+            };
+            metrics.job_finished(self.trigger, state);
+        }
         let _ = self.done.send(true);
     }
 }
@@ -138,7 +147,7 @@ pub enum Trigger<'a> {
 }
 
 impl Trigger<'_> {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Trigger::Api(_) => "api",
             Trigger::Schedule => "schedule",
@@ -189,6 +198,8 @@ pub struct JobManager<S> {
     /// `Some` when callers are authenticated: API jobs need WRITE_ONLINE on every view
     /// (scheduled jobs are the service's own).
     pub authorizer: Option<Arc<feast_auth::Authorizer>>,
+    /// Prometheus metrics of jobs and views (`None`: not recorded).
+    pub metrics: Option<Arc<Metrics>>,
     running: Running,
     jobs: Mutex<VecDeque<Arc<JobRecord>>>,
 }
@@ -211,6 +222,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             options,
             parallelism: 4,
             authorizer: None,
+            metrics: None,
             running: Running::default(),
             jobs: Mutex::new(VecDeque::new()),
         }
@@ -315,7 +327,11 @@ impl<S: OfflineStore + 'static> JobManager<S> {
                 abort: None,
             }),
             done,
+            metrics: self.metrics.clone(),
         });
+        if let Some(metrics) = &self.metrics {
+            metrics.job_started();
+        }
         self.keep(job.clone());
         tracing::info!(message = "job started", job = %job.id, views = ?names, trigger = trigger.name());
         let manager = self.clone();
@@ -424,27 +440,6 @@ impl<S: OfflineStore + 'static> JobManager<S> {
         }
         running.len()
     }
-
-    /// Runs an incremental job of every online view every `every`, from the first tick
-    /// after `every` (a tick whose views are still running is skipped).
-    pub fn schedule(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        let manager = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                tick.tick().await;
-                let call = MaterializeCall {
-                    views: vec![],
-                    range: Range::Incremental { end: Utc::now() },
-                };
-                match manager.submit(call, false, Trigger::Schedule).await {
-                    Ok(job) => job.wait().await,
-                    Err(e) => tracing::warn!(message = "scheduled job not started", error = %e),
-                }
-            }
-        })
-    }
 }
 
 /// Runs view `i` of `record`; whether it succeeded.
@@ -457,6 +452,7 @@ async fn run_view<S: OfflineStore + 'static>(
     let view = &record.views[i];
     *view.state.lock().unwrap_or_else(|e| e.into_inner()) = (pb::JobState::Running, String::new());
     let progress = |rows: u64| view.rows.store(rows, Ordering::Relaxed);
+    let started = std::time::Instant::now();
     let result = run_window(
         manager.offline.as_ref(),
         &manager.online,
@@ -468,6 +464,13 @@ async fn run_view<S: OfflineStore + 'static>(
         &progress,
     )
     .await;
+    if let Some(metrics) = &manager.metrics {
+        let (state, rows, written) = match &result {
+            Ok(report) => ("succeeded", report.rows, report.written),
+            Err(_) => ("failed", view.rows.load(Ordering::Relaxed), 0),
+        };
+        metrics.view_done(&view.window.view, state, rows, written, started.elapsed());
+    }
     let mut state = view.state.lock().unwrap_or_else(|e| e.into_inner());
     match result {
         Ok(report) => {
@@ -660,6 +663,42 @@ pub async fn serve_on<S: OfflineStore + 'static>(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
+        .await
+}
+
+/// Serves `GET /metrics` (Prometheus text: the manager's job and view metrics and the
+/// freshness of the project's views, from the registry as refreshed at each scrape) until
+/// `shutdown`. Answers 404 without `manager.metrics`.
+pub async fn serve_metrics<S: OfflineStore + 'static>(
+    listener: tokio::net::TcpListener,
+    manager: Arc<JobManager<S>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::response::IntoResponse;
+    let route = axum::routing::get(move || {
+        let manager = manager.clone();
+        async move {
+            let Some(metrics) = &manager.metrics else {
+                return axum::http::StatusCode::NOT_FOUND.into_response();
+            };
+            // Freshness as of now: the latest intervals, whoever recorded them.
+            if let Err(e) = manager.registry.refresh().await {
+                tracing::debug!(message = "registry refresh before a scrape failed", error = %e);
+            }
+            let snapshot = manager.registry.snapshot();
+            let text = metrics.render(snapshot.as_ref().map(|s| &s.catalog), &manager.project);
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
+    });
+    axum::serve(listener, axum::Router::new().route("/metrics", route))
+        .with_graceful_shutdown(shutdown)
         .await
 }
 

@@ -210,34 +210,43 @@ impl Metrics {
     }
 
     fn update_freshness(&self, catalog: &Catalog, project: &str) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let no_tags = Default::default();
-        let views = catalog
-            .list::<core::FeatureView>(project, &no_tags)
-            .filter_map(|v| Some((v.spec.as_ref()?.name.as_str(), v.meta.as_ref()?)))
-            .map(|(n, m)| (n, m.materialization_intervals.as_slice()))
-            .chain(
-                catalog
-                    .list::<core::StreamFeatureView>(project, &no_tags)
-                    .filter_map(|v| Some((v.spec.as_ref()?.name.as_str(), v.meta.as_ref()?)))
-                    .map(|(n, m)| (n, m.materialization_intervals.as_slice())),
-            );
-        for (name, intervals) in views {
+        for (name, seconds) in freshness_seconds(catalog, project, SystemTime::now()) {
+            self.freshness
+                .with_label_values(&[name.as_str(), project])
+                .set(seconds);
+        }
+    }
+}
+
+/// `feast_feature_freshness_seconds`: for every feature view and stream feature view of
+/// `project` materialized at least once, `now` minus the latest end of its materialized
+/// intervals, in seconds (what the feature server and the materializer export).
+pub fn freshness_seconds(catalog: &Catalog, project: &str, now: SystemTime) -> Vec<(String, f64)> {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let no_tags = Default::default();
+    let views = catalog
+        .list::<core::FeatureView>(project, &no_tags)
+        .filter_map(|v| Some((v.spec.as_ref()?.name.as_str(), v.meta.as_ref()?)))
+        .map(|(n, m)| (n, m.materialization_intervals.as_slice()))
+        .chain(
+            catalog
+                .list::<core::StreamFeatureView>(project, &no_tags)
+                .filter_map(|v| Some((v.spec.as_ref()?.name.as_str(), v.meta.as_ref()?)))
+                .map(|(n, m)| (n, m.materialization_intervals.as_slice())),
+        );
+    views
+        .filter_map(|(name, intervals)| {
             let end = intervals
                 .iter()
                 .filter_map(|i| i.end_time.as_ref())
                 .map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
                 .fold(None, |acc: Option<f64>, t| {
                     Some(acc.map_or(t, |a| a.max(t)))
-                });
-            if let Some(end) = end {
-                self.freshness
-                    .with_label_values(&[name, project])
-                    .set(now - end);
-            }
-        }
-    }
+                })?;
+            Some((name.to_owned(), now - end))
+        })
+        .collect()
 }
