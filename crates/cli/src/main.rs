@@ -238,6 +238,10 @@ struct MaterializerServeArgs {
     /// at `GET /metrics` on this port.
     #[arg(env = "FEAST_RS_METRICS_PORT", long, value_name = "PORT")]
     metrics_port: Option<u16>,
+    /// With a SQL registry, replicas share the views through leases in its database: how
+    /// long a lease outlives a replica that stopped renewing it, in seconds.
+    #[arg(env = "FEAST_RS_LEASE_TTL_SEC", long, default_value_t = 60)]
+    lease_ttl_sec: u64,
     /// Feature views materialized at once within a job.
     #[arg(env = "FEAST_RS_MATERIALIZE_PARALLELISM", long, default_value_t = 4)]
     parallelism: usize,

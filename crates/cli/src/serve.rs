@@ -546,6 +546,27 @@ pub(crate) async fn start_materializer(
     manager.metrics = args
         .metrics_port
         .map(|_| std::sync::Arc::new(feast_materializer::metrics::Metrics::new()));
+    // Several replicas on one SQL registry split the views through leases in its database.
+    if let RegistryConfig::Sql(sql) = &ctx.config.registry {
+        let (url, options) = crate::commands::sql_registry_options(sql)?;
+        let store = SqlStore::connect(&url, options)
+            .await
+            .context("opening the SQL registry for materialization leases")?;
+        let leases = store
+            .leases()
+            .await
+            .context("the materialization lease table")?;
+        let shared = feast_materializer::lease::SharedLeases::new(
+            leases,
+            feast_materializer::lease::SharedLeases::holder_id(),
+            std::time::Duration::from_secs(args.lease_ttl_sec),
+        );
+        tracing::info!(
+            message = "views are leased through the SQL registry, shared with other replicas",
+            holder = shared.holder()
+        );
+        manager.leases = Some(shared);
+    }
     let manager = std::sync::Arc::new(manager);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -261,6 +261,7 @@ fn start_all(
         every: args.every.clone(),
         schedule: vec![],
         metrics_port: None,
+        lease_ttl_sec: 60,
         parallelism: 4,
         key: None,
         cert: None,

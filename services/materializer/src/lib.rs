@@ -15,6 +15,7 @@
 //! caller's last step, after every batch of the view is written: a job that fails midway
 //! records nothing, and the next incremental run redoes the window.
 
+pub mod lease;
 mod local;
 pub mod metrics;
 mod record;

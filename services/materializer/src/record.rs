@@ -48,7 +48,7 @@ impl IntervalRecorder {
                 Ok(())
             }
             IntervalRecorder::Store(store) => {
-                let mut attempt = 0;
+                let mut attempt = 0u32;
                 loop {
                     let (proto, version) = store
                         .load()
@@ -61,7 +61,17 @@ impl IntervalRecorder {
                     catalog.stamp_commit(now);
                     match store.commit(catalog.proto(), &version).await {
                         Ok(_) => return Ok(()),
-                        Err(StoreError::Conflict { .. }) if attempt < 5 => attempt += 1,
+                        // Another writer (a parallel view of this job, another replica,
+                        // `feast apply`) got in between: reload and append again, after a
+                        // short jittered pause so parallel recorders do not collide again.
+                        Err(StoreError::Conflict { .. }) if attempt < 30 => {
+                            attempt += 1;
+                            let jitter = u64::from(Utc::now().timestamp_subsec_micros()) % 20;
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                2 + jitter + 5 * u64::from(attempt.min(10)),
+                            ))
+                            .await;
+                        }
                         Err(e) => return Err(registry_error(e.to_string())),
                     }
                 }

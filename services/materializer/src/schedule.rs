@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use feast_offline::OfflineStore;
 use feast_online::materialize::{MaterializeCall, Range};
 
-use crate::service::{JobManager, Trigger};
+use crate::service::{JobManager, SubmitError, Trigger};
 
 /// When scheduled jobs run.
 #[derive(Debug, Clone)]
@@ -176,6 +176,11 @@ impl<S: OfflineStore + 'static> JobManager<S> {
         };
         match self.submit(call, false, Trigger::Schedule).await {
             Ok(job) => job.wait().await,
+            // Normal with replicas: another one (or a job here) has them.
+            Err(SubmitError::Busy(views)) => tracing::info!(
+                message = "scheduled views are being materialized elsewhere; skipped",
+                views = ?views
+            ),
             Err(e) => tracing::warn!(message = "scheduled job not started", error = %e),
         }
     }

@@ -200,6 +200,9 @@ pub struct JobManager<S> {
     pub authorizer: Option<Arc<feast_auth::Authorizer>>,
     /// Prometheus metrics of jobs and views (`None`: not recorded).
     pub metrics: Option<Arc<Metrics>>,
+    /// Views leased through the SQL registry, shared with the other replicas (`None`: this
+    /// is the only materializer).
+    pub leases: Option<crate::lease::SharedLeases>,
     running: Running,
     jobs: Mutex<VecDeque<Arc<JobRecord>>>,
 }
@@ -223,6 +226,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             parallelism: 4,
             authorizer: None,
             metrics: None,
+            leases: None,
             running: Running::default(),
             jobs: Mutex::new(VecDeque::new()),
         }
@@ -290,17 +294,57 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             call.range,
             Utc::now(),
         )?;
-        let names: Vec<String> = windows.iter().map(|w| w.view.clone()).collect();
+        let mut names: Vec<String> = windows.iter().map(|w| w.view.clone()).collect();
         self.authorize(
             &snapshot.catalog,
             trigger,
             &names,
             feast_auth::Action::WriteOnline,
         )?;
-        let guard = self
+        let mut guard = self
             .running
             .claim(&names, force)
             .map_err(SubmitError::Busy)?;
+        // Replicas sharing the registry: take each view's lease first, then plan the windows
+        // again on a registry read after that, so a window starts where the last holder's
+        // recorded interval ended and no window runs twice.
+        let (leases, windows, snapshot) = match (&self.leases, force) {
+            (Some(shared), false) => {
+                let held = shared.acquire_all(&self.project, &names).await;
+                let busy: Vec<String> = names
+                    .iter()
+                    .filter(|n| !held.views.contains(*n))
+                    .cloned()
+                    .collect();
+                if !busy.is_empty() && (matches!(trigger, Trigger::Api(_)) || held.views.is_empty())
+                {
+                    drop(held);
+                    return Err(SubmitError::Busy(busy));
+                }
+                if !busy.is_empty() {
+                    tracing::info!(message = "views left to other replicas", views = ?busy);
+                    names = held.views.clone();
+                    drop(guard);
+                    guard = self
+                        .running
+                        .claim(&names, false)
+                        .map_err(SubmitError::Busy)?;
+                }
+                if let Err(e) = self.registry.refresh().await {
+                    tracing::warn!(message = "registry refresh after taking leases failed", error = %e);
+                }
+                let snapshot = self.registry.snapshot().ok_or(SubmitError::NoRegistry)?;
+                let windows = plan(
+                    &snapshot.catalog,
+                    &self.project,
+                    &names,
+                    call.range,
+                    Utc::now(),
+                )?;
+                (Some(held), windows, snapshot)
+            }
+            _ => (None, windows, snapshot),
+        };
         let (done, _) = tokio::sync::watch::channel(false);
         let job = Arc::new(JobRecord {
             id: uuid_like(),
@@ -346,6 +390,9 @@ impl<S: OfflineStore + 'static> JobManager<S> {
                     .buffer_unordered(manager.parallelism.max(1))
                     .collect()
                     .await;
+                if let Some(leases) = leases {
+                    leases.release().await;
+                }
                 let failed = results.iter().filter(|ok| !**ok).count();
                 if failed == 0 {
                     record.finish(pb::JobState::Succeeded, String::new());

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor};
-use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use feast_auth::testing::TestIssuer;
 use feast_auth::{Authenticator, Authorizer, OidcValidator};
@@ -25,117 +25,13 @@ use feast_proto::core::permission_spec::AuthzedAction;
 use feast_proto::feast_rs::materializer::v1 as pb;
 use feast_proto::registry::registry_server_client::RegistryServerClient;
 use feast_proto::registry::{GetFeatureViewRequest, ListFeatureViewsRequest};
-use feast_registry::{CacheSource, RegistryCache, RegistryService, RegistryStore, SqlStore};
+use feast_registry::{CacheSource, RegistryCache, RegistryService, RegistryStore};
 use futures::TryStreamExt;
 use serde_json::json;
-use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const T0: i64 = 1_714_521_600; // 2024-05-01T00:00:00Z
-
-fn pg_server() -> String {
-    std::env::var("FEAST_RS_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432".to_owned())
-}
-
-/// A fresh database, dropped at the end; `None` when PostgreSQL is unreachable outside CI.
-struct Db {
-    url: String,
-    name: String,
-}
-
-impl Db {
-    async fn create() -> Option<Self> {
-        let admin = format!("{}/test", pg_server());
-        let connected =
-            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin)).await;
-        let mut conn = match connected {
-            Ok(Ok(c)) => c,
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".into(),
-                };
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("PostgreSQL at {admin} is unreachable under CI=true: {why}");
-                }
-                eprintln!("skipping: PostgreSQL at {admin} is unreachable ({why})");
-                return None;
-            }
-        };
-        let name = format!("feast_rs_tenants_{}", std::process::id());
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        Some(Db {
-            url: format!("{}/{name}", pg_server()),
-            name,
-        })
-    }
-
-    async fn store(&self) -> SqlStore {
-        SqlStore::connect_url(&self.url, Default::default())
-            .await
-            .unwrap()
-    }
-
-    async fn drop_now(self) {
-        let admin = format!("{}/test", pg_server());
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn)
-            .await;
-        }
-    }
-}
-
-fn source(project: &str, name: &str) -> core::DataSource {
-    core::DataSource {
-        name: format!("{name}_src"),
-        project: project.into(),
-        r#type: core::data_source::SourceType::BatchFile as i32,
-        timestamp_field: "event_timestamp".into(),
-        options: Some(core::data_source::Options::FileOptions(
-            core::data_source::FileOptions {
-                uri: format!("{name}.parquet"),
-                ..Default::default()
-            },
-        )),
-        ..Default::default()
-    }
-}
-
-fn view(project: &str, name: &str) -> core::FeatureView {
-    core::FeatureView {
-        spec: Some(core::FeatureViewSpec {
-            name: name.into(),
-            project: project.into(),
-            entities: vec!["driver".into()],
-            entity_columns: vec![core::FeatureSpecV2 {
-                name: "driver_id".into(),
-                value_type: 4,
-                ..Default::default()
-            }],
-            features: vec![core::FeatureSpecV2 {
-                name: "rate".into(),
-                value_type: 5,
-                ..Default::default()
-            }],
-            batch_source: Some(source(project, name)),
-            online: true,
-            ..Default::default()
-        }),
-        meta: None,
-    }
-}
+mod common;
+use common::{Db, T0, source, view, write_parquet};
 
 fn everything_for(project: &str, role: &str) -> core::Permission {
     core::Permission {
@@ -179,34 +75,6 @@ fn tenant(registry: &mut core::Registry, project: &str, view_name: &str, role: &
     registry.data_sources.push(source(project, view_name));
     registry.feature_views.push(view(project, view_name));
     registry.permissions.push(everything_for(project, role));
-}
-
-fn write_parquet(dir: &std::path::Path, name: &str) {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("driver_id", DataType::Int64, true),
-        Field::new("rate", DataType::Float64, true),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
-        ),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(vec![1, 2])),
-            Arc::new(Float64Array::from(vec![0.25, 0.5])),
-            Arc::new(
-                TimestampMicrosecondArray::from(vec![T0 * 1_000_000, T0 * 1_000_000])
-                    .with_timezone("UTC"),
-            ),
-        ],
-    )
-    .unwrap();
-    let file = std::fs::File::create(dir.join(format!("{name}.parquet"))).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
 }
 
 async fn http(port: u16, path: &str, token: &str, body: &serde_json::Value) -> (u16, String) {
@@ -294,7 +162,7 @@ fn historical(project: &str, view: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn team_a_cannot_reach_team_b_through_any_service() {
-    let Some(db) = Db::create().await else {
+    let Some(db) = Db::create("feast_rs_tenants").await else {
         return;
     };
     let mut registry = core::Registry::default();

@@ -24,7 +24,7 @@ pub use cache::{
 };
 pub use client::{AuthChannel, ClientError, RemoteOptions, RemoteRegistry};
 pub use service::{RegistryService, ServiceOptions};
-pub use sql::{SqlStore, SqlStoreOptions};
+pub use sql::{Leases, SqlStore, SqlStoreOptions};
 pub use store::{Committed, FileStore, RegistryStore, StoreError, StoreVersion};
 
 /// Default port of Feast's registry server.

@@ -62,6 +62,29 @@ pub(crate) const FEAST_TABLES: [&str; 14] = [
     "feast_metadata",
 ];
 
+/// feast-rs's materialization leases (see `super::Leases`), created on first use by a
+/// materializer, not by the registry.
+const LEASES_DDL: &str = "CREATE TABLE IF NOT EXISTS feast_rs_materialization_leases (
+    project VARCHAR(255) NOT NULL,
+    feature_view VARCHAR(255) NOT NULL,
+    holder VARCHAR(255) NOT NULL,
+    expires_ms BIGINT NOT NULL,
+    PRIMARY KEY (project, feature_view)
+)";
+
+/// Takes the lease of a view when it is free, expired, or already this holder's (then it
+/// is extended); returns a row only when the caller holds it afterwards.
+const LEASE_ACQUIRE: &str = "INSERT INTO feast_rs_materialization_leases \
+    (project, feature_view, holder, expires_ms) VALUES ($1, $2, $3, $4) \
+    ON CONFLICT (project, feature_view) DO UPDATE \
+    SET holder = excluded.holder, expires_ms = excluded.expires_ms \
+    WHERE feast_rs_materialization_leases.expires_ms < $5 \
+       OR feast_rs_materialization_leases.holder = excluded.holder \
+    RETURNING holder";
+
+const LEASE_RELEASE: &str = "DELETE FROM feast_rs_materialization_leases \
+    WHERE project = $1 AND feature_view = $2 AND holder = $3";
+
 /// Key of the PostgreSQL advisory lock that serializes schema migrations of replicas
 /// starting together (concurrent `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL).
 const PG_MIGRATION_LOCK: i64 = 0x0fea_5700_5c4e_3a01;
@@ -187,6 +210,57 @@ macro_rules! backend {
                     values.push(row.try_get::<i64, _>(i)?);
                 }
                 Ok((counter, fnv(values)))
+            }
+
+            /// Creates the lease table if needed (serialized like migrations).
+            pub(crate) async fn lease_table(pool: &Pool) -> Result<(), sqlx::Error> {
+                let mut tx = if PG {
+                    let mut tx = pool.begin().await?;
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(PG_MIGRATION_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx
+                } else {
+                    pool.begin_with("BEGIN IMMEDIATE").await?
+                };
+                sqlx::raw_sql(LEASES_DDL).execute(&mut *tx).await?;
+                tx.commit().await
+            }
+
+            /// Whether `holder` holds the lease of `view` until `until_ms` after this call.
+            pub(crate) async fn lease_acquire(
+                pool: &Pool,
+                project: &str,
+                view: &str,
+                holder: &str,
+                now_ms: i64,
+                until_ms: i64,
+            ) -> Result<bool, sqlx::Error> {
+                let row = sqlx::query(LEASE_ACQUIRE)
+                    .bind(project)
+                    .bind(view)
+                    .bind(holder)
+                    .bind(until_ms)
+                    .bind(now_ms)
+                    .fetch_optional(pool)
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            pub(crate) async fn lease_release(
+                pool: &Pool,
+                project: &str,
+                view: &str,
+                holder: &str,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query(LEASE_RELEASE)
+                    .bind(project)
+                    .bind(view)
+                    .bind(holder)
+                    .execute(pool)
+                    .await?;
+                Ok(())
             }
 
             /// The current version token.

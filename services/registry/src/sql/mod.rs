@@ -67,6 +67,7 @@ impl Default for SqlStoreOptions {
     }
 }
 
+#[derive(Clone)]
 enum Db {
     Pg(sqlx::PgPool),
     Lite(sqlx::SqlitePool),
@@ -198,6 +199,20 @@ impl SqlStore {
         db_error(&self.location, e)
     }
 
+    /// Materialization leases in this registry's database (their table is created here on
+    /// first use), sharing the store's connections.
+    pub async fn leases(&self) -> Result<Leases, StoreError> {
+        match &self.db {
+            Db::Pg(p) => db::pg::lease_table(p).await,
+            Db::Lite(p) => db::lite::lease_table(p).await,
+        }
+        .map_err(|e| self.db_error(e))?;
+        Ok(Leases {
+            db: self.db.clone(),
+            location: self.location.clone(),
+        })
+    }
+
     async fn read(&self) -> Result<(Option<core::Registry>, rows::Snapshot), StoreError> {
         let raw = match &self.db {
             Db::Pg(p) => db::pg::load(p, &self.token_sql).await,
@@ -240,6 +255,17 @@ impl RegistryStore for SqlStore {
             *guard = Some(self.read().await?.1);
         }
         let base = guard.as_mut().expect("base loaded");
+        // The rows are diffed against the last snapshot this store read or wrote; a caller
+        // whose registry comes from an older one (another task of this process committed
+        // in between) would write that task's rows back to what it had loaded. Such a
+        // commit is a conflict: the caller reloads and tries again.
+        if base.token != expected.0 {
+            return Err(StoreError::Conflict {
+                location: self.location.clone(),
+                detail: "the registry was written through this store since the caller loaded it"
+                    .to_owned(),
+            });
+        }
         let now = registry
             .last_updated
             .unwrap_or_else(|| feast_core::registry::timestamp(chrono::Utc::now()));
@@ -295,5 +321,56 @@ mod tests {
             redact("sqlite:///data/registry.db"),
             "sqlite:///data/registry.db"
         );
+    }
+}
+
+/// Leases of feature views for materialization, kept in the SQL registry's database
+/// (`feast_rs_materialization_leases`: one row per project and view with its holder and
+/// expiry), so materializer replicas sharing the registry never run the same view at
+/// once: a replica takes a view's lease before it plans the view's window, extends it
+/// while the job runs and drops it when done. A crashed replica's leases expire.
+#[derive(Clone)]
+pub struct Leases {
+    db: Db,
+    location: String,
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leases {
+    /// Takes or extends the lease of `view` for `holder` until `ttl` from now; `false` when
+    /// another holder's lease has not expired.
+    pub async fn acquire(
+        &self,
+        project: &str,
+        view: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let until = now + ttl.as_millis() as i64;
+        match &self.db {
+            Db::Pg(p) => db::pg::lease_acquire(p, project, view, holder, now, until).await,
+            Db::Lite(p) => db::lite::lease_acquire(p, project, view, holder, now, until).await,
+        }
+        .map_err(|e| db_error(&self.location, e))
+    }
+
+    /// Drops `holder`'s lease of `view` (nothing when another holder has it).
+    pub async fn release(&self, project: &str, view: &str, holder: &str) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Pg(p) => db::pg::lease_release(p, project, view, holder).await,
+            Db::Lite(p) => db::lite::lease_release(p, project, view, holder).await,
+        }
+        .map_err(|e| db_error(&self.location, e))
     }
 }
