@@ -8,6 +8,7 @@ in one registry stay isolated; the served registry.db is Feast's format.
 import socket
 import subprocess
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,37 @@ def test_projects_are_isolated(tmp_path, registry_server, feast_cli):
     with pytest.raises(FeatureViewNotFoundException):
         other_store.get_feature_view("customer_driver_affinity")
     assert {p.name for p in other_store.list_projects()} == {"compat", "other"}
+
+
+def test_feast_materialize_lifecycle_state_through_feast_rs(tmp_path, registry_server, feast_cli):
+    """Feast 0.67's materialize moves a view through its lifecycle states with
+    `apply_feature_view` (MATERIALIZING) and `apply_materialization` (AVAILABLE_ONLINE); the
+    feast-rs registry applies the state the client sets, and a plain re-apply keeps it."""
+    from feast.feature_view import FeatureViewState
+
+    port, _ = registry_server
+    repo = remote_repo(tmp_path, port)
+    run([feast_cli, "apply"], cwd=repo)
+    store = FeatureStore(repo_path=str(repo))
+    end = datetime.now(timezone.utc)
+    store.materialize(end - timedelta(days=3), end, feature_views=["driver_hourly_stats"])
+    fv = store.registry.get_feature_view("driver_hourly_stats", "compat", allow_cache=False)
+    assert fv.state == FeatureViewState.AVAILABLE_ONLINE
+
+    # What Feast's materialize does before it runs a view that has a state.
+    fv.state = FeatureViewState.MATERIALIZING
+    store.registry.apply_feature_view(fv, "compat", commit=True)
+    fv = store.registry.get_feature_view("driver_hourly_stats", "compat", allow_cache=False)
+    assert fv.state == FeatureViewState.MATERIALIZING
+    assert len(fv.materialization_intervals) == 1
+
+    # A second materialization ends it (Feast treats MATERIALIZING as already reserved).
+    store.materialize(end, datetime.now(timezone.utc), feature_views=["driver_hourly_stats"])
+    fv = store.registry.get_feature_view("driver_hourly_stats", "compat", allow_cache=False)
+    assert fv.state == FeatureViewState.AVAILABLE_ONLINE
+    assert len(fv.materialization_intervals) == 2
+
+    # `feast apply` (state unspecified) keeps it.
+    run([feast_cli, "apply"], cwd=repo)
+    fv = store.registry.get_feature_view("driver_hourly_stats", "compat", allow_cache=False)
+    assert fv.state == FeatureViewState.AVAILABLE_ONLINE

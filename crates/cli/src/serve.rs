@@ -374,6 +374,11 @@ pub(crate) async fn start_feature_server(
         read_options: feast_online::serving::ReadOptions {
             entity_key_serialization_version: ctx.config.entity_key_serialization_version,
             expired_as_present: args.expired_as_present,
+            serve_while_materializing: ctx
+                .config
+                .registry
+                .common()
+                .serve_features_while_materializing,
         },
         max_request_bytes: args.max_request_bytes,
         metrics: args

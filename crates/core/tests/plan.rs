@@ -130,6 +130,24 @@ fn update_reports_changed_fields_and_keeps_server_state() {
         "state kept"
     );
     assert_eq!(fv.spec.as_ref().unwrap().ttl.unwrap().seconds, 172_800);
+
+    // A client that sets a state (Feast's materialize flips a view to MATERIALIZING
+    // through `apply_feature_view`) has it applied; intervals are still the server's.
+    let mut flipped = fv.clone();
+    flipped.meta.as_mut().unwrap().state = core::FeatureViewState::Materializing as i32;
+    flipped
+        .meta
+        .as_mut()
+        .unwrap()
+        .materialization_intervals
+        .clear();
+    catalog.apply(flipped, "demo", ts(300)).unwrap();
+    let fv = catalog
+        .get::<core::FeatureView>("driver_stats", "demo")
+        .unwrap();
+    let meta = fv.meta.as_ref().unwrap();
+    assert_eq!(meta.state, core::FeatureViewState::Materializing as i32);
+    assert_eq!(meta.materialization_intervals.len(), 1, "intervals kept");
     // Unchanged objects keep their last_updated.
     let other = catalog.get::<core::FeatureView>("other", "demo").unwrap();
     assert_eq!(

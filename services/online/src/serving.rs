@@ -536,8 +536,12 @@ fn lookup_view<'a>(
 }
 
 /// Feast's serving gate (`_get_feature_views_to_use`): disabled views and views in a state
-/// other than unspecified/available-online do not serve.
-fn check_servable(fv: &core::FeatureView) -> Result<(), ServeError> {
+/// other than unspecified/available-online (or materializing, with the registry's
+/// `serve_features_while_materializing`) do not serve.
+fn check_servable(
+    fv: &core::FeatureView,
+    serve_while_materializing: bool,
+) -> Result<(), ServeError> {
     let name = &fv.spec_ref().name;
     if fv.spec_ref().disabled {
         return Err(ServeError::Unprocessable(format!(
@@ -547,7 +551,11 @@ fn check_servable(fv: &core::FeatureView) -> Result<(), ServeError> {
     let state = fv.meta.as_ref().map(|m| m.state).unwrap_or_default();
     let unspecified = core::FeatureViewState::StateUnspecified as i32;
     let online = core::FeatureViewState::AvailableOnline as i32;
-    if state != unspecified && state != online {
+    let materializing = core::FeatureViewState::Materializing as i32;
+    let servable = state == unspecified
+        || state == online
+        || (serve_while_materializing && state == materializing);
+    if !servable {
         let label = core::FeatureViewState::try_from(state)
             .map(|s| s.as_str_name().to_string())
             .unwrap_or_else(|_| state.to_string());
@@ -743,6 +751,9 @@ pub struct ReadOptions {
     /// server does, instead of `OUTSIDE_MAX_AGE` and `null` (the default, which agrees with
     /// the offline point-in-time join).
     pub expired_as_present: bool,
+    /// The registry's `serve_features_while_materializing`: views in the `MATERIALIZING`
+    /// state keep serving their last values (otherwise they are refused, as Feast does).
+    pub serve_while_materializing: bool,
 }
 
 impl Default for ReadOptions {
@@ -751,6 +762,7 @@ impl Default for ReadOptions {
             entity_key_serialization_version:
                 feast_core::entity_key::DEFAULT_ENTITY_KEY_SERIALIZATION_VERSION,
             expired_as_present: false,
+            serve_while_materializing: false,
         }
     }
 }
@@ -766,7 +778,7 @@ pub async fn get_online_features(
     let key_version = options.entity_key_serialization_version;
     let reads = resolve(catalog, index, project, request)?;
     for r in &reads {
-        check_servable(r.fv)?;
+        check_servable(r.fv, options.serve_while_materializing)?;
     }
 
     // Entity columns: equal lengths.

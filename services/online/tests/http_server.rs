@@ -177,6 +177,7 @@ struct Options {
     max_request_bytes: usize,
     metrics: bool,
     expired_as_present: bool,
+    serve_while_materializing: bool,
     tls: bool,
 }
 
@@ -189,6 +190,7 @@ impl Default for Options {
             max_request_bytes: feast_online::http::DEFAULT_MAX_REQUEST_BYTES,
             metrics: false,
             expired_as_present: false,
+            serve_while_materializing: false,
             tls: false,
         }
     }
@@ -271,6 +273,7 @@ async fn start_with(with_registry: bool, options: Options) -> Server {
         read_options: ReadOptions {
             entity_key_serialization_version: 3,
             expired_as_present: options.expired_as_present,
+            serve_while_materializing: options.serve_while_materializing,
         },
         max_request_bytes: options.max_request_bytes,
         metrics: options.metrics.then(|| Arc::new(Metrics::new())),
@@ -707,6 +710,26 @@ async fn push_writes_every_view_of_the_push_source() {
     )
     .await;
     assert!(body.contains("NOT_FOUND"), "{body}");
+}
+
+/// With the registry's `serve_features_while_materializing`, a view Feast has flipped to
+/// MATERIALIZING keeps serving its last values instead of being refused.
+#[tokio::test]
+async fn materializing_views_serve_when_the_registry_allows_it() {
+    let s = start_with(
+        true,
+        Options {
+            serve_while_materializing: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (status, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": [1]}, "features": ["busy:rate"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

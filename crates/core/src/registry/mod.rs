@@ -168,7 +168,8 @@ impl Catalog {
     /// Inserts or replaces an object (matched by name and project) with Feast's upsert
     /// rules: the stored project is `project`, `created_timestamp` is kept from the existing
     /// object (or set to `now`), `last_updated_timestamp` is `now`, feature views keep their
-    /// materialization intervals, version number and state, and a feature-view name already
+    /// materialization intervals, version number and state (unless the new object sets a
+    /// state: Feast's materialize applies MATERIALIZING), and a feature-view name already
     /// used by another view kind is rejected.
     pub fn apply<T: RegistryObject>(
         &mut self,
@@ -588,8 +589,9 @@ fn set_current_version<T: RegistryObject>(object: &mut T, version: i32) {
     }
 }
 
-/// Keeps what the server owns (materialization intervals, version, state) when a feature
-/// view or stream feature view is re-applied.
+/// Keeps what the server owns (materialization intervals, version, and the lifecycle state
+/// unless the new object sets one) when a feature view or stream feature view is
+/// re-applied.
 fn carry_server_state<T: RegistryObject>(existing: &T, new: &mut T) {
     use std::any::Any;
     fn view_meta(o: &dyn Any) -> Option<&core::FeatureViewMeta> {
@@ -613,6 +615,11 @@ fn carry_server_state<T: RegistryObject>(existing: &T, new: &mut T) {
         new.materialization_intervals = old.materialization_intervals.clone();
         new.current_version_number = old.current_version_number;
         new.version_id = old.version_id.clone();
-        new.state = old.state;
+        // A lifecycle state the caller sets is applied (Feast's materialize flips a view
+        // to MATERIALIZING this way); an unspecified one keeps the stored state, so a
+        // plain `apply` does not reset AVAILABLE_ONLINE.
+        if new.state == core::FeatureViewState::StateUnspecified as i32 {
+            new.state = old.state;
+        }
     }
 }
