@@ -122,6 +122,8 @@ impl Authz {
                     seen.push(view);
                     if let Some(fv) = index.feature_view(catalog, view) {
                         self.check(user, index, ResourceRef::of(fv), &read)?;
+                    } else if let Some(sfv) = index.stream_view(catalog, view) {
+                        self.check(user, index, ResourceRef::of(sfv), &read)?;
                     } else if let Some(odfv) = index.on_demand_view(catalog, view) {
                         self.check(user, index, ResourceRef::of(odfv), &read)?;
                     }

@@ -425,7 +425,7 @@ fn odfv_unsupported(name: &str) -> ServeError {
 /// Resolves `request`'s features to the views to read, grouped per view in first-mention order.
 fn resolve<'a>(
     catalog: &'a Catalog,
-    index: &ProjectIndex,
+    index: &'a ProjectIndex,
     project: &str,
     request: &OnlineRequest,
 ) -> Result<Vec<ViewRead<'a>>, ServeError> {
@@ -515,7 +515,7 @@ fn check_collisions(reads: &[ViewRead<'_>], full: bool) -> Result<(), ServeError
 
 fn lookup_view<'a>(
     catalog: &'a Catalog,
-    index: &ProjectIndex,
+    index: &'a ProjectIndex,
     name: &str,
 ) -> Result<&'a core::FeatureView, ServeError> {
     if let Some(fv) = index.feature_view(catalog, name) {
@@ -524,10 +524,8 @@ fn lookup_view<'a>(
     if index.on_demand_views.contains_key(name) {
         return Err(odfv_unsupported(name));
     }
-    if index.stream_views.contains(name) {
-        return Err(ServeError::Unprocessable(format!(
-            "{name} is a stream feature view: feast-rs does not serve stream feature views yet"
-        )));
+    if let Some((_, fv)) = index.stream_views.get(name) {
+        return Ok(fv);
     }
     Err(feast(FeastError::new(
         ErrorClass::FeatureViewNotFoundException,
@@ -623,7 +621,9 @@ pub struct ProjectIndex {
     feature_views: HashMap<String, usize>,
     feature_services: HashMap<String, usize>,
     on_demand_views: HashMap<String, usize>,
-    stream_views: std::collections::HashSet<String>,
+    /// Name → (position in the registry's `stream_feature_views`, the view as a feature
+    /// view for reads: its online rows are laid out as a feature view's).
+    stream_views: HashMap<String, (usize, core::FeatureView)>,
     /// Join key → declared type, from the project's entities.
     entity_types: HashMap<String, ValueType>,
     /// The project's permissions (for authorization).
@@ -656,12 +656,14 @@ impl ProjectIndex {
             .filter(|p| p.spec.as_ref().is_some_and(|s| in_project(&s.project)))
             .cloned()
             .collect();
-        index.stream_views = registry
-            .stream_feature_views
-            .iter()
-            .filter_map(|v| v.spec.as_ref().filter(|s| in_project(&s.project)))
-            .map(|s| s.name.clone())
-            .collect();
+        for (i, v) in registry.stream_feature_views.iter().enumerate() {
+            if let Some(spec) = v.spec.as_ref().filter(|s| in_project(&s.project)) {
+                index
+                    .stream_views
+                    .entry(spec.name.clone())
+                    .or_insert_with(|| (i, stream_view_for_reads(v)));
+            }
+        }
         for spec in registry
             .entities
             .iter()
@@ -682,6 +684,15 @@ impl ProjectIndex {
     ) -> Option<&'a core::FeatureView> {
         let &i = self.feature_views.get(name)?;
         catalog.proto().feature_views.get(i)
+    }
+
+    pub fn stream_view<'a>(
+        &self,
+        catalog: &'a Catalog,
+        name: &str,
+    ) -> Option<&'a core::StreamFeatureView> {
+        let &(i, _) = self.stream_views.get(name)?;
+        catalog.proto().stream_feature_views.get(i)
     }
 
     pub fn feature_service<'a>(
@@ -705,6 +716,36 @@ impl ProjectIndex {
     /// The project's permissions.
     pub fn permissions(&self) -> &[core::Permission] {
         &self.permissions
+    }
+}
+
+/// A stream feature view as the feature view its online rows belong to: the stream job
+/// (or a push, or `write_to_online_store`) writes them in a feature view's layout, under
+/// the stream view's name.
+fn stream_view_for_reads(sfv: &core::StreamFeatureView) -> core::FeatureView {
+    let spec = sfv.spec.clone().unwrap_or_default();
+    core::FeatureView {
+        spec: Some(core::FeatureViewSpec {
+            name: spec.name,
+            project: spec.project,
+            entities: spec.entities,
+            features: spec.features,
+            tags: spec.tags,
+            ttl: spec.ttl,
+            batch_source: spec.batch_source,
+            stream_source: spec.stream_source,
+            online: spec.online,
+            description: spec.description,
+            owner: spec.owner,
+            entity_columns: spec.entity_columns,
+            mode: spec.mode,
+            enable_validation: spec.enable_validation,
+            version: spec.version,
+            org: spec.org,
+            disabled: spec.disabled,
+            ..Default::default()
+        }),
+        meta: sfv.meta.clone(),
     }
 }
 

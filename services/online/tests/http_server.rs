@@ -117,6 +117,18 @@ fn registry() -> core::Registry {
             }),
             meta: None,
         }],
+        stream_feature_views: vec![core::StreamFeatureView {
+            spec: Some(core::StreamFeatureViewSpec {
+                name: "trips".into(),
+                project: PROJECT.into(),
+                entities: vec!["driver".into()],
+                entity_columns: vec![spec("driver_id", INT64)],
+                features: vec![spec("rate", DOUBLE), spec("label", STRING)],
+                online: true,
+                ..Default::default()
+            }),
+            meta: None,
+        }],
         on_demand_feature_views: vec![core::OnDemandFeatureView {
             spec: Some(core::OnDemandFeatureViewSpec {
                 name: "odfv".into(),
@@ -213,7 +225,7 @@ async fn start_with(with_registry: bool, options: Options) -> Server {
     let store = SqliteOnlineStore::open(dir.path().join("online.db"))
         .await
         .unwrap();
-    let tables: Vec<_> = ["stats", "short", "busy", "global", "pushed"]
+    let tables: Vec<_> = ["stats", "short", "busy", "global", "pushed", "trips"]
         .iter()
         .map(|v| TableRef::new(PROJECT, *v))
         .collect();
@@ -252,6 +264,10 @@ async fn start_with(with_registry: bool, options: Options) -> Server {
         3,
     )
     .unwrap();
+    store
+        .online_write_batch(&tables[5], &[write(2, 1_714_557_600, 4.25, "streamed")])
+        .await
+        .unwrap();
     let mut global = write(0, 1_714_557_600, 7.5, "all");
     global.entity_key = dummy_key;
     store
@@ -710,6 +726,36 @@ async fn push_writes_every_view_of_the_push_source() {
     )
     .await;
     assert!(body.contains("NOT_FOUND"), "{body}");
+}
+
+/// A stream feature view's online rows (written by its stream job, a push or
+/// `write_to_online_store`) are read like a feature view's, over HTTP and gRPC alike.
+#[tokio::test]
+async fn stream_feature_views_serve() {
+    let s = start(true).await;
+    let (status, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": [2, 9]}, "features": ["trips:rate", "trips:label"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let out: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        out["metadata"]["feature_names"],
+        json!(["driver_id", "rate", "label"])
+    );
+    assert_eq!(out["results"][1]["values"], json!([4.25, null]));
+    assert_eq!(out["results"][2]["values"], json!(["streamed", null]));
+    assert_eq!(
+        out["results"][1]["statuses"],
+        json!(["PRESENT", "NOT_FOUND"])
+    );
+    let (status, body) = post(
+        s.port,
+        json!({"entities": {"driver_id": [2]}, "features": ["trips:nope"]}),
+    )
+    .await;
+    assert_ne!(status, 200, "{body}");
 }
 
 /// With the registry's `serve_features_while_materializing`, a view Feast has flipped to
