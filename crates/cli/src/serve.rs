@@ -301,12 +301,13 @@ pub(crate) async fn start_feature_server(
 ) -> Result<Bound> {
     use feast_core::config::OnlineStoreConfig;
 
-    let addr = address(&ServeArgs {
+    let serve_args = ServeArgs {
         host: args.host.clone(),
         port: args.port,
-        key: None,
-        cert: None,
-    })?;
+        key: args.key.clone(),
+        cert: args.cert.clone(),
+    };
+    let addr = address(&serve_args)?;
     match &ctx.config.online_store {
         Some(
             OnlineStoreConfig::Sqlite(_)
@@ -320,15 +321,9 @@ pub(crate) async fn start_feature_server(
         ),
         None => bail!("feature_store.yaml has `online_store: null`: there is nothing to serve"),
     }
-    let tls = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => {
-            let cert = std::fs::read(cert)
-                .with_context(|| format!("reading --cert {}", cert.display()))?;
-            let key =
-                std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?;
-            Some(feast_online::http::tls_config(&cert, &key)?)
-        }
-        _ => None,
+    let tls = match tls(&serve_args)? {
+        Some(pem) => Some(feast_online::http::tls_config(&pem.cert, &pem.key)?),
+        None => None,
     };
     let project = ctx.config.project.clone();
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
@@ -429,12 +424,13 @@ pub(crate) async fn start_offline_server(
     shutdown: Shutdown,
 ) -> Result<Bound> {
     use feast_core::config::OfflineStoreConfig;
-    let addr = address(&ServeArgs {
+    let serve_args = ServeArgs {
         host: args.host.clone(),
         port: args.port,
-        key: None,
-        cert: None,
-    })?;
+        key: args.key.clone(),
+        cert: args.cert.clone(),
+    };
+    let addr = address(&serve_args)?;
     match &ctx.config.offline_store {
         None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => {}
         Some(other) => bail!(
@@ -443,14 +439,10 @@ pub(crate) async fn start_offline_server(
             other.type_name()
         ),
     }
-    let tls = match (&args.cert, &args.key) {
-        (Some(cert), Some(key)) => Some(feast_offline::TlsPem {
-            cert: std::fs::read(cert)
-                .with_context(|| format!("reading --cert {}", cert.display()))?,
-            key: std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?,
-        }),
-        _ => None,
-    };
+    let tls = tls(&serve_args)?.map(|pem| feast_offline::TlsPem {
+        cert: pem.cert,
+        key: pem.key,
+    });
     let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);

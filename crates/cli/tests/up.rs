@@ -254,31 +254,36 @@ fn up_serves_the_demo_over_every_protocol_and_stops_cleanly() {
         )
         .unwrap();
         let client = FlightOfflineClient::new(&config, None).unwrap();
-        let utc: Option<std::sync::Arc<str>> = Some("UTC".into());
-        let schema = std::sync::Arc::new(Schema::new(vec![
-            Field::new("driver_id", DataType::Int64, false),
-            Field::new(
-                "event_timestamp",
-                DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
-                false,
-            ),
-        ]));
-        let now = chrono::Utc::now().timestamp_micros();
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                std::sync::Arc::new(Int64Array::from(vec![1001, 1002, 9999])),
-                std::sync::Arc::new(
-                    TimestampMicrosecondArray::from(vec![now, now, now]).with_timezone_opt(utc),
+        // Driver ids, each at `at` (µs since the epoch, UTC).
+        let entities = |ids: Vec<i64>, at: i64| {
+            let utc: Option<std::sync::Arc<str>> = Some("UTC".into());
+            let schema = std::sync::Arc::new(Schema::new(vec![
+                Field::new("driver_id", DataType::Int64, false),
+                Field::new(
+                    "event_timestamp",
+                    DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
+                    false,
                 ),
-            ],
-        )
-        .unwrap();
+            ]));
+            let times = vec![at; ids.len()];
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    std::sync::Arc::new(Int64Array::from(ids)),
+                    std::sync::Arc::new(
+                        TimestampMicrosecondArray::from(times).with_timezone_opt(utc),
+                    ),
+                ],
+            )
+            .unwrap();
+            EntityTable::new(schema, vec![batch])
+        };
+        let now = chrono::Utc::now().timestamp_micros();
         let mut stream = client
             .get_historical_features(
                 &catalog,
                 "demo",
-                EntityTable::new(schema.clone(), vec![batch]),
+                entities(vec![1001, 1002, 9999], now),
                 &HistoricalRequest {
                     features: FeatureSelection::Refs(vec!["driver_hourly_stats:conv_rate".into()]),
                     full_feature_names: false,
@@ -315,22 +320,11 @@ fn up_serves_the_demo_over_every_protocol_and_stops_cleanly() {
         let (status, body) = http_post(online, "/push", &push);
         assert_eq!(status, 200, "{body}");
         let later = (pushed_at + chrono::TimeDelta::seconds(1)).timestamp_micros();
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                std::sync::Arc::new(Int64Array::from(vec![1005])),
-                std::sync::Arc::new(
-                    TimestampMicrosecondArray::from(vec![later])
-                        .with_timezone_opt(Some(std::sync::Arc::<str>::from("UTC"))),
-                ),
-            ],
-        )
-        .unwrap();
         let mut stream = client
             .get_historical_features(
                 &catalog,
                 "demo",
-                EntityTable::new(schema.clone(), vec![batch]),
+                entities(vec![1005], later),
                 &HistoricalRequest {
                     features: FeatureSelection::Refs(vec![
                         "driver_hourly_stats:conv_rate".into(),

@@ -93,22 +93,23 @@ fn ts(seconds: i64) -> Option<Timestamp> {
     Some(Timestamp { seconds, nanos: 0 })
 }
 
-#[tokio::test]
-async fn jobs_materialize_record_intervals_and_report_progress() {
-    let dir = tempfile::tempdir().unwrap();
-    write_data(dir.path());
-    let registry_path = dir.path().join("registry.db");
+/// A job manager over `dir`: the data of [`write_data`], a file registry holding [`view`],
+/// and a SQLite online store with its table (also returned).
+async fn job_manager(
+    dir: &std::path::Path,
+) -> (JobManager<FileOfflineStore>, Arc<dyn OnlineStore>) {
+    write_data(dir);
+    let registry_path = dir.join("registry.db");
     let registry = core::Registry {
         feature_views: vec![view()],
         ..Default::default()
     };
     std::fs::write(&registry_path, registry.encode_to_vec()).unwrap();
-    let online = SqliteOnlineStore::open(dir.path().join("online.db"))
+    let online = SqliteOnlineStore::open(dir.join("online.db"))
         .await
         .unwrap();
-    let table = TableRef::new(PROJECT, "stats");
     online
-        .update(PROJECT, std::slice::from_ref(&table), &[])
+        .update(PROJECT, &[TableRef::new(PROJECT, "stats")], &[])
         .await
         .unwrap();
     let online: Arc<dyn OnlineStore> = Arc::new(online);
@@ -117,8 +118,8 @@ async fn jobs_materialize_record_intervals_and_report_progress() {
         Duration::ZERO,
     )
     .await;
-    let manager = Arc::new(JobManager::new(
-        Arc::new(FileOfflineStore::new(dir.path())),
+    let manager = JobManager::new(
+        Arc::new(FileOfflineStore::new(dir)),
         online.clone(),
         Arc::new(IntervalRecorder::Store(Box::new(FileStore::new(
             &registry_path,
@@ -126,7 +127,17 @@ async fn jobs_materialize_record_intervals_and_report_progress() {
         cache,
         PROJECT,
         Options::default(),
-    ));
+    );
+    (manager, online)
+}
+
+#[tokio::test]
+async fn jobs_materialize_record_intervals_and_report_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manager, online) = job_manager(dir.path()).await;
+    let manager = Arc::new(manager);
+    let registry_path = dir.path().join("registry.db");
+    let table = TableRef::new(PROJECT, "stats");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -448,35 +459,7 @@ async fn schedules_run_jobs_and_metrics_report_them() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let dir = tempfile::tempdir().unwrap();
-    write_data(dir.path());
-    let registry_path = dir.path().join("registry.db");
-    let registry = core::Registry {
-        feature_views: vec![view()],
-        ..Default::default()
-    };
-    std::fs::write(&registry_path, registry.encode_to_vec()).unwrap();
-    let online = SqliteOnlineStore::open(dir.path().join("online.db"))
-        .await
-        .unwrap();
-    online
-        .update(PROJECT, &[TableRef::new(PROJECT, "stats")], &[])
-        .await
-        .unwrap();
-    let cache = RegistryCache::start(
-        CacheSource::Store(Box::new(FileStore::new(&registry_path))),
-        Duration::ZERO,
-    )
-    .await;
-    let mut manager = JobManager::new(
-        Arc::new(FileOfflineStore::new(dir.path())),
-        Arc::new(online),
-        Arc::new(IntervalRecorder::Store(Box::new(FileStore::new(
-            &registry_path,
-        )))),
-        cache,
-        PROJECT,
-        Options::default(),
-    );
+    let (mut manager, _) = job_manager(dir.path()).await;
     manager.metrics = Some(Arc::new(feast_materializer::metrics::Metrics::new()));
     let manager = Arc::new(manager);
     let schedules = manager.schedule_all(vec![

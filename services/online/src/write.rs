@@ -448,6 +448,13 @@ pub async fn write_to_online_store(
     write_targets(&[target], project, store, key_version, frame).await
 }
 
+/// Whether `source` is the push source named `name`.
+fn is_push_source(source: Option<&core::DataSource>, name: &str) -> bool {
+    source.is_some_and(|s| {
+        s.r#type == core::data_source::SourceType::PushSource as i32 && s.name == name
+    })
+}
+
 /// The feature views and stream feature views whose stream source is the push source
 /// `push_source_name`, by name.
 fn push_targets<'a>(
@@ -457,12 +464,7 @@ fn push_targets<'a>(
 ) -> Vec<Target<'a>> {
     static NO_TAGS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     let no_tags = &NO_TAGS;
-    let is_push = |s: Option<&core::DataSource>| {
-        s.is_some_and(|s| {
-            s.r#type == core::data_source::SourceType::PushSource as i32
-                && s.name == push_source_name
-        })
-    };
+    let is_push = |s: Option<&core::DataSource>| is_push_source(s, push_source_name);
     let mut targets: Vec<Target<'a>> = catalog
         .list::<core::FeatureView>(project, no_tags)
         .filter(|fv| is_push(fv.spec.as_ref().and_then(|s| s.stream_source.as_ref())))
@@ -547,12 +549,7 @@ fn offline_targets<'a>(
     use feast_core::model::FeatureViewExt;
     static NO_TAGS: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     let no_tags = &NO_TAGS;
-    let fed = |s: Option<&core::DataSource>| {
-        s.is_some_and(|s| {
-            s.r#type == core::data_source::SourceType::PushSource as i32
-                && s.name == push_source_name
-        })
-    };
+    let fed = |s: Option<&core::DataSource>| is_push_source(s, push_source_name);
     let mut views: Vec<&core::FeatureView> = catalog
         .list::<core::FeatureView>(project, no_tags)
         .filter(|fv| fed(fv.spec.as_ref().and_then(|s| s.stream_source.as_ref())))

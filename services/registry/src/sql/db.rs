@@ -212,18 +212,26 @@ macro_rules! backend {
                 Ok((counter, fnv(values)))
             }
 
-            /// Creates the lease table if needed (serialized like migrations).
-            pub(crate) async fn lease_table(pool: &Pool) -> Result<(), sqlx::Error> {
-                let mut tx = if PG {
+            /// A transaction for DDL that replicas starting together must not run at once:
+            /// under the migration advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite.
+            async fn begin_schema_change(
+                pool: &Pool,
+            ) -> Result<sqlx::Transaction<'static, $db>, sqlx::Error> {
+                if PG {
                     let mut tx = pool.begin().await?;
                     sqlx::query("SELECT pg_advisory_xact_lock($1)")
                         .bind(PG_MIGRATION_LOCK)
                         .execute(&mut *tx)
                         .await?;
-                    tx
+                    Ok(tx)
                 } else {
-                    pool.begin_with("BEGIN IMMEDIATE").await?
-                };
+                    pool.begin_with("BEGIN IMMEDIATE").await
+                }
+            }
+
+            /// Creates the lease table if needed (serialized like migrations).
+            pub(crate) async fn lease_table(pool: &Pool) -> Result<(), sqlx::Error> {
+                let mut tx = begin_schema_change(pool).await?;
                 sqlx::raw_sql(LEASES_DDL).execute(&mut *tx).await?;
                 tx.commit().await
             }
@@ -273,16 +281,7 @@ macro_rules! backend {
             /// Creates or migrates the schema (and feast-rs's version row).
             pub(crate) async fn migrate(pool: &Pool, mode: SchemaMode) -> Result<(), String> {
                 let run = async {
-                    let mut tx = if PG {
-                        let mut tx = pool.begin().await?;
-                        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                            .bind(PG_MIGRATION_LOCK)
-                            .execute(&mut *tx)
-                            .await?;
-                        tx
-                    } else {
-                        pool.begin_with("BEGIN IMMEDIATE").await?
-                    };
+                    let mut tx = begin_schema_change(pool).await?;
                     sqlx::raw_sql(BOOTSTRAP).execute(&mut *tx).await?;
                     let current: i32 = sqlx::query_scalar(
                         "SELECT schema_version FROM feast_rs_registry_version WHERE id = 1",
