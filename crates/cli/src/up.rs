@@ -118,7 +118,7 @@ pub fn up(ctx: &RepoContext, args: &UpArgs, color: bool) -> Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(args.shutdown_timeout);
         let mut unfinished = Vec::new();
         let mut failed = Vec::new();
-        for service in &mut services {
+        for service in services.iter_mut().filter(|s| !s.ended) {
             match tokio::time::timeout_at(deadline, &mut service.task).await {
                 Ok(Ok(Ok(()))) => service
                     .span
@@ -176,6 +176,8 @@ struct Service {
     span: tracing::Span,
     runtime: tokio::runtime::Runtime,
     task: tokio::task::JoinHandle<Result<()>>,
+    /// The task has ended (and been awaited).
+    ended: bool,
 }
 
 impl Service {
@@ -205,6 +207,7 @@ impl Service {
                 span,
                 runtime,
                 task,
+                ended: false,
             },
             addr,
         ))
@@ -305,17 +308,26 @@ fn start_all(
 
 /// Waits for Ctrl-C/SIGTERM, or for a service that stops on its own (an error).
 async fn wait_for_stop(services: &mut [Service]) -> Result<()> {
-    let ended = futures::future::select_all(services.iter_mut().map(|s| {
-        let name = s.name;
-        Box::pin(async move { (name, (&mut s.task).await) })
-    }));
-    tokio::select! {
-        _ = serve::shutdown_signal() => Ok(()),
-        ((name, result), _, _) = ended => match result {
-            Ok(Ok(())) => bail!("the {name} service stopped unexpectedly"),
-            Ok(Err(e)) => Err(e.context(format!("the {name} service failed"))),
-            Err(e) => bail!("the {name} service failed: {e}"),
-        },
+    let ended = {
+        let tasks = services
+            .iter_mut()
+            .map(|s| Box::pin(async move { (&mut s.task).await }));
+        let any = futures::future::select_all(tasks);
+        tokio::select! {
+            _ = serve::shutdown_signal() => None,
+            (result, index, _) = any => Some((index, result)),
+        }
+    };
+    let Some((index, result)) = ended else {
+        return Ok(());
+    };
+    // Its task has ended: the shutdown below must not wait on it again.
+    services[index].ended = true;
+    let name = services[index].name;
+    match result {
+        Ok(Ok(())) => bail!("the {name} service stopped unexpectedly"),
+        Ok(Err(e)) => Err(e.context(format!("the {name} service failed"))),
+        Err(e) => bail!("the {name} service failed: {e}"),
     }
 }
 
