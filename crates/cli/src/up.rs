@@ -309,10 +309,7 @@ fn start_all(
 /// Waits for Ctrl-C/SIGTERM, or for a service that stops on its own (an error).
 async fn wait_for_stop(services: &mut [Service]) -> Result<()> {
     let ended = {
-        let tasks = services
-            .iter_mut()
-            .map(|s| Box::pin(async move { (&mut s.task).await }));
-        let any = futures::future::select_all(tasks);
+        let any = futures::future::select_all(services.iter_mut().map(|s| &mut s.task));
         tokio::select! {
             _ = serve::shutdown_signal() => None,
             (result, index, _) = any => Some((index, result)),
