@@ -179,7 +179,8 @@ def test_sdk_materialize_through_the_feature_server(repos, feast_rs_bin, tmp_pat
         client.materialize_incremental(end_date=end2, feature_views=views, run_async=True)
         FeatureStore(repo_path=str(theirs)).materialize_incremental(end_date=end2, feature_views=views)
         deadline = time.time() + 30
-        while len(intervals(ours, "driver_hourly_stats")) < 2 and time.time() < deadline:
+        # Each view records its interval when it is done: wait for all of them.
+        while any(len(intervals(ours, v)) < 2 for v in views) and time.time() < deadline:
             time.sleep(0.2)
         for view in views:
             assert intervals(ours, view) == intervals(theirs, view)
