@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::Server;
+
 fn feast_rs(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_feast-rs"))
         .args(args)
@@ -249,51 +252,6 @@ fn demo_runs_from_scratch() {
     assert!(again.contains("No changes to registry"), "{again}");
 }
 
-/// A `feast-rs serve-registry` child process on an ephemeral port, stopped on drop.
-struct RegistryServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl RegistryServer {
-    fn start(repo: &Path) -> Self {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_feast-rs"))
-            .args([
-                "-c",
-                repo.to_str().unwrap(),
-                "serve-registry",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .expect("start serve-registry");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from serve-registry: {line:?}"));
-        RegistryServer { child, port }
-    }
-}
-
-impl Drop for RegistryServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn cli_against_a_registry_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,7 +262,7 @@ fn cli_against_a_registry_server() {
         "project: demo_proj\nregistry: data/registry.db\n",
     )
     .unwrap();
-    let server = RegistryServer::start(&server_repo);
+    let server = Server::start(&server_repo, "serve-registry");
 
     let repo = demo_repo(dir.path());
     let r = repo.to_str().unwrap();

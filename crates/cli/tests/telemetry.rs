@@ -11,9 +11,12 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::Server;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -151,53 +154,22 @@ impl MetricsService for Collector {
     }
 }
 
-/// A `feast-rs` server child process, stopped on drop; its port is read from the
-/// "listening on" line it prints first.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(args: &[&str], repo: &Path, otlp: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_feast-rs"))
-            .arg("-c")
-            .arg(repo)
-            .args(args)
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
-            .env_remove("OTEL_SERVICE_NAME")
-            .env_remove("OTEL_SDK_DISABLED")
-            .env_remove("OTEL_TRACES_EXPORTER")
-            .env_remove("OTEL_METRICS_EXPORTER")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start feast-rs");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from feast-rs {args:?}: {line:?}"));
-        Server { child, port }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `feast-rs -c REPO ARGS` exporting to the collector at `otlp` quickly.
+fn start_exporting(args: &[&str], repo: &Path, otlp: &str) -> Server {
+    let mut cmd = common::feast_rs();
+    cmd.arg("-c")
+        .arg(repo)
+        .args(args)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("OTEL_TRACES_EXPORTER")
+        .env_remove("OTEL_METRICS_EXPORTER")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
+    Server::spawn(cmd)
 }
 
 /// One HTTP/1.1 request on a fresh connection: (status, body).
@@ -313,7 +285,7 @@ fn one_trace_across_the_feature_registry_and_offline_servers() {
         "project: demo_proj\nregistry: data/registry.db\n",
     )
     .unwrap();
-    let registry = Server::start(&["serve-registry"], &server_repo, &otlp);
+    let registry = start_exporting(&["serve-registry"], &server_repo, &otlp);
     feast_rs_ok(&["init", "demo_proj"], dir.path());
     let repo = dir.path().join("demo_proj").join("feature_repo");
     let config = std::fs::read_to_string(repo.join("feature_store.yaml"))
@@ -329,7 +301,7 @@ fn one_trace_across_the_feature_registry_and_offline_servers() {
     feast_rs_ok(&["-c", repo.to_str().unwrap(), "apply"], dir.path());
     // The offline server reads the repository's files; the feature server then pulls
     // through it.
-    let offline = Server::start(&["serve-offline"], &repo, &otlp);
+    let offline = start_exporting(&["serve-offline"], &repo, &otlp);
     let config = std::fs::read_to_string(repo.join("feature_store.yaml"))
         .unwrap()
         .replace(
@@ -342,7 +314,7 @@ fn one_trace_across_the_feature_registry_and_offline_servers() {
     assert!(config.contains("type: remote\n  host"), "{config}");
     std::fs::write(repo.join("feature_store.yaml"), config).unwrap();
 
-    let online = Server::start(&["serve"], &repo, &otlp);
+    let online = start_exporting(&["serve"], &repo, &otlp);
     let deadline = Instant::now() + Duration::from_secs(30);
     while http(online.port, "GET", "/health", &[], "").0 != 200 {
         assert!(

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// `feast-rs up` on free ports, with its stdout read line by line.
 struct Up {
     child: Child,
@@ -447,22 +449,8 @@ fn materializer_shutdown_cancels_running_jobs_and_records_nothing() {
         String::from_utf8_lossy(&apply.stderr)
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_feast-rs"))
-        .args(["serve-materializer", "--port", "0"])
-        .current_dir(&repo)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    let child = scopeguard(child);
+    let server = common::Server::start(&repo, "serve-materializer");
+    let port = server.port;
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let job = runtime.block_on(async {
@@ -497,13 +485,13 @@ fn materializer_shutdown_cancels_running_jobs_and_records_nothing() {
 
     let terminated = Instant::now();
     let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let mut child = child;
+    let mut server = server;
     let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -532,18 +520,4 @@ fn materializer_shutdown_cancels_running_jobs_and_records_nothing() {
         "a cancelled job recorded an interval: {described}"
     );
     drop(silent);
-}
-
-/// Kills the child when the test fails before it exits.
-struct ChildGuard(Child);
-
-fn scopeguard(child: Child) -> ChildGuard {
-    ChildGuard(child)
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
