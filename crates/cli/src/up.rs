@@ -36,9 +36,9 @@ pub struct UpArgs {
     /// Materializer port (0: any free port).
     #[arg(env = "FEAST_RS_MATERIALIZER_PORT", long, default_value_t = feast_materializer::DEFAULT_PORT)]
     materializer_port: u16,
-    /// Run an incremental materialization of every online view at this interval
-    /// (`30m`, `1h`, seconds).
-    #[arg(env = "FEAST_RS_MATERIALIZE_EVERY", long, value_name = "INTERVAL")]
+    /// Run an incremental materialization of every online view at this interval (`30m`,
+    /// `1h`, seconds) or on this cron expression (UTC: `"0 * * * *"`).
+    #[arg(env = "FEAST_RS_MATERIALIZE_EVERY", long, value_name = "INTERVAL|CRON")]
     every: Option<String>,
     /// Only serve: skip the demo's materialization and example queries.
     #[arg(long)]
