@@ -109,10 +109,7 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
             );
         }
     }
-    let options = Options {
-        entity_key_serialization_version: ctx.config.entity_key_serialization_version,
-        ..Options::default()
-    };
+    let options = Options::for_config(&ctx.config);
     // A remote offline store's client connects lazily on this runtime.
     let offline = {
         let _in_runtime = runtime.enter();
