@@ -90,7 +90,7 @@ pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Resu
     written
 }
 
-fn read_entities(path: &Path) -> Result<EntityTable> {
+pub(crate) fn read_entities(path: &Path) -> Result<EntityTable> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("reading {}", path.display()))?;

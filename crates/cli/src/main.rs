@@ -2,6 +2,7 @@
 //! (as they land) every service. Global options and subcommands mirror `feast`'s.
 
 mod commands;
+mod datasets;
 #[cfg(test)]
 mod deploy_check;
 mod doctor;

@@ -156,6 +156,21 @@ pub(crate) async fn start_registry(
     if authenticator.is_enabled() {
         service = service.with_authorizer(authorizer());
     }
+    // Saved datasets made by the server (CreateDatasetFromRetrieval, GetDatasetData) run on
+    // the repository's offline store: the embedded engine or the offline server.
+    match feast_offline::open_offline_store(&ctx.config) {
+        Ok(offline) => {
+            service =
+                service.with_datasets(std::sync::Arc::new(crate::datasets::OfflineDatasets {
+                    store: std::sync::Arc::new(offline),
+                    repo_path: ctx.config.repo_path.clone(),
+                }));
+        }
+        Err(e) => tracing::warn!(
+            message = "saved-dataset RPCs are off: the offline store cannot be opened",
+            error = %e
+        ),
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

@@ -62,19 +62,16 @@ pub const RPC_RULES: &[(&str, &str)] = &[
     ("GetSavedDataset", "D on the saved dataset"),
     ("ListSavedDatasets", "filter D"),
     ("DeleteSavedDataset", "DELETE on the stored saved dataset"),
-    (
-        "CreateDatasetFromRetrieval",
-        "CREATE on SavedDataset(name) (then UNIMPLEMENTED)",
-    ),
-    (
-        "GetDatasetData",
-        "READ_OFFLINE on the saved dataset (then UNIMPLEMENTED)",
-    ),
+    ("CreateDatasetFromRetrieval", "CREATE on SavedDataset(name)"),
+    ("GetDatasetData", "READ_OFFLINE on the saved dataset"),
     (
         "GetDatasetJobStatus",
-        "an authenticated caller (no job exists)",
+        "D on SavedDataset(the job's dataset name)",
     ),
-    ("ListDatasetJobs", "an authenticated caller (no job exists)"),
+    (
+        "ListDatasetJobs",
+        "filter D on SavedDataset(each job's dataset name)",
+    ),
     ("ApplyValidationReference", "upsert on the reference"),
     ("GetValidationReference", "D on the reference"),
     ("ListValidationReferences", "filter D"),

@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod cache;
 pub mod client;
+pub mod datasets;
 pub mod lineage;
 pub mod paginate;
 pub mod service;
@@ -23,6 +24,7 @@ pub use cache::{
     CacheSource, CacheStats, LIVENESS_SERVICE, RegistryCache, Snapshot, report_health,
 };
 pub use client::{AuthChannel, ClientError, RemoteOptions, RemoteRegistry};
+pub use datasets::{DatasetBackend, DatasetPreview};
 pub use service::{RegistryService, ServiceOptions};
 pub use sql::{Leases, SqlStore, SqlStoreOptions};
 pub use store::{Committed, FileStore, RegistryStore, StoreError, StoreVersion};
@@ -113,7 +115,8 @@ pub async fn serve_on(
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(
-            RegistryServerServer::new(service).max_decoding_message_size(MAX_REQUEST_BYTES),
+            RegistryServerServer::from_arc(service.shared())
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         // Small request/response RPCs: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
         .serve_with_incoming_shutdown(

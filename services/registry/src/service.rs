@@ -27,6 +27,7 @@ use tokio::sync::{RwLock, RwLockReadGuard};
 use tonic::{Request, Response, Status};
 
 use crate::authz::Caller;
+use crate::datasets::{DatasetBackend, DatasetJobs, JobStatus, dummy_dataset};
 use crate::lineage;
 use crate::paginate::paginate;
 use crate::store::{RegistryStore, StoreError, StoreVersion};
@@ -69,6 +70,12 @@ pub struct RegistryService {
     checked_ms: AtomicU64,
     /// `Some` when callers are authenticated: every RPC checks their permissions.
     authorizer: Option<Arc<Authorizer>>,
+    /// What runs `CreateDatasetFromRetrieval` and `GetDatasetData`, when configured.
+    datasets: Option<Arc<dyn DatasetBackend>>,
+    jobs: Arc<DatasetJobs>,
+    /// The service itself, once shared by [`RegistryService::shared`]: dataset jobs outlive
+    /// the RPC that started them and commit their result through it.
+    me: std::sync::OnceLock<std::sync::Weak<RegistryService>>,
 }
 
 fn code(kind: StatusKind) -> tonic::Code {
@@ -143,6 +150,31 @@ impl RegistryService {
             started: Instant::now(),
             checked_ms: AtomicU64::new(0),
             authorizer: None,
+            datasets: None,
+            jobs: Arc::default(),
+            me: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Serves `CreateDatasetFromRetrieval` / `GetDatasetData` with `backend`.
+    pub fn with_datasets(mut self, backend: Arc<dyn DatasetBackend>) -> Self {
+        self.datasets = Some(backend);
+        self
+    }
+
+    /// The service behind an `Arc`, as the server holds it (dataset jobs need that).
+    pub fn shared(self) -> Arc<Self> {
+        let shared = Arc::new(self);
+        let _ = shared.me.set(Arc::downgrade(&shared));
+        shared
+    }
+
+    fn backend(&self) -> Result<Arc<dyn DatasetBackend>, Status> {
+        self.datasets.clone().ok_or_else(|| {
+            unimplemented_rpc(
+                "dataset creation and preview",
+                "this registry server was started without an offline store to run them",
+            )
         })
     }
 
@@ -733,6 +765,14 @@ list_requests!(
     ListPermissionsRequest,
 );
 
+/// A failed status's message for a job's error: the Feast envelope's message, else the
+/// status message.
+fn status_text(status: &Status) -> String {
+    crate::client::feast_error_of(status)
+        .map(|e| e.message)
+        .unwrap_or_else(|| status.message().to_owned())
+}
+
 fn unimplemented_rpc(rpc: &str, reason: &str) -> Status {
     Status::new(
         tonic::Code::Unimplemented,
@@ -1098,7 +1138,7 @@ impl RegistryServer for RegistryService {
         request: Request<CreateDatasetFromRetrievalRequest>,
     ) -> R<CreateDatasetFromRetrievalResponse> {
         let caller = self.caller(&request)?;
-        let r = request.get_ref();
+        let r = request.into_inner();
         if caller.is_checked() {
             let state = self.view(true).await?;
             let target = ResourceRef::new(ResourceKind::SavedDataset, &r.name);
@@ -1106,10 +1146,56 @@ impl RegistryServer for RegistryService {
                 .check(&state.catalog, &r.project, target, &[Action::Create])
                 .map_err(to_status)?;
         }
-        Err(unimplemented_rpc(
-            "CreateDatasetFromRetrieval",
-            "it needs the offline server (historical retrieval)",
-        ))
+        let backend = self.backend()?;
+        let service = self
+            .me
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .ok_or_else(|| {
+                unimplemented_rpc(
+                    "CreateDatasetFromRetrieval",
+                    "the service is not shared (RegistryService::shared)",
+                )
+            })?;
+        let name = r.name.trim().to_owned();
+        let project = r.project.trim().to_owned();
+        let job = self.jobs.submit(&name, &project);
+        let job_id = job.job_id.clone();
+        tracing::info!(message = "dataset job submitted", job_id = %job_id, dataset = %name, project = %project);
+        tokio::spawn(async move {
+            let jobs = service.jobs.clone();
+            let Ok(_slot) = jobs.slots.acquire().await else {
+                return;
+            };
+            jobs.running(&job_id);
+            let outcome = async {
+                let catalog = service
+                    .view(false)
+                    .await
+                    .map_err(|s| status_text(&s))?
+                    .catalog
+                    .clone();
+                let dataset = backend.create(catalog, r).await.map_err(|e| e.message)?;
+                service
+                    .mutate(true, |catalog, now| catalog.apply(dataset, &project, now))
+                    .await
+                    .map_err(|s| status_text(&s))
+            }
+            .await;
+            match &outcome {
+                Ok(()) => {
+                    tracing::info!(message = "dataset job completed", job_id = %job_id, dataset = %name)
+                }
+                Err(e) => {
+                    tracing::warn!(message = "dataset job failed", job_id = %job_id, dataset = %name, error = %e)
+                }
+            }
+            jobs.finish(&job_id, outcome);
+        });
+        Ok(Response::new(CreateDatasetFromRetrievalResponse {
+            job_id: job.job_id,
+            status: job.status,
+        }))
     }
     async fn get_dataset_data(
         &self,
@@ -1117,7 +1203,7 @@ impl RegistryServer for RegistryService {
     ) -> R<GetDatasetDataResponse> {
         let caller = self.caller(&request)?;
         let r = request.get_ref();
-        {
+        let dataset = {
             let state = self.view(true).await?;
             let dataset = Self::get::<core::SavedDataset>(&state, &r.name, &r.project)?;
             caller
@@ -1128,30 +1214,76 @@ impl RegistryServer for RegistryService {
                     &[Action::ReadOffline],
                 )
                 .map_err(to_status)?;
+            dataset
+        };
+        let limit = if r.limit > 0 { r.limit as usize } else { 10 };
+        let preview = self.backend()?.preview(dataset, limit).await.map_err(|e| {
+            to_status(FeastError::new(
+                e.class,
+                format!(
+                    "Unable to load preview for dataset '{}': {}",
+                    r.name, e.message
+                ),
+            ))
+        })?;
+        if preview.rows.is_empty() {
+            return Ok(Response::new(GetDatasetDataResponse::default()));
         }
-        Err(unimplemented_rpc(
-            "GetDatasetData",
-            "it needs the offline server to read saved datasets",
-        ))
+        let n = preview.rows.len() as i32;
+        Ok(Response::new(GetDatasetDataResponse {
+            columns: preview.columns,
+            rows: preview
+                .rows
+                .into_iter()
+                .map(|values| TabularRow { values })
+                .collect(),
+            total_rows: n,
+            sample_size: n,
+        }))
     }
     async fn get_dataset_job_status(
         &self,
         request: Request<GetDatasetJobStatusRequest>,
     ) -> R<GetDatasetJobStatusResponse> {
-        // No dataset jobs can exist until CreateDatasetFromRetrieval is served.
-        self.caller(&request)?;
-        let r = request.into_inner();
-        Err(to_status(FeastError::new(
-            ErrorClass::FeastObjectNotFoundException,
-            format!("Dataset job {} not found", r.job_id),
-        )))
+        let caller = self.caller(&request)?;
+        let r = request.get_ref();
+        let Some(job) = self.jobs.get(&r.job_id) else {
+            return Err(to_status(FeastError::new(
+                ErrorClass::FeastObjectNotFoundException,
+                format!("Dataset job '{}' not found", r.job_id),
+            )));
+        };
+        if caller.is_checked() {
+            let state = self.view(true).await?;
+            caller
+                .describe(
+                    &state.catalog,
+                    &job.project,
+                    &dummy_dataset(&job.dataset_name),
+                )
+                .map_err(to_status)?;
+        }
+        Ok(Response::new(job))
     }
     async fn list_dataset_jobs(
         &self,
         request: Request<ListDatasetJobsRequest>,
     ) -> R<ListDatasetJobsResponse> {
-        self.caller(&request)?;
-        Ok(Response::new(ListDatasetJobsResponse { jobs: vec![] }))
+        let caller = self.caller(&request)?;
+        let r = request.get_ref();
+        // An unknown status filter is ignored, as Feast's.
+        let status = JobStatus::parse(&r.status_filter);
+        let project = (!r.project.is_empty()).then_some(r.project.as_str());
+        let mut jobs = self.jobs.list(project, status);
+        if caller.is_checked() {
+            let state = self.view(true).await?;
+            jobs.retain(|j| {
+                caller
+                    .describe(&state.catalog, &j.project, &dummy_dataset(&j.dataset_name))
+                    .is_ok()
+            });
+        }
+        Ok(Response::new(ListDatasetJobsResponse { jobs }))
     }
 
     async fn apply_validation_reference(
