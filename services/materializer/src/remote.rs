@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use feast_core::registry::timestamp;
-use feast_online::materialize::{BoxFuture, MaterializeBackend, MaterializeCall, Range};
+use feast_online::materialize::{BoxFuture, Job, MaterializeBackend, MaterializeCall, Range};
 use feast_online::serving::ServeError;
 use feast_proto::feast_rs::materializer::v1 as pb;
 use feast_registry::Snapshot;
@@ -88,13 +88,22 @@ impl MaterializeBackend for RemoteMaterializer {
         )?)
     }
 
-    fn run(
+    fn start(
         &self,
         _snapshot: Arc<Snapshot>,
         call: MaterializeCall,
         views: Vec<String>,
         force: bool,
-    ) -> BoxFuture<Result<(), ServeError>> {
+    ) -> BoxFuture<Result<Job, ServeError>> {
+        // The service claims the views itself when the job is submitted (its
+        // ALREADY_EXISTS becomes a 409 of a sync request).
+        let job = self.job(call, views, force);
+        Box::pin(async move { Ok(job) })
+    }
+}
+
+impl RemoteMaterializer {
+    fn job(&self, call: MaterializeCall, views: Vec<String>, force: bool) -> Job {
         let mut client = self.client.clone();
         Box::pin(async move {
             if views.is_empty() {

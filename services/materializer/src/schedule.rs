@@ -179,7 +179,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             // Normal with replicas: another one (or a job here) has them.
             Err(SubmitError::Busy(views)) => tracing::info!(
                 message = "scheduled views are being materialized elsewhere; skipped",
-                views = ?views
+                views = ?views.iter().map(ToString::to_string).collect::<Vec<_>>()
             ),
             Err(e) => tracing::warn!(message = "scheduled job not started", error = %e),
         }

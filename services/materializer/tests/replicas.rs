@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use feast_materializer::guard::ViewLocks;
 use feast_materializer::lease::SharedLeases;
 use feast_materializer::service::{SubmitError, Trigger};
 use feast_materializer::{IntervalRecorder, JobManager, Options};
@@ -53,7 +54,11 @@ async fn replica(
         PROJECT,
         Options::default(),
     );
-    manager.leases = Some(SharedLeases::new(leases, holder, Duration::from_secs(30)));
+    manager.locks = Some(ViewLocks::Leases(SharedLeases::new(
+        leases,
+        holder,
+        Duration::from_secs(30),
+    )));
     Arc::new(manager)
 }
 
