@@ -260,3 +260,100 @@ fn a_feature_server_and_the_cli_keep_off_each_others_views() {
     assert!(materialize(&repo, &[]).status.success());
     drop(silent);
 }
+
+/// Every view of a repository holding a stream feature view (over the demo's batch source)
+/// and an on-demand view with `write_to_online_store`: the stream view is materialized and
+/// its interval recorded; the on-demand view, whose rows come from a Python function
+/// feast-rs does not run, is skipped with a warning, and naming it is an error saying why.
+#[test]
+fn stream_views_materialize_and_on_demand_views_are_skipped_with_a_warning() {
+    use feast_proto::core;
+    use prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let repo = repo(dir.path(), &silent);
+    // The YAML definitions have no stream views: add one to the registry as the Feast SDK
+    // would apply it.
+    let path = repo.join("data/registry.db");
+    let mut registry = core::Registry::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let spec = registry
+        .feature_views
+        .iter()
+        .find(|v| v.spec.as_ref().unwrap().name == VIEW)
+        .unwrap()
+        .spec
+        .clone()
+        .unwrap();
+    registry.stream_feature_views.push(core::StreamFeatureView {
+        spec: Some(core::StreamFeatureViewSpec {
+            name: "driver_stats_stream".into(),
+            project: spec.project.clone(),
+            entities: spec.entities.clone(),
+            entity_columns: spec.entity_columns.clone(),
+            features: spec.features.clone(),
+            ttl: spec.ttl,
+            batch_source: spec.batch_source.clone(),
+            online: true,
+            mode: "python".into(),
+            ..Default::default()
+        }),
+        meta: Some(core::FeatureViewMeta::default()),
+    });
+    for odfv in &mut registry.on_demand_feature_views {
+        odfv.spec.as_mut().unwrap().write_to_online_store = true;
+    }
+    std::fs::write(&path, registry.encode_to_vec()).unwrap();
+
+    let out = feast_rs()
+        .arg("-c")
+        .arg(&repo)
+        .args(["materialize", "2020-01-01T00:00:00", &now()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("Materializing 3 feature views from"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("driver_stats_stream from"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "Warning: skipped on-demand feature view transformed_conv_rate: it has \
+             write_to_online_store=True"
+        ),
+        "{stderr}"
+    );
+    let registry = core::Registry::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let meta = registry.stream_feature_views[0].meta.as_ref().unwrap();
+    assert_eq!(meta.materialization_intervals.len(), 1);
+    let rows: u64 = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("driver_stats_stream from"))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no row count for the stream view: {stdout}"));
+    assert!(rows > 0, "{stdout}");
+
+    let named = feast_rs()
+        .arg("-c")
+        .arg(&repo)
+        .args([
+            "materialize",
+            "2020-01-01T00:00:00",
+            &now(),
+            "-v",
+            "transformed_conv_rate",
+        ])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&named);
+    assert_eq!(named.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("feast-rs cannot materialize on-demand feature view transformed_conv_rate"),
+        "{stderr}"
+    );
+    drop(silent);
+}
