@@ -252,7 +252,7 @@ pub(crate) async fn view_locks(
                 .leases()
                 .await
                 .context("the materialization lease table")?;
-            let holder = format!("{} ({command})", SharedLeases::holder_id());
+            let holder = format!("{} [{command}]", SharedLeases::holder_id());
             Some(ViewLocks::Leases(SharedLeases::new(
                 leases, holder, lease_ttl,
             )))

@@ -20,6 +20,11 @@ const VIEW: &str = "driver_hourly_stats";
 /// `feast-rs init` + `apply` in a temporary directory, plus `stalled.yaml`: the same
 /// repository pulling from `silent`, an offline server that never answers.
 fn repo(dir: &Path, silent: &std::net::TcpListener) -> PathBuf {
+    repo_with(dir, silent, None)
+}
+
+/// [`repo`], its registry in the SQLite database `sql` when given.
+fn repo_with(dir: &Path, silent: &std::net::TcpListener, sql: Option<&Path>) -> PathBuf {
     let init = feast_rs()
         .args(["init", "guarded"])
         .current_dir(dir)
@@ -27,6 +32,19 @@ fn repo(dir: &Path, silent: &std::net::TcpListener) -> PathBuf {
         .unwrap();
     assert!(init.status.success(), "{init:?}");
     let repo = dir.join("guarded/feature_repo");
+    if let Some(db) = sql {
+        let config = std::fs::read_to_string(repo.join("feature_store.yaml"))
+            .unwrap()
+            .replace(
+                "registry: data/registry.db",
+                &format!(
+                    "registry:\n  registry_type: sql\n  path: sqlite:///{}",
+                    db.display()
+                ),
+            );
+        assert!(config.contains("registry_type: sql"), "{config}");
+        std::fs::write(repo.join("feature_store.yaml"), config).unwrap();
+    }
     let apply = feast_rs().arg("apply").current_dir(&repo).output().unwrap();
     assert!(apply.status.success(), "{apply:?}");
     let yaml = std::fs::read_to_string(repo.join("feature_store.yaml"))
@@ -55,20 +73,29 @@ fn now() -> String {
 struct Stuck(Child);
 
 impl Stuck {
+    /// Started, and past taking its locks: it has announced the view's window.
     fn start(repo: &Path) -> Self {
-        let child = feast_rs()
+        use std::io::BufRead;
+        let mut child = feast_rs()
             .arg("-c")
             .arg(repo)
             .arg("-f")
             .arg(repo.join("stalled.yaml"))
             .args(["materialize-incremental", &now(), "-v", VIEW])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stuck = Stuck(child);
-        wait_for_holder(repo, &format!("pid {} on ", stuck.0.id()));
-        stuck
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.starts_with(&format!("{VIEW} from")) {
+            line.clear();
+            let read = stdout.read_line(&mut line).unwrap();
+            assert!(read > 0, "the stuck run ended early");
+        }
+        // The rest of its output (none while it is stuck) goes nowhere.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Stuck(child)
     }
 
     fn still_running(&mut self) -> bool {
@@ -127,6 +154,7 @@ fn a_view_being_materialized_by_another_process_is_refused_unless_forced() {
     let repo = repo(dir.path(), &silent);
     let mut stuck = Stuck::start(&repo);
     let holder = format!("pid {} on ", stuck.0.id());
+    wait_for_holder(&repo, &holder);
 
     let refused = materialize(&repo, &[]);
     let (stdout, stderr) = text(&refused);
@@ -355,5 +383,39 @@ fn stream_views_materialize_and_on_demand_views_are_skipped_with_a_warning() {
         stderr.contains("feast-rs cannot materialize on-demand feature view transformed_conv_rate"),
         "{stderr}"
     );
+    drop(silent);
+}
+
+/// On a SQL registry the CLI takes the views' leases in the registry database, as
+/// materializer replicas do: a second run is refused naming the lease's holder, unless
+/// `--force`.
+#[test]
+fn on_a_sql_registry_the_cli_takes_the_views_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db = dir.path().join("registry.sqlite");
+    let repo = repo_with(dir.path(), &silent, Some(&db));
+    let mut stuck = Stuck::start(&repo);
+
+    let refused = materialize(&repo, &[]);
+    let (stdout, stderr) = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "feature view {VIEW} is already being materialized by "
+        )) && stderr.contains(&format!("/{}/", stuck.0.id()))
+            && stderr.contains("[feast-rs materialize-incremental], whose lease runs until "),
+        "{stderr}"
+    );
+    assert!(stuck.still_running());
+    let forced = materialize(&repo, &["--force"]);
+    let (stdout, stderr) = text(&forced);
+    assert!(forced.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("{VIEW} from")), "{stdout}");
+    assert!(
+        stderr.contains("materializing anyway (--force)"),
+        "{stderr}"
+    );
+    drop(stuck);
     drop(silent);
 }

@@ -50,8 +50,13 @@ impl SharedLeases {
     /// lease table cannot say).
     pub(crate) async fn holder_of(&self, project: &str, view: &str) -> String {
         match self.leases.holder(project, view).await {
+            // (Without the job number acquire_all appended.)
             Ok(Some((holder, until))) => format!(
-                "{holder}, whose lease runs until {}",
+                "{}, whose lease runs until {}",
+                holder
+                    .rsplit_once('#')
+                    .filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()))
+                    .map_or(holder.as_str(), |(h, _)| h),
                 chrono::DateTime::<chrono::Utc>::from(until)
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
