@@ -132,45 +132,73 @@ fn run(
     for skipped in &planned.skipped {
         eprintln!("Warning: skipped {skipped}");
     }
-    // Claim the views against the repository's other processes; the claim lasts until
-    // this process exits, however it exits.
+    // Claim the views against the repository's other processes (a lock file dies with
+    // this process, however it ends; a lease expires).
     let locks = runtime.block_on(crate::serve::view_locks(
         ctx,
         command,
         std::time::Duration::from_secs(60),
     ))?;
-    let mut held = None;
-    let (catalog, windows) = match &locks {
-        Some(locks) => {
-            let views: Vec<String> = planned.windows.iter().map(|w| w.view.clone()).collect();
-            let (claim, busy) = runtime.block_on(locks.acquire(ctx.project(), &views));
-            held = Some(claim);
-            if !busy.is_empty() {
-                if !force {
-                    bail!(
-                        "{}.\nWait for it to finish, or pass --force to materialize anyway.",
-                        busy_error(&busy)
-                    );
-                }
-                eprintln!(
-                    "Warning: {}; materializing anyway (--force).",
-                    busy_error(&busy)
-                );
-            }
-            // Windows planned on the registry as it is now that the views are ours, so an
-            // incremental run starts where the previous holder's recorded interval ended.
-            if views.is_empty() {
-                (catalog, Vec::new())
-            } else {
-                let catalog = runtime.block_on(registry.load(ctx.project()))?;
-                let windows =
-                    feast_materializer::plan(&catalog, ctx.project(), &views, range, now)?.windows;
-                (catalog, windows)
-            }
-        }
-        None => (catalog, planned.windows),
+    let Some(locks) = locks else {
+        let recorder = registry.into_recorder();
+        return run_windows(
+            ctx,
+            &runtime,
+            &recorder,
+            &catalog,
+            &planned.windows,
+            range,
+            now,
+        );
     };
-    let recorder = registry.into_recorder();
+    let views: Vec<String> = planned.windows.iter().map(|w| w.view.clone()).collect();
+    let (held, busy) = runtime.block_on(locks.acquire(ctx.project(), &views));
+    let result = if !busy.is_empty() && !force {
+        Err(anyhow::anyhow!(
+            "{}.\nWait for it to finish, or pass --force to materialize anyway.",
+            busy_error(&busy)
+        ))
+    } else {
+        if !busy.is_empty() {
+            eprintln!(
+                "Warning: {}; materializing anyway (--force).",
+                busy_error(&busy)
+            );
+        }
+        // Windows planned on the registry as it is now that the views are ours, so an
+        // incremental run starts where the previous holder's recorded interval ended.
+        let replanned = if views.is_empty() {
+            Ok((catalog, Vec::new()))
+        } else {
+            runtime
+                .block_on(registry.load(ctx.project()))
+                .and_then(|catalog| {
+                    let windows =
+                        feast_materializer::plan(&catalog, ctx.project(), &views, range, now)?
+                            .windows;
+                    Ok((catalog, windows))
+                })
+        };
+        let recorder = registry.into_recorder();
+        replanned.and_then(|(catalog, windows)| {
+            run_windows(ctx, &runtime, &recorder, &catalog, &windows, range, now)
+        })
+    };
+    // Released however the run ended (a lease would otherwise outlive it until it expires).
+    runtime.block_on(held.release());
+    result
+}
+
+/// Announces and runs `windows`, one view after the other.
+fn run_windows(
+    ctx: &RepoContext,
+    runtime: &tokio::runtime::Runtime,
+    recorder: &feast_materializer::IntervalRecorder,
+    catalog: &feast_core::registry::Catalog,
+    windows: &[feast_materializer::ViewWindow],
+    range: Range,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let online_type = ctx
         .config
         .online_store
@@ -208,7 +236,7 @@ fn run(
     let online = runtime
         .block_on(feast_online::open_online_store(&ctx.config))
         .context("opening the online store")?;
-    for window in &windows {
+    for window in windows {
         if let Some(note) = &window.note {
             println!("{note}");
         }
@@ -233,8 +261,8 @@ fn run(
             .block_on(feast_materializer::run_window(
                 &offline,
                 &online,
-                &recorder,
-                &catalog,
+                recorder,
+                catalog,
                 ctx.project(),
                 window,
                 &options,
@@ -250,9 +278,6 @@ fn run(
             report.rows as f64 / secs.max(1e-9),
             report.written
         );
-    }
-    if let Some(held) = held {
-        runtime.block_on(held.release());
     }
     Ok(())
 }

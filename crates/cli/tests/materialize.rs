@@ -416,6 +416,12 @@ fn on_a_sql_registry_the_cli_takes_the_views_leases() {
         stderr.contains("materializing anyway (--force)"),
         "{stderr}"
     );
+    // Unlike a lock file, the lease of a killed holder lasts until it expires (60 s).
+    let pid = stuck.0.id();
     drop(stuck);
+    let refused = materialize(&repo, &[]);
+    let (_, stderr) = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("/{pid}/")), "{stderr}");
     drop(silent);
 }
