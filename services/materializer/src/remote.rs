@@ -81,11 +81,17 @@ impl MaterializeBackend for RemoteMaterializer {
     ) -> Result<Vec<String>, ServeError> {
         // The same rules the service applies, on this server's registry: the views to
         // authorize here. The service resolves again on its own fresh registry.
-        Ok(crate::resolve_views(
+        let planned = crate::plan(
             &snapshot.catalog,
             &self.project,
-            call,
-        )?)
+            &call.views,
+            call.range,
+            chrono::Utc::now(),
+        )?;
+        for skipped in &planned.skipped {
+            tracing::warn!(message = "feature view not materialized", view = %skipped.view, reason = %skipped);
+        }
+        Ok(planned.windows.into_iter().map(|w| w.view).collect())
     }
 
     fn start(

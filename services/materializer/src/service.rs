@@ -319,6 +319,19 @@ impl<S: OfflineStore + 'static> JobManager<S> {
         force: bool,
         trigger: Trigger<'_>,
     ) -> Result<Arc<JobRecord>, SubmitError> {
+        self.submit_reporting(call, force, trigger, Vec::new())
+            .await
+    }
+
+    /// [`JobManager::submit`], the job also reporting `skipped` (views its caller left out
+    /// of `call` because feast-rs cannot compute them).
+    pub(crate) async fn submit_reporting(
+        self: &Arc<Self>,
+        call: MaterializeCall,
+        force: bool,
+        trigger: Trigger<'_>,
+        skipped: Vec<SkippedView>,
+    ) -> Result<Arc<JobRecord>, SubmitError> {
         if let Err(e) = self.registry.refresh().await {
             tracing::warn!(message = "registry refresh before a job failed", error = %e);
         }
@@ -333,7 +346,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
         for skipped in &planned.skipped {
             tracing::warn!(message = "feature view not materialized", view = %skipped.view, reason = %skipped);
         }
-        let skipped = planned.skipped;
+        let skipped: Vec<SkippedView> = skipped.into_iter().chain(planned.skipped).collect();
         let windows = planned.windows;
         let mut names: Vec<String> = windows.iter().map(|w| w.view.clone()).collect();
         self.authorize(

@@ -665,6 +665,42 @@ async fn stream_views_materialize_and_on_demand_views_are_reported() {
             .contains("cannot materialize on-demand feature view rate_doubled"),
         "{status:?}"
     );
+
+    // A scheduled job of every view runs the stream view and reports the on-demand one.
+    use feast_materializer::schedule::{Cadence, Schedule};
+    let schedules = manager.schedule_all(vec![Schedule {
+        cadence: Cadence::parse("* * * * * *").unwrap(),
+        views: vec![],
+    }]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let job = loop {
+        let done = manager
+            .jobs()
+            .into_iter()
+            .map(|j| j.to_proto())
+            .find(|j| j.trigger == "schedule" && j.state() == pb::JobState::Succeeded);
+        if let Some(job) = done {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no scheduled job succeeded within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for s in schedules {
+        s.abort();
+    }
+    assert!(
+        job.views.iter().any(|v| v.feature_view == "stats_stream"),
+        "{job:?}"
+    );
+    let skipped: Vec<&str> = job
+        .skipped
+        .iter()
+        .map(|s| s.feature_view.as_str())
+        .collect();
+    assert_eq!(skipped, ["rate_doubled"], "{job:?}");
 }
 
 /// On a file registry a job takes each view's lock file next to the registry: a view
