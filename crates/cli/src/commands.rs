@@ -276,7 +276,8 @@ pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
             .iter()
             .filter(|o| o.transition == Transition::Delete && o.kind.is_feature_view())
             .filter_map(|o| {
-                let registered = registered_table(&catalog_before, ctx.project(), &o.name);
+                let registered =
+                    registered_table(&catalog_before, ctx.project(), &o.name, versioning(ctx));
                 // Redis finds a view's data through its join keys: only views that have
                 // them (feature views and stream feature views) have data there.
                 match (&online.sqlite_db, registered) {
@@ -286,10 +287,20 @@ pub fn apply(ctx: &RepoContext, color: bool) -> Result<RegistryDiff> {
                 }
             })
             .collect();
+        // The declared views' tables, under the names the applied versions live at.
+        let mut keep = online.tables.clone();
+        if versioning(ctx) {
+            let applied = registered_tables(&catalog, ctx.project(), true);
+            for t in &mut keep {
+                if let Some((_, v)) = applied.iter().find(|(name, _)| *name == t.view) {
+                    t.view = v.view.clone();
+                }
+            }
+        }
         let runtime = current_thread_runtime()?;
         runtime.block_on(async {
             let store = feast_online::open_online_store(&ctx.config).await?;
-            store.update(ctx.project(), &online.tables, &removed).await
+            store.update(ctx.project(), &keep, &removed).await
         })?;
     }
     print!("{}", plan.render(color));
@@ -314,7 +325,10 @@ fn drop_online_tables(ctx: &RepoContext) -> Result<()> {
         _ => return Ok(()),
     }
     let catalog = ctx.load_registry()?;
-    let tables = registered_tables(&catalog, ctx.project());
+    let tables: Vec<TableRef> = registered_tables(&catalog, ctx.project(), versioning(ctx))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     if tables.is_empty() {
         return Ok(());
     }
@@ -324,6 +338,14 @@ fn drop_online_tables(ctx: &RepoContext) -> Result<()> {
         store.teardown(ctx.project(), &tables).await
     })?;
     Ok(())
+}
+
+/// The registry's `enable_online_feature_view_versioning`.
+fn versioning(ctx: &RepoContext) -> bool {
+    ctx.config
+        .registry
+        .common()
+        .enable_online_feature_view_versioning
 }
 
 /// The online-store table of a feature view, with the join keys (Feast's `__dummy_id` for
@@ -346,34 +368,50 @@ fn table_ref(
         .with_string_features(has_string_features)
 }
 
-fn fv_table(project: &str, v: &core::FeatureView) -> TableRef {
+/// A view's table, under its current version's name when `versioning` (Feast's
+/// `enable_online_feature_view_versioning`) is on.
+fn fv_table(project: &str, v: &core::FeatureView, versioning: bool) -> TableRef {
     let spec = v.spec.clone().unwrap_or_default();
-    table_ref(project, &spec.name, &spec.entity_columns, &spec.features)
+    let version = v.meta.as_ref().map(|m| m.current_version_number);
+    let name = feast_core::version::online_view_name(&spec.name, version, versioning);
+    table_ref(project, &name, &spec.entity_columns, &spec.features)
 }
 
-fn sfv_table(project: &str, v: &core::StreamFeatureView) -> TableRef {
+fn sfv_table(project: &str, v: &core::StreamFeatureView, versioning: bool) -> TableRef {
     let spec = v.spec.clone().unwrap_or_default();
-    table_ref(project, &spec.name, &spec.entity_columns, &spec.features)
+    let version = v.meta.as_ref().map(|m| m.current_version_number);
+    let name = feast_core::version::online_view_name(&spec.name, version, versioning);
+    table_ref(project, &name, &spec.entity_columns, &spec.features)
 }
 
-/// The tables of the project's registered feature views and stream feature views.
-fn registered_tables(catalog: &Catalog, project: &str) -> Vec<TableRef> {
+/// The tables of the project's registered feature views and stream feature views, by view
+/// name.
+fn registered_tables(
+    catalog: &Catalog,
+    project: &str,
+    versioning: bool,
+) -> Vec<(String, TableRef)> {
     let none = BTreeMap::new();
     catalog
         .list::<core::FeatureView>(project, &none)
-        .map(|v| fv_table(project, v))
+        .map(|v| (v.name().to_owned(), fv_table(project, v, versioning)))
         .chain(
             catalog
                 .list::<core::StreamFeatureView>(project, &none)
-                .map(|v| sfv_table(project, v)),
+                .map(|v| (v.name().to_owned(), sfv_table(project, v, versioning))),
         )
         .collect()
 }
 
-fn registered_table(catalog: &Catalog, project: &str, name: &str) -> Option<TableRef> {
-    registered_tables(catalog, project)
+fn registered_table(
+    catalog: &Catalog,
+    project: &str,
+    name: &str,
+    versioning: bool,
+) -> Option<TableRef> {
+    registered_tables(catalog, project, versioning)
         .into_iter()
-        .find(|t| t.view == name)
+        .find_map(|(view, t)| (view == name).then_some(t))
 }
 
 /// The online store's tables for the declared views (Feast creates one per feature view and
@@ -408,13 +446,13 @@ fn online_infra(ctx: &RepoContext, desired: &diff::DesiredState) -> Option<Onlin
         .feature_views
         .iter()
         .filter(|v| online_only(v.spec.as_ref().is_some_and(|s| s.online)))
-        .map(|v| fv_table(ctx.project(), v))
+        .map(|v| fv_table(ctx.project(), v, false))
         .chain(
             desired
                 .stream_feature_views
                 .iter()
                 .filter(|v| online_only(v.spec.as_ref().is_some_and(|s| s.online)))
-                .map(|v| sfv_table(ctx.project(), v)),
+                .map(|v| sfv_table(ctx.project(), v, false)),
         )
         .collect();
     tables.sort_by(|a, b| a.view.cmp(&b.view));

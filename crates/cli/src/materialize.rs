@@ -224,10 +224,7 @@ fn run_windows(
             );
         }
     }
-    let options = Options {
-        entity_key_serialization_version: ctx.config.entity_key_serialization_version,
-        ..Options::default()
-    };
+    let options = Options::for_config(&ctx.config);
     // A remote offline store's client connects lazily on this runtime.
     let offline = {
         let _in_runtime = runtime.enter();

@@ -319,10 +319,7 @@ async fn local_materializer(
             online,
             recorder: std::sync::Arc::new(recorder),
             project: ctx.config.project.clone(),
-            options: feast_materializer::Options {
-                entity_key_serialization_version: ctx.config.entity_key_serialization_version,
-                ..Default::default()
-            },
+            options: feast_materializer::Options::for_config(&ctx.config),
         },
     )))
 }
@@ -412,6 +409,11 @@ pub(crate) async fn start_feature_server(
                 .registry
                 .common()
                 .serve_features_while_materializing,
+            versioning: ctx
+                .config
+                .registry
+                .common()
+                .enable_online_feature_view_versioning,
         },
         max_request_bytes: args.max_request_bytes,
         metrics: args
@@ -571,10 +573,7 @@ pub(crate) async fn start_materializer(
         std::sync::Arc::new(recorder),
         registry,
         ctx.config.project.clone(),
-        feast_materializer::Options {
-            entity_key_serialization_version: ctx.config.entity_key_serialization_version,
-            ..Default::default()
-        },
+        feast_materializer::Options::for_config(&ctx.config),
     );
     manager.parallelism = args.parallelism.max(1);
     manager.authorizer = authenticator.is_enabled().then(authorizer);

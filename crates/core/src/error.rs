@@ -27,6 +27,10 @@ pub enum ErrorClass {
     PushSourceNotFoundException,
     /// `persist` to a location that exists, without `allow_overwrite`.
     SavedDatasetLocationAlreadyExists,
+    /// A `view@vN` reference to a version the view's history does not hold.
+    FeatureViewVersionNotFound,
+    /// A view pinned to a recorded version whose definition was also changed.
+    FeatureViewPinConflict,
 }
 
 /// Transport-neutral status; services map it to a gRPC code or HTTP status in one place.
@@ -46,6 +50,33 @@ pub enum StatusKind {
 }
 
 impl ErrorClass {
+    /// Every class, for parsing an envelope back into its class.
+    pub const ALL: [ErrorClass; 18] = [
+        Self::FeastError,
+        Self::FeastObjectNotFoundException,
+        Self::EntityNotFoundException,
+        Self::FeatureViewNotFoundException,
+        Self::OnDemandFeatureViewNotFoundException,
+        Self::FeatureServiceNotFoundException,
+        Self::DataSourceObjectNotFoundException,
+        Self::SavedDatasetNotFound,
+        Self::ValidationReferenceNotFound,
+        Self::PermissionObjectNotFoundException,
+        Self::ProjectObjectNotFoundException,
+        Self::ConflictingFeatureViewNames,
+        Self::FeatureNameCollisionError,
+        Self::FeastPermissionError,
+        Self::PushSourceNotFoundException,
+        Self::SavedDatasetLocationAlreadyExists,
+        Self::FeatureViewVersionNotFound,
+        Self::FeatureViewPinConflict,
+    ];
+
+    /// The class named `name` (a Feast exception class name), if feast-rs knows it.
+    pub fn from_name(name: &str) -> Option<ErrorClass> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::FeastError => "FeastError",
@@ -64,6 +95,8 @@ impl ErrorClass {
             Self::FeastPermissionError => "FeastPermissionError",
             Self::PushSourceNotFoundException => "PushSourceNotFoundException",
             Self::SavedDatasetLocationAlreadyExists => "SavedDatasetLocationAlreadyExists",
+            Self::FeatureViewVersionNotFound => "FeatureViewVersionNotFound",
+            Self::FeatureViewPinConflict => "FeatureViewPinConflict",
         }
     }
 
@@ -79,11 +112,13 @@ impl ErrorClass {
             | Self::SavedDatasetNotFound
             | Self::ValidationReferenceNotFound
             | Self::PermissionObjectNotFoundException
-            | Self::ProjectObjectNotFoundException => StatusKind::NotFound,
+            | Self::ProjectObjectNotFoundException
+            | Self::FeatureViewVersionNotFound => StatusKind::NotFound,
             Self::FeastPermissionError => StatusKind::PermissionDenied,
             Self::PushSourceNotFoundException => StatusKind::Unprocessable,
             Self::FeastError
             | Self::SavedDatasetLocationAlreadyExists
+            | Self::FeatureViewPinConflict
             | Self::ConflictingFeatureViewNames
             | Self::FeatureNameCollisionError => StatusKind::Internal,
         }

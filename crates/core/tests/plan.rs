@@ -376,3 +376,93 @@ fn schema_changes_make_feature_view_versions() {
     apply(&mut catalog, &more.replace("  - name: other\n    entities: [driver]\n    schema: [{name: x, dtype: Int64}]\n    source: stats\n", ""), 400);
     assert!(versions(&catalog).iter().all(|(n, _, _)| n != "other"));
 }
+
+#[test]
+fn pinned_versions_restore_or_declare_as_feast() {
+    let current = |c: &Catalog| {
+        let fv = c.get::<core::FeatureView>("driver_stats", "demo").unwrap();
+        let spec = fv.spec.as_ref().unwrap();
+        (
+            fv.meta.as_ref().unwrap().current_version_number,
+            spec.features.len(),
+            spec.version.clone(),
+        )
+    };
+    let pinned = |text: &str, version: &str| {
+        text.replace(
+            "  - name: driver_stats\n",
+            &format!("  - name: driver_stats\n    version: {version}\n"),
+        )
+    };
+    let try_apply = |catalog: &mut Catalog, text: &str| {
+        let state = desired(text);
+        let plan = diff::diff(catalog, "demo", &state);
+        diff::apply_diff(catalog, "demo", &state, &plan, ts(900))
+    };
+    let more = DEFS.replace(
+        "schema: [{name: conv_rate, dtype: Float32}]",
+        "schema: [{name: conv_rate, dtype: Float32}, {name: trips, dtype: Int64}]",
+    );
+    let mut catalog = applied(DEFS, 100);
+    apply(&mut catalog, &more, 200);
+    assert_eq!(current(&catalog), (1, 2, "latest".into()));
+
+    // Pinning a recorded version with only the version changed restores its definition.
+    apply(&mut catalog, &pinned(&more, "v0"), 300);
+    assert_eq!(current(&catalog), (0, 1, "v0".into()));
+    let history_len = |c: &Catalog| {
+        c.proto()
+            .feature_view_version_history
+            .as_ref()
+            .unwrap()
+            .records
+            .len()
+    };
+    assert_eq!(history_len(&catalog), 3, "a pin records no new version");
+
+    // Pinning while also changing the definition is refused, and nothing changes.
+    let before = catalog.proto().clone();
+    let err = try_apply(
+        &mut catalog,
+        &pinned(&DEFS.replace("ttl: 1d", "ttl: 2d"), "v1"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.class,
+        feast_core::error::ErrorClass::FeatureViewPinConflict
+    );
+    assert!(
+        err.message
+            .contains("Cannot pin feature view 'driver_stats' to v1")
+    );
+    assert_eq!(catalog.proto(), &before, "a refused pin changes nothing");
+
+    // Back to the latest definition: a schema change from v0 makes the next version.
+    apply(&mut catalog, &more, 400);
+    assert_eq!(current(&catalog), (2, 2, "latest".into()));
+
+    // Pinning a version never recorded declares it with this definition.
+    let three = more.replace(
+        "{name: trips, dtype: Int64}]",
+        "{name: trips, dtype: Int64}, {name: rating, dtype: Float64}]",
+    );
+    apply(&mut catalog, &pinned(&three, "version7"), 500);
+    assert_eq!(current(&catalog), (7, 3, "version7".into()));
+    let v7 = catalog.view_version("driver_stats", "demo", 7).unwrap();
+    let feast_core::registry::ViewVersion::FeatureView(v7) = v7 else {
+        panic!("a feature view snapshot expected");
+    };
+    assert_eq!(v7.spec.unwrap().features.len(), 3);
+    assert_eq!(v7.meta.unwrap().current_version_number, 7);
+    let missing = catalog.view_version("driver_stats", "demo", 9).unwrap_err();
+    assert_eq!(
+        missing.message,
+        "Version v9 of feature view driver_stats does not exist in project demo"
+    );
+
+    // A malformed version is a definition error.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.yaml"), pinned(DEFS, "v2x")).unwrap();
+    let err = repo::load_repo(dir.path(), "demo").unwrap_err().to_string();
+    assert!(err.contains("Invalid version string 'v2x'"), "{err}");
+}

@@ -462,6 +462,23 @@ pub struct Options {
     pub write_batch_rows: usize,
     /// Online writes of one view in flight at once.
     pub writes_in_flight: usize,
+    /// The registry's `enable_online_feature_view_versioning`: a view's rows go under its
+    /// current version's online name (`{view}_v{N}`, N > 0), where reads look for them.
+    pub versioning: bool,
+}
+
+impl Options {
+    /// The defaults, with the online layout `config` declares.
+    pub fn for_config(config: &feast_core::config::RepoConfig) -> Self {
+        Self {
+            entity_key_serialization_version: config.entity_key_serialization_version,
+            versioning: config
+                .registry
+                .common()
+                .enable_online_feature_view_versioning,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Options {
@@ -471,6 +488,7 @@ impl Default for Options {
                 feast_core::entity_key::DEFAULT_ENTITY_KEY_SERIALIZATION_VERSION,
             write_batch_rows: 10_000,
             writes_in_flight: 4,
+            versioning: false,
         }
     }
 }
@@ -550,7 +568,11 @@ pub async fn materialize_view<S: OfflineStore>(
         start: Some(window.start),
         end: Some(window.end),
     };
-    let table = TableRef::new(project, name.clone());
+    let version = view.meta.as_ref().map(|m| m.current_version_number);
+    let table = TableRef::new(
+        project,
+        feast_core::version::online_view_name(name, version, options.versioning),
+    );
     let stream = offline.pull(source, &request, PullKind::Latest).await?;
     let chunk_rows = options.write_batch_rows.max(1);
     let key_version = options.entity_key_serialization_version;

@@ -190,7 +190,7 @@ impl FeatureServer {
                 &snapshot.catalog,
                 &self.project,
                 &self.store,
-                self.read_options.entity_key_serialization_version,
+                self.read_options.write_layout(),
                 view,
                 frame,
             )
@@ -229,7 +229,7 @@ impl FeatureServer {
                 &self.project,
                 &self.store,
                 self.offline.as_deref(),
-                self.read_options.entity_key_serialization_version,
+                self.read_options.write_layout(),
                 push_source,
                 frame,
                 to,

@@ -150,12 +150,25 @@ fn parse_ts(field: &str, value: &str) -> Result<DateTime<Utc>, ServeError> {
         })
 }
 
-fn no_versions(version: &Option<String>) -> Result<(), ServeError> {
-    match version {
-        Some(v) => Err(ServeError::Unimplemented(format!(
-            "materializing a feature view version ({v}) is not supported by feast-rs yet"
+/// Feast's checks of a materialization's `version`: it needs exactly one view, and must be
+/// `latest`, `vN` or `versionN`. `latest` materializes as without it; materializing a
+/// pinned version's definition is not implemented (501).
+fn check_version(version: &Option<String>, views: &Option<Vec<String>>) -> Result<(), ServeError> {
+    let Some(version) = version else {
+        return Ok(());
+    };
+    if views.as_ref().is_none_or(|v| v.len() != 1) {
+        return Err(ServeError::Unprocessable(
+            "--version requires --views with exactly one feature view.".into(),
+        ));
+    }
+    match feast_core::version::parse_version(version) {
+        Err(e) => Err(ServeError::Unprocessable(e.message)),
+        Ok(None) => Ok(()),
+        Ok(Some(n)) => Err(ServeError::Unimplemented(format!(
+            "materializing a pinned feature view version (v{n}) is not supported by feast-rs \
+             yet: materialize the view's current version"
         ))),
-        None => Ok(()),
     }
 }
 
@@ -163,7 +176,7 @@ impl MaterializeRequest {
     /// The call, with Feast's checks: both timestamps unless `disable_event_timestamp`,
     /// and start before end.
     pub fn call(self) -> Result<MaterializeCall, ServeError> {
-        no_versions(&self.version)?;
+        check_version(&self.version, &self.feature_views)?;
         let range = if self.disable_event_timestamp {
             Range::Everything
         } else {
@@ -189,7 +202,7 @@ impl MaterializeRequest {
 
 impl MaterializeIncrementalRequest {
     pub fn call(self) -> Result<MaterializeCall, ServeError> {
-        no_versions(&self.version)?;
+        check_version(&self.version, &self.feature_views)?;
         Ok(MaterializeCall {
             views: self.feature_views.unwrap_or_default(),
             range: Range::Incremental {

@@ -394,8 +394,13 @@ impl From<OnlineStoreError> for ServeError {
 /// One feature view to read, as the request (or feature-service projection) names it.
 struct ViewRead<'a> {
     fv: &'a core::FeatureView,
-    /// The projection alias or the view name: the prefix of full feature names.
+    /// The projection alias or the view name, plus `@vN` for a pinned version: the prefix
+    /// of full feature names.
     name_to_use: String,
+    /// The alias or view name without the version (the name in the version metadata).
+    clean_name: String,
+    /// The version the reference pins (`view@vN`), if any.
+    version: Option<i32>,
     /// Requested features, in request order, without duplicates.
     features: Vec<String>,
     /// View join key → request column (feature-service `join_key_map`).
@@ -403,6 +408,17 @@ struct ViewRead<'a> {
 }
 
 impl ViewRead<'_> {
+    /// The name the view's online data lives under: the pinned version's, else the view's
+    /// current version's (only with `enable_online_feature_view_versioning`).
+    fn online_name(&self, versioning: bool) -> String {
+        let current = self.fv.meta.as_ref().map(|m| m.current_version_number);
+        feast_core::version::online_view_name(
+            &self.fv.spec_ref().name,
+            self.version.or(current),
+            versioning,
+        )
+    }
+
     fn request_column<'k>(&'k self, join_key: &'k str) -> &'k str {
         self.join_key_map
             .get(join_key)
@@ -428,6 +444,7 @@ fn resolve<'a>(
     index: &'a ProjectIndex,
     project: &str,
     request: &OnlineRequest,
+    versioning: bool,
 ) -> Result<Vec<ViewRead<'a>>, ServeError> {
     let mut reads: Vec<ViewRead<'a>> = Vec::new();
     let refs = match &request.features {
@@ -440,19 +457,21 @@ fn resolve<'a>(
             };
             let spec = fs.spec.as_ref();
             for proj in spec.map(|s| s.features.as_slice()).unwrap_or_default() {
-                if proj.version_tag.is_some() {
-                    return Err(ServeError::Unprocessable(format!(
-                        "feature service {service} pins a version of feature view {}: versioned \
-                     reads are not supported by feast-rs yet",
-                        proj.feature_view_name
-                    )));
-                }
-                let fv = lookup_view(catalog, index, &proj.feature_view_name)?;
-                let name_to_use = feast_core::model::projection_name(proj).to_string();
+                let fv = lookup_version(
+                    catalog,
+                    index,
+                    project,
+                    &proj.feature_view_name,
+                    proj.version_tag,
+                    versioning,
+                )?;
+                let clean_name = feast_core::model::projection_name(proj).to_string();
                 let features = feast_core::model::projection_features(proj, fv);
                 reads.push(ViewRead {
                     fv,
-                    name_to_use,
+                    name_to_use: versioned_name(&clean_name, proj.version_tag),
+                    clean_name,
+                    version: proj.version_tag,
                     features,
                     join_key_map: proj
                         .join_key_map
@@ -466,24 +485,24 @@ fn resolve<'a>(
         }
     };
     for reference in refs {
-        let Some((view, feature)) = reference.split_once(':') else {
+        let parsed = feast_core::version::parse_view_ref(reference);
+        let (view, version) = (parsed.view, parsed.version);
+        let Some(feature) = parsed.feature else {
             return Err(ServeError::Unprocessable(format!(
-                "feature reference {reference:?} is not of the form \"feature_view:feature\""
+                "feature reference {reference:?} is not of the form \"feature_view:feature\" \
+                 or \"feature_view@vN:feature\""
             )));
         };
-        if view.contains('@') {
-            return Err(ServeError::Unprocessable(format!(
-                "versioned feature reference {reference:?}: versioned reads are not supported \
-                 by feast-rs yet"
-            )));
-        }
-        let index = match reads.iter().position(|r| r.name_to_use == view) {
+        let name_to_use = versioned_name(view, version);
+        let index = match reads.iter().position(|r| r.name_to_use == name_to_use) {
             Some(i) => i,
             None => {
-                let fv = lookup_view(catalog, index, view)?;
+                let fv = lookup_version(catalog, index, project, view, version, versioning)?;
                 reads.push(ViewRead {
                     fv,
-                    name_to_use: view.to_string(),
+                    name_to_use,
+                    clean_name: view.to_string(),
+                    version,
                     features: Vec::new(),
                     join_key_map: HashMap::new(),
                 });
@@ -494,7 +513,10 @@ fn resolve<'a>(
         if !read.fv.feature_names().contains(&feature) {
             return Err(feast(FeastError::new(
                 ErrorClass::FeastObjectNotFoundException,
-                format!("Feature {feature} not found in projection {view}"),
+                format!(
+                    "Feature {feature} not found in projection {}",
+                    read.name_to_use
+                ),
             )));
         }
         read.features.push(feature.to_string());
@@ -511,6 +533,44 @@ fn check_collisions(reads: &[ViewRead<'_>], full: bool) -> Result<(), ServeError
     });
     // Feast answers 500 here, which its client retries; the request can never succeed.
     feast_core::model::check_feature_name_collisions(refs, full).map_err(ServeError::Rejected)
+}
+
+/// `name@vN` for a pinned version (Feast's `name_to_use`), else `name`.
+fn versioned_name(name: &str, version: Option<i32>) -> String {
+    match version {
+        Some(n) => format!("{name}@v{n}"),
+        None => name.to_string(),
+    }
+}
+
+/// The view a reference names: the registered one, or with a pinned version that version's
+/// recorded definition (which needs the registry's `enable_online_feature_view_versioning`,
+/// as in Feast).
+fn lookup_version<'a>(
+    catalog: &'a Catalog,
+    index: &'a ProjectIndex,
+    project: &str,
+    name: &str,
+    version: Option<i32>,
+    versioning: bool,
+) -> Result<&'a core::FeatureView, ServeError> {
+    let Some(n) = version else {
+        return lookup_view(catalog, index, name);
+    };
+    if !versioning {
+        return Err(ServeError::Unprocessable(format!(
+            "Version-qualified ref '{name}@v{n}' not supported: online versioning is disabled. \
+             Set 'enable_online_feature_view_versioning: true' under 'registry' in \
+             feature_store.yaml."
+        )));
+    }
+    match index.versions.get(&(name.to_string(), n)) {
+        Some(VersionedView::View(fv)) => Ok(fv),
+        Some(VersionedView::OnDemand) => Err(odfv_unsupported(name)),
+        None => Err(feast(feast_core::version::version_not_found(
+            name, n, project,
+        ))),
+    }
 }
 
 fn lookup_view<'a>(
@@ -624,6 +684,8 @@ pub struct ProjectIndex {
     /// Name → (position in the registry's `stream_feature_views`, the view as a feature
     /// view for reads: its online rows are laid out as a feature view's).
     stream_views: HashMap<String, (usize, core::FeatureView)>,
+    /// (view name, version) → the recorded definition, from the version history.
+    versions: HashMap<(String, i32), VersionedView>,
     /// Join key → declared type, from the project's entities.
     entity_types: HashMap<String, ValueType>,
     /// The project's permissions (for authorization).
@@ -663,6 +725,28 @@ impl ProjectIndex {
                     .entry(spec.name.clone())
                     .or_insert_with(|| (i, stream_view_for_reads(v)));
             }
+        }
+        let history = registry.feature_view_version_history.as_ref();
+        for record in history
+            .map(|h| h.records.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| in_project(&r.project_id))
+        {
+            use feast_core::registry::ViewVersion;
+            // An undecodable record is skipped: a read of that version says it does not exist.
+            let view = match feast_core::registry::decode_version(record) {
+                Ok(ViewVersion::FeatureView(v)) => VersionedView::View(Box::new(v)),
+                Ok(ViewVersion::Stream(v)) => {
+                    VersionedView::View(Box::new(stream_view_for_reads(&v)))
+                }
+                Ok(ViewVersion::OnDemand(_)) => VersionedView::OnDemand,
+                Ok(ViewVersion::Label(_)) | Err(_) => continue,
+            };
+            index.versions.insert(
+                (record.feature_view_name.clone(), record.version_number),
+                view,
+            );
         }
         for spec in registry
             .entities
@@ -719,6 +803,15 @@ impl ProjectIndex {
     }
 }
 
+/// A recorded version of a view, as reads use it.
+#[derive(Debug)]
+enum VersionedView {
+    /// A feature view's or stream feature view's version.
+    View(Box<core::FeatureView>),
+    /// An on-demand view's version (not executed).
+    OnDemand,
+}
+
 /// A stream feature view as the feature view its online rows belong to: the stream job
 /// (or a push, or `write_to_online_store`) writes them in a feature view's layout, under
 /// the stream view's name.
@@ -772,6 +865,9 @@ pub struct ReadOptions {
     /// The registry's `serve_features_while_materializing`: views in the `MATERIALIZING`
     /// state keep serving their last values (otherwise they are refused, as Feast does).
     pub serve_while_materializing: bool,
+    /// The registry's `enable_online_feature_view_versioning`: `view@vN` references read
+    /// that version, and each version's online data lives under `{view}_v{N}`.
+    pub versioning: bool,
 }
 
 impl Default for ReadOptions {
@@ -781,6 +877,17 @@ impl Default for ReadOptions {
                 feast_core::entity_key::DEFAULT_ENTITY_KEY_SERIALIZATION_VERSION,
             expired_as_present: false,
             serve_while_materializing: false,
+            versioning: false,
+        }
+    }
+}
+
+impl ReadOptions {
+    /// How writes of this server lay rows out (the same layout its reads expect).
+    pub fn write_layout(&self) -> crate::write::WriteLayout {
+        crate::write::WriteLayout {
+            entity_key_serialization_version: self.entity_key_serialization_version,
+            versioning: self.versioning,
         }
     }
 }
@@ -794,7 +901,7 @@ pub async fn get_online_features(
     request: &OnlineRequest,
 ) -> Result<OnlineResponse, ServeError> {
     let key_version = options.entity_key_serialization_version;
-    let reads = resolve(catalog, index, project, request)?;
+    let reads = resolve(catalog, index, project, request, options.versioning)?;
     for r in &reads {
         check_servable(r.fv, options.serve_while_materializing)?;
     }
@@ -894,7 +1001,7 @@ pub async fn get_online_features(
                 ))
             })?);
         }
-        tables.push(TableRef::new(project, spec.name.clone()));
+        tables.push(TableRef::new(project, r.online_name(options.versioning)));
         keys_per_view.push(keys);
     }
     let mut stats = ReadStats {
@@ -976,14 +1083,14 @@ pub async fn get_online_features(
             .per_view
             .push((r.fv.spec_ref().name.clone(), present, missing));
         if request.include_feature_view_version_metadata
-            && !view_metadata.iter().any(|(name, _)| *name == r.name_to_use)
+            && !view_metadata.iter().any(|(name, _)| *name == r.clean_name)
         {
             let version =
                 r.fv.meta
                     .as_ref()
                     .map(|m| m.current_version_number)
                     .unwrap_or_default();
-            view_metadata.push((r.name_to_use.clone(), version));
+            view_metadata.push((r.clean_name.clone(), version));
         }
     }
     Ok(OnlineResponse {

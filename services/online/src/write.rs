@@ -177,8 +177,20 @@ impl Frame {
 }
 
 /// What a write needs to know about a feature view or stream feature view.
+/// How writes lay rows out in the online store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLayout {
+    /// The repository's `entity_key_serialization_version`.
+    pub entity_key_serialization_version: u32,
+    /// The registry's `enable_online_feature_view_versioning`: a view's rows go under its
+    /// current version's name (`{view}_v{N}`, N > 0).
+    pub versioning: bool,
+}
+
 struct Target<'a> {
     name: &'a str,
+    /// The view's current version (`meta.current_version_number`).
+    version: i32,
     features: &'a [core::FeatureSpecV2],
     entity_columns: &'a [core::FeatureSpecV2],
     batch_source: Option<&'a core::DataSource>,
@@ -189,6 +201,7 @@ impl<'a> Target<'a> {
         let spec = fv.spec.as_ref()?;
         Some(Target {
             name: &spec.name,
+            version: fv.meta.as_ref().map_or(0, |m| m.current_version_number),
             features: &spec.features,
             entity_columns: &spec.entity_columns,
             batch_source: spec.batch_source.as_ref(),
@@ -199,6 +212,7 @@ impl<'a> Target<'a> {
         let spec = sfv.spec.as_ref()?;
         Some(Target {
             name: &spec.name,
+            version: sfv.meta.as_ref().map_or(0, |m| m.current_version_number),
             features: &spec.features,
             entity_columns: &spec.entity_columns,
             batch_source: spec.batch_source.as_ref(),
@@ -387,19 +401,22 @@ async fn write_targets(
     targets: &[Target<'_>],
     project: &str,
     store: &Arc<dyn OnlineStore>,
-    key_version: u32,
+    layout: WriteLayout,
     frame: &Frame,
 ) -> Result<WriteOutcome, ServeError> {
     let mut batches = Vec::with_capacity(targets.len());
     for t in targets {
-        batches.push((t.name, rows_for(t, frame, key_version)?));
+        let rows = rows_for(t, frame, layout.entity_key_serialization_version)?;
+        batches.push((t.name, t.version, rows));
     }
     let mut outcome = WriteOutcome::default();
-    for (name, rows) in batches {
+    for (name, version, rows) in batches {
         match rows {
             Ok(rows) => {
+                let online_name =
+                    feast_core::version::online_view_name(name, Some(version), layout.versioning);
                 let written = store
-                    .write_creating(&TableRef::new(project, name), &rows)
+                    .write_creating(&TableRef::new(project, online_name), &rows)
                     .await?;
                 outcome.written.push((name.to_string(), written));
             }
@@ -418,7 +435,7 @@ pub async fn write_to_online_store(
     catalog: &Catalog,
     project: &str,
     store: &Arc<dyn OnlineStore>,
-    key_version: u32,
+    layout: WriteLayout,
     view_name: &str,
     frame: &Frame,
 ) -> Result<WriteOutcome, ServeError> {
@@ -445,7 +462,7 @@ pub async fn write_to_online_store(
             "feature view {view_name} has no spec in the registry"
         ))
     })?;
-    write_targets(&[target], project, store, key_version, frame).await
+    write_targets(&[target], project, store, layout, frame).await
 }
 
 /// Whether `source` is the push source named `name`.
@@ -504,7 +521,7 @@ pub async fn push(
     project: &str,
     store: &Arc<dyn OnlineStore>,
     offline: Option<&dyn OfflineWriter>,
-    key_version: u32,
+    layout: WriteLayout,
     push_source_name: &str,
     frame: &Frame,
     to: PushMode,
@@ -529,7 +546,7 @@ pub async fn push(
     };
     let mut outcome = WriteOutcome::default();
     if to != PushMode::Offline {
-        outcome = write_targets(&targets, project, store, key_version, frame).await?;
+        outcome = write_targets(&targets, project, store, layout, frame).await?;
     }
     if let Some((writer, views)) = offline {
         for view in views {

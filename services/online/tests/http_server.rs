@@ -190,6 +190,7 @@ struct Options {
     metrics: bool,
     expired_as_present: bool,
     serve_while_materializing: bool,
+    versioning: bool,
     tls: bool,
 }
 
@@ -203,6 +204,7 @@ impl Default for Options {
             metrics: false,
             expired_as_present: false,
             serve_while_materializing: false,
+            versioning: false,
             tls: false,
         }
     }
@@ -290,6 +292,7 @@ async fn start_with(with_registry: bool, options: Options) -> Server {
             entity_key_serialization_version: 3,
             expired_as_present: options.expired_as_present,
             serve_while_materializing: options.serve_while_materializing,
+            versioning: options.versioning,
         },
         max_request_bytes: options.max_request_bytes,
         metrics: options.metrics.then(|| Arc::new(Metrics::new())),

@@ -63,26 +63,7 @@ pub fn feast_error_of(status: &tonic::Status) -> Option<FeastError> {
     let detail: serde_json::Value = serde_json::from_str(status.message()).ok()?;
     let class = detail.get("class")?.as_str()?;
     let message = detail.get("message")?.as_str()?.to_owned();
-    let class = [
-        ErrorClass::FeastError,
-        ErrorClass::FeastObjectNotFoundException,
-        ErrorClass::EntityNotFoundException,
-        ErrorClass::FeatureViewNotFoundException,
-        ErrorClass::OnDemandFeatureViewNotFoundException,
-        ErrorClass::FeatureServiceNotFoundException,
-        ErrorClass::DataSourceObjectNotFoundException,
-        ErrorClass::SavedDatasetNotFound,
-        ErrorClass::ValidationReferenceNotFound,
-        ErrorClass::PermissionObjectNotFoundException,
-        ErrorClass::ProjectObjectNotFoundException,
-        ErrorClass::ConflictingFeatureViewNames,
-        ErrorClass::FeatureNameCollisionError,
-        ErrorClass::FeastPermissionError,
-        ErrorClass::PushSourceNotFoundException,
-    ]
-    .into_iter()
-    .find(|c| c.name() == class)
-    .unwrap_or(ErrorClass::FeastError);
+    let class = ErrorClass::from_name(class).unwrap_or(ErrorClass::FeastError);
     Some(FeastError::new(class, message))
 }
 

@@ -191,6 +191,10 @@ impl Catalog {
             self.ensure_project(project, now);
         }
         object.set_project(project);
+        let pinned = match T::KIND.is_feature_view() {
+            true => self.resolve_pin(&mut object, project, now)?,
+            false => None,
+        };
         let collection = T::collection_mut(&mut self.proto);
         let existing = collection
             .iter()
@@ -204,8 +208,13 @@ impl Catalog {
             carry_server_state(&collection[i], &mut object);
             collection[i].clone()
         });
-        if T::KIND.is_feature_view() {
-            self.record_version(previous.as_ref(), &mut object, project, now);
+        match pinned {
+            // A pinned definition is that version, recorded already: no new version.
+            Some(version) => set_current_version(&mut object, version),
+            None if T::KIND.is_feature_view() => {
+                self.record_version(previous.as_ref(), &mut object, project, now)
+            }
+            None => {}
         }
         let collection = T::collection_mut(&mut self.proto);
         match existing {
@@ -213,6 +222,99 @@ impl Catalog {
             None => collection.push(object),
         }
         Ok(())
+    }
+
+    /// A view definition that pins a version (`version: "v2"`), as Feast 0.67 applies it:
+    /// pinning a recorded version restores that version's definition (refused with
+    /// `FeatureViewPinConflict` when the definition was changed too, since only the version
+    /// may change in a pin); pinning a version not recorded yet declares it, recording this
+    /// definition as that version. Returns the pinned version (`None` for the latest) and
+    /// replaces `object` with the definition to store.
+    fn resolve_pin<T: RegistryObject>(
+        &mut self,
+        object: &mut T,
+        project: &str,
+        now: Timestamp,
+    ) -> Result<Option<i32>, FeastError> {
+        let declared_version = spec_version(object).unwrap_or_default().to_owned();
+        let Some(version) = crate::version::parse_version(&declared_version)? else {
+            return Ok(None);
+        };
+        let Some((kind, _)) = version_fingerprint(object) else {
+            return Ok(None);
+        };
+        let name = object.name().to_owned();
+        let recorded = self
+            .proto
+            .feature_view_version_history
+            .as_ref()
+            .and_then(|h| {
+                h.records.iter().find(|r| {
+                    r.feature_view_name == name
+                        && r.project_id == project
+                        && r.version_number == version
+                })
+            })
+            .cloned();
+        let Some(record) = recorded else {
+            // A forward declaration: this definition becomes the version.
+            set_current_version(object, version);
+            let history = self
+                .proto
+                .feature_view_version_history
+                .get_or_insert_with(Default::default);
+            history.records.push(version_record(
+                &name,
+                project,
+                version,
+                kind,
+                object.encode_to_vec(),
+                now,
+            ));
+            return Ok(Some(version));
+        };
+        if let Some(active) = T::collection(&self.proto)
+            .iter()
+            .find(|o| o.name() == name && o.project() == project)
+        {
+            let unpinned = |o: &T| {
+                let mut d = o.declared();
+                set_spec_version(&mut d, "");
+                crate::model::strip_data_source_meta(&mut d);
+                d
+            };
+            if unpinned(active) != unpinned(object) {
+                return Err(FeastError::new(
+                    ErrorClass::FeatureViewPinConflict,
+                    format!(
+                        "Cannot pin feature view '{name}' to v{version} because the definition \
+                         has also been modified. To pin to an older version, only change the \
+                         'version' parameter — do not modify other fields. To apply a new \
+                         definition, use version='latest' or omit the version parameter."
+                    ),
+                ));
+            }
+        }
+        if record.feature_view_type != kind {
+            return Err(FeastError::new(
+                ErrorClass::FeastError,
+                format!(
+                    "Cannot pin {} '{name}' to v{version}: that version is a {}",
+                    T::KIND.class_name(),
+                    record.feature_view_type
+                ),
+            ));
+        }
+        let mut restored = T::decode(record.feature_view_proto.as_slice()).map_err(|e| {
+            FeastError::new(
+                ErrorClass::FeastError,
+                format!("version v{version} of feature view {name} is undecodable: {e}"),
+            )
+        })?;
+        restored.set_project(project);
+        set_spec_version(&mut restored, &declared_version);
+        *object = restored;
+        Ok(Some(version))
     }
 
     /// Feast's feature-view version history: a new view is recorded as version 0; a view
@@ -447,6 +549,86 @@ impl Catalog {
     }
 }
 
+/// A recorded version of a feature view, decoded from the registry's version history
+/// (Feast's `get_feature_view_by_version`), with `meta.current_version_number` set to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewVersion {
+    FeatureView(core::FeatureView),
+    Stream(core::StreamFeatureView),
+    OnDemand(core::OnDemandFeatureView),
+    Label(core::LabelView),
+}
+
+impl Catalog {
+    /// Version `version` of the view `name` in `project`, from the version history; Feast's
+    /// `FeatureViewVersionNotFound` when it was never recorded.
+    pub fn view_version(
+        &self,
+        name: &str,
+        project: &str,
+        version: i32,
+    ) -> Result<ViewVersion, FeastError> {
+        let record = self
+            .proto
+            .feature_view_version_history
+            .as_ref()
+            .and_then(|h| {
+                h.records.iter().find(|r| {
+                    r.feature_view_name == name
+                        && r.project_id == project
+                        && r.version_number == version
+                })
+            })
+            .ok_or_else(|| crate::version::version_not_found(name, version, project))?;
+        decode_version(record)
+    }
+}
+
+/// Decodes one version record into its view kind.
+pub fn decode_version(record: &core::FeatureViewVersionRecord) -> Result<ViewVersion, FeastError> {
+    fn meta(m: &mut Option<core::FeatureViewMeta>, version: i32) {
+        m.get_or_insert_with(Default::default)
+            .current_version_number = version;
+    }
+    let bytes = record.feature_view_proto.as_slice();
+    let version = record.version_number;
+    let bad = |e: prost::DecodeError| {
+        FeastError::new(
+            ErrorClass::FeastError,
+            format!(
+                "version v{version} of feature view {} holds an undecodable {}: {e}",
+                record.feature_view_name, record.feature_view_type
+            ),
+        )
+    };
+    Ok(match record.feature_view_type.as_str() {
+        "feature_view" => {
+            let mut v = core::FeatureView::decode(bytes).map_err(bad)?;
+            meta(&mut v.meta, version);
+            ViewVersion::FeatureView(v)
+        }
+        "stream_feature_view" => {
+            let mut v = core::StreamFeatureView::decode(bytes).map_err(bad)?;
+            meta(&mut v.meta, version);
+            ViewVersion::Stream(v)
+        }
+        "on_demand_feature_view" => {
+            let mut v = core::OnDemandFeatureView::decode(bytes).map_err(bad)?;
+            v.meta
+                .get_or_insert_with(Default::default)
+                .current_version_number = version;
+            ViewVersion::OnDemand(v)
+        }
+        "label_view" => ViewVersion::Label(core::LabelView::decode(bytes).map_err(bad)?),
+        other => {
+            return Err(FeastError::new(
+                ErrorClass::FeastError,
+                format!("Unknown feature view type: {other}"),
+            ));
+        }
+    })
+}
+
 /// Feast's `ConflictingFeatureViewNames` for a name used by two view kinds.
 pub fn conflicting_view_names(name: &str, existing: ObjectKind, new: ObjectKind) -> FeastError {
     FeastError::new(
@@ -568,6 +750,34 @@ fn version_fingerprint<T: RegistryObject>(object: &T) -> Option<(&'static str, V
         return Some(("label_view", parts.concat()));
     }
     None
+}
+
+/// The `spec.version` a feature-view kind declares.
+fn spec_version<T: RegistryObject>(object: &T) -> Option<&str> {
+    use std::any::Any;
+    let any: &dyn Any = object;
+    if let Some(v) = any.downcast_ref::<core::FeatureView>() {
+        return v.spec.as_ref().map(|s| s.version.as_str());
+    }
+    if let Some(v) = any.downcast_ref::<core::StreamFeatureView>() {
+        return v.spec.as_ref().map(|s| s.version.as_str());
+    }
+    if let Some(v) = any.downcast_ref::<core::OnDemandFeatureView>() {
+        return v.spec.as_ref().map(|s| s.version.as_str());
+    }
+    None
+}
+
+fn set_spec_version<T: RegistryObject>(object: &mut T, version: &str) {
+    use std::any::Any;
+    let any: &mut dyn Any = object;
+    if let Some(v) = any.downcast_mut::<core::FeatureView>() {
+        v.spec.get_or_insert_with(Default::default).version = version.to_owned();
+    } else if let Some(v) = any.downcast_mut::<core::StreamFeatureView>() {
+        v.spec.get_or_insert_with(Default::default).version = version.to_owned();
+    } else if let Some(v) = any.downcast_mut::<core::OnDemandFeatureView>() {
+        v.spec.get_or_insert_with(Default::default).version = version.to_owned();
+    }
 }
 
 /// Sets `meta.current_version_number` on the view kinds that carry it.

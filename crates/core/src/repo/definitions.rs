@@ -130,6 +130,9 @@ pub struct FeatureViewDef {
     pub tags: BTreeMap<String, String>,
     #[serde(default)]
     pub owner: String,
+    /// `latest` (the default), or a version to pin: `v2` / `version2` (Feast 0.67).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 fn yes() -> bool {

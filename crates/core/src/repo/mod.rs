@@ -947,6 +947,10 @@ impl Builder<'_> {
                     "a feature view needs at least one feature besides its join keys",
                 );
             }
+            let version = d.version.clone().unwrap_or_else(|| "latest".into());
+            if let Err(e) = crate::version::parse_version(&version) {
+                self.err(&o.file, &object, "version", &e.message);
+            }
             out.push(core::FeatureView {
                 spec: Some(core::FeatureViewSpec {
                     name: d.name.clone(),
@@ -961,7 +965,7 @@ impl Builder<'_> {
                     owner: d.owner.clone(),
                     entity_columns: ordered_entity_columns,
                     offline: d.offline,
-                    version: "latest".into(),
+                    version,
                     ..Default::default()
                 }),
                 meta: None,
