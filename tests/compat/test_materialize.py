@@ -224,3 +224,79 @@ def test_materialize_through_a_remote_offline_store(repos, feast_rs_bin, tmp_pat
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+STREAM_VIEW = '''
+from datetime import timedelta
+from feast import Field, FileSource, PushSource, StreamFeatureView
+from feast.types import Float64, Int64
+from definitions import driver
+
+driver_stream_batch = FileSource(
+    name="driver_stream_batch",
+    path="data/driver_stats.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+)
+driver_stream_push = PushSource(name="driver_stream_push", batch_source=driver_stream_batch)
+driver_stats_stream = StreamFeatureView(
+    name="driver_stats_stream",
+    entities=[driver],
+    ttl=timedelta(days=1),
+    schema=[Field(name="acc_rate", dtype=Float64), Field(name="avg_daily_trips", dtype=Int64)],
+    source=driver_stream_push,
+    online=True,
+)
+'''
+
+STREAM_FEATURES = ["driver_stats_stream:acc_rate", "driver_stats_stream:avg_daily_trips"]
+
+
+def test_stream_views_materialize_like_feasts(tmp_path, feast_cli, feast_rs_bin):
+    """A StreamFeatureView applied with the Feast SDK materializes from its batch source:
+    `feast-rs materialize` and the SDK's remote materialize through `feast-rs serve` write
+    the online values Feast's own materialize writes, and record the same interval on the
+    stream view."""
+    import yaml
+
+    base = copy_repo("feast_repo", tmp_path / "base")
+    (base / "offline_defs.py").write_text(ENTITYLESS_VIEW)
+    (base / "stream_defs.py").write_text(STREAM_VIEW)
+    write_data(base)
+    run([feast_cli, "apply"], cwd=base)
+    theirs, ours, served = tmp_path / "theirs", tmp_path / "ours", tmp_path / "served"
+    for repo in (theirs, ours, served):
+        shutil.copytree(base, repo)
+
+    def read(repo):
+        return FeatureStore(repo_path=str(repo)).get_online_features(features=STREAM_FEATURES, entity_rows=ROWS).to_dict()
+
+    def stream_intervals(repo):
+        sfv = FeatureStore(repo_path=str(repo)).get_stream_feature_view("driver_stats_stream")
+        return [(s.isoformat(), e.isoformat()) for s, e in sfv.materialization_intervals]
+
+    views = ["driver_stats_stream"]
+    start, end = T0 - DAY, T0 + DAY
+    FeatureStore(repo_path=str(theirs)).materialize(start_date=start, end_date=end, feature_views=views)
+    proc = run([feast_rs_bin, "-c", ours, "materialize", start.isoformat(), end.isoformat(), "-v", *views])
+    assert "driver_stats_stream from 2024-04-30 00:00:00+00:00 to 2024-05-02 00:00:00+00:00:" in proc.stdout
+    expected = read(theirs)
+    assert expected["avg_daily_trips"][:4] == [3, 5, 7, None]
+    assert read(ours) == expected
+    assert stream_intervals(ours) == stream_intervals(theirs) != []
+
+    port = free_port()
+    server = spawn_server([feast_rs_bin, "-c", served, "serve", "--port", port], "feature server listening")
+    try:
+        client_dir = tmp_path / "client"
+        client_dir.mkdir()
+        config = yaml.safe_load((served / "feature_store.yaml").read_text())
+        config["registry"] = str(served / "data" / "registry.db")
+        config["online_store"] = {"type": "remote", "path": f"http://127.0.0.1:{port}"}
+        (client_dir / "feature_store.yaml").write_text(yaml.safe_dump(config))
+        FeatureStore(repo_path=str(client_dir)).materialize(start_date=start, end_date=end, feature_views=views)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert read(served) == expected
+    assert stream_intervals(served) == stream_intervals(theirs)

@@ -1,11 +1,17 @@
 //! `feast-rs materialize` / `materialize-incremental`: in-process materialization on the
 //! repository's offline files (the embedded engine) into its online store, recording each
 //! view's interval in the registry after the view is fully written.
+//!
+//! A view another process is materializing (another CLI run, a feature server's
+//! `/materialize`, a materializer service: whoever holds its lock file next to a file
+//! registry or its lease in a SQL registry) is refused with an error naming the holder,
+//! unless `--force`.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
+use feast_materializer::guard::BusyView;
 use feast_materializer::{Options, Range};
 
 use crate::commands::RepoContext;
@@ -30,6 +36,9 @@ pub struct MaterializeArgs {
     /// Materialize every row up to now, whatever its event timestamp.
     #[arg(long)]
     disable_event_timestamp: bool,
+    /// Materialize views even when another process is materializing them.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -41,6 +50,9 @@ pub struct IncrementalArgs {
     /// Feature views to materialize (default: every view with `online: true`).
     #[arg(short = 'v', long = "views", value_name = "VIEW", num_args = 1..)]
     views: Vec<String>,
+    /// Materialize views even when another process is materializing them.
+    #[arg(long)]
+    force: bool,
 }
 
 fn parse_time(s: &str, what: &str) -> Result<DateTime<Utc>> {
@@ -60,12 +72,18 @@ pub fn materialize(ctx: &RepoContext, args: &MaterializeArgs) -> Result<()> {
         }
         Range::Between { start, end }
     };
-    run(ctx, &args.views, range)
+    run(ctx, &args.views, range, args.force, "feast-rs materialize")
 }
 
 pub fn materialize_incremental(ctx: &RepoContext, args: &IncrementalArgs) -> Result<()> {
     let end = parse_time(&args.end, "END")?;
-    run(ctx, &args.views, Range::Incremental { end })
+    run(
+        ctx,
+        &args.views,
+        Range::Incremental { end },
+        args.force,
+        "feast-rs materialize-incremental",
+    )
 }
 
 fn shown(t: &DateTime<Utc>) -> String {
@@ -73,7 +91,35 @@ fn shown(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S+00:00").to_string()
 }
 
-fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
+/// "feature view a is already being materialized by ..." for the views another process
+/// holds.
+fn busy_error(busy: &[BusyView]) -> String {
+    match busy {
+        [one] => format!(
+            "feature view {} is already being materialized by {}",
+            one.view, one.holder
+        ),
+        _ => format!(
+            "feature views {} are already being materialized: {}",
+            busy.iter()
+                .map(|b| b.view.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            busy.iter()
+                .map(|b| format!("{} by {}", b.view, b.holder))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
+fn run(
+    ctx: &RepoContext,
+    names: &[String],
+    range: Range,
+    force: bool,
+    command: &str,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,9 +127,78 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
     // One registry connection both reads the views and records the intervals.
     let registry = runtime.block_on(crate::serve::RegistryAccess::open(ctx))?;
     let catalog = runtime.block_on(registry.load(ctx.project()))?;
-    let recorder = registry.into_recorder();
     let now = Utc::now();
-    let windows = feast_materializer::plan(&catalog, ctx.project(), names, range, now)?;
+    let planned = feast_materializer::plan(&catalog, ctx.project(), names, range, now)?;
+    for skipped in &planned.skipped {
+        eprintln!("Warning: skipped {skipped}");
+    }
+    // Claim the views against the repository's other processes (a lock file dies with
+    // this process, however it ends; a lease expires).
+    let locks = runtime.block_on(crate::serve::view_locks(
+        ctx,
+        command,
+        std::time::Duration::from_secs(60),
+    ))?;
+    let Some(locks) = locks else {
+        let recorder = registry.into_recorder();
+        return run_windows(
+            ctx,
+            &runtime,
+            &recorder,
+            &catalog,
+            &planned.windows,
+            range,
+            now,
+        );
+    };
+    let views: Vec<String> = planned.windows.iter().map(|w| w.view.clone()).collect();
+    let (held, busy) = runtime.block_on(locks.acquire(ctx.project(), &views));
+    let result = if !busy.is_empty() && !force {
+        Err(anyhow::anyhow!(
+            "{}.\nWait for it to finish, or pass --force to materialize anyway.",
+            busy_error(&busy)
+        ))
+    } else {
+        if !busy.is_empty() {
+            eprintln!(
+                "Warning: {}; materializing anyway (--force).",
+                busy_error(&busy)
+            );
+        }
+        // Windows planned on the registry as it is now that the views are ours, so an
+        // incremental run starts where the previous holder's recorded interval ended.
+        let replanned = if views.is_empty() {
+            Ok((catalog, Vec::new()))
+        } else {
+            runtime
+                .block_on(registry.load(ctx.project()))
+                .and_then(|catalog| {
+                    let windows =
+                        feast_materializer::plan(&catalog, ctx.project(), &views, range, now)?
+                            .windows;
+                    Ok((catalog, windows))
+                })
+        };
+        let recorder = registry.into_recorder();
+        replanned.and_then(|(catalog, windows)| {
+            run_windows(ctx, &runtime, &recorder, &catalog, &windows, range, now)
+        })
+    };
+    // Released however the run ended (a lease would otherwise outlive it until it expires).
+    runtime.block_on(held.release());
+    result
+}
+
+/// Announces and runs `windows`, one view after the other.
+fn run_windows(
+    ctx: &RepoContext,
+    runtime: &tokio::runtime::Runtime,
+    recorder: &feast_materializer::IntervalRecorder,
+    catalog: &feast_core::registry::Catalog,
+    windows: &[feast_materializer::ViewWindow],
+    range: Range,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let online_type = ctx
         .config
         .online_store
@@ -118,7 +233,7 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
     let online = runtime
         .block_on(feast_online::open_online_store(&ctx.config))
         .context("opening the online store")?;
-    for window in &windows {
+    for window in windows {
         if let Some(note) = &window.note {
             println!("{note}");
         }
@@ -143,8 +258,8 @@ fn run(ctx: &RepoContext, names: &[String], range: Range) -> Result<()> {
             .block_on(feast_materializer::run_window(
                 &offline,
                 &online,
-                &recorder,
-                &catalog,
+                recorder,
+                catalog,
                 ctx.project(),
                 window,
                 &options,

@@ -240,6 +240,42 @@ impl RegistryAccess {
     }
 }
 
+/// How this process claims the views it materializes against the repository's other
+/// processes (`command` names it in the claim): lock files next to a file registry, leases
+/// in a SQL registry's database (held `lease_ttl` past a holder that stops renewing them);
+/// `None` for a registry server, where one materializer service is the place to run jobs.
+pub(crate) async fn view_locks(
+    ctx: &RepoContext,
+    command: &str,
+    lease_ttl: std::time::Duration,
+) -> Result<Option<feast_materializer::guard::ViewLocks>> {
+    use feast_materializer::guard::{FileLocks, ViewLocks};
+    use feast_materializer::lease::SharedLeases;
+    Ok(match &ctx.config.registry {
+        RegistryConfig::File(_) => {
+            let path = ctx.config.registry_path().context("file registry path")?;
+            Some(ViewLocks::Files(FileLocks::next_to_registry(
+                &path, command,
+            )))
+        }
+        RegistryConfig::Sql(sql) => {
+            let (url, options) = crate::commands::sql_registry_options(sql)?;
+            let store = SqlStore::connect(&url, options)
+                .await
+                .context("opening the SQL registry for materialization leases")?;
+            let leases = store
+                .leases()
+                .await
+                .context("the materialization lease table")?;
+            let holder = format!("{} [{command}]", SharedLeases::holder_id());
+            Some(ViewLocks::Leases(SharedLeases::new(
+                leases, holder, lease_ttl,
+            )))
+        }
+        RegistryConfig::Remote(_) => None,
+    })
+}
+
 /// The cached registry a service reads, from feature_store.yaml's `registry:` (a file, a SQL
 /// database or a registry server). A registry that cannot be loaded yet leaves the cache
 /// empty (the service answers "unavailable" until a refresh succeeds).
@@ -290,8 +326,10 @@ async fn local_materializer(
         return Ok(None);
     };
     let recorder = RegistryAccess::open(ctx).await?.into_recorder();
+    let locks = view_locks(ctx, "feast-rs serve", std::time::Duration::from_secs(60)).await?;
     Ok(Some(std::sync::Arc::new(
         feast_materializer::LocalMaterializer {
+            locks,
             offline,
             online,
             recorder: std::sync::Arc::new(recorder),
@@ -557,26 +595,24 @@ pub(crate) async fn start_materializer(
     manager.metrics = args
         .metrics_port
         .map(|_| std::sync::Arc::new(feast_materializer::metrics::Metrics::new()));
-    // Several replicas on one SQL registry split the views through leases in its database.
-    if let RegistryConfig::Sql(sql) = &ctx.config.registry {
-        let (url, options) = crate::commands::sql_registry_options(sql)?;
-        let store = SqlStore::connect(&url, options)
-            .await
-            .context("opening the SQL registry for materialization leases")?;
-        let leases = store
-            .leases()
-            .await
-            .context("the materialization lease table")?;
-        let shared = feast_materializer::lease::SharedLeases::new(
-            leases,
-            feast_materializer::lease::SharedLeases::holder_id(),
-            std::time::Duration::from_secs(args.lease_ttl_sec),
-        );
-        tracing::info!(
+    // Several replicas on one SQL registry split the views through leases in its database;
+    // on a file registry, lock files keep a CLI run or a feature server off the views a job
+    // of this service is running (and the other way round).
+    manager.locks = view_locks(
+        ctx,
+        "feast-rs serve-materializer",
+        std::time::Duration::from_secs(args.lease_ttl_sec),
+    )
+    .await?;
+    match &manager.locks {
+        Some(feast_materializer::guard::ViewLocks::Leases(shared)) => tracing::info!(
             message = "views are leased through the SQL registry, shared with other replicas",
             holder = shared.holder()
-        );
-        manager.leases = Some(shared);
+        ),
+        Some(feast_materializer::guard::ViewLocks::Files(_)) => tracing::info!(
+            message = "views are locked with lock files next to the registry, against other processes of the repository"
+        ),
+        None => {}
     }
     let manager = std::sync::Arc::new(manager);
     let listener = tokio::net::TcpListener::bind(addr)

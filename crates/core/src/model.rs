@@ -493,6 +493,37 @@ impl FeatureViewExt for core::FeatureView {
     }
 }
 
+/// A stream feature view as the feature view its online rows belong to: a stream job, a
+/// push, `write_to_online_store` or a materialization from its batch source writes them in
+/// a feature view's layout, under the stream view's name. Its stream-only parts (the
+/// transformation, aggregations, tiling) are left out.
+pub fn stream_view_as_feature_view(sfv: &core::StreamFeatureView) -> core::FeatureView {
+    let spec = sfv.spec.clone().unwrap_or_default();
+    core::FeatureView {
+        spec: Some(core::FeatureViewSpec {
+            name: spec.name,
+            project: spec.project,
+            entities: spec.entities,
+            features: spec.features,
+            tags: spec.tags,
+            ttl: spec.ttl,
+            batch_source: spec.batch_source,
+            stream_source: spec.stream_source,
+            online: spec.online,
+            description: spec.description,
+            owner: spec.owner,
+            entity_columns: spec.entity_columns,
+            mode: spec.mode,
+            enable_validation: spec.enable_validation,
+            version: spec.version,
+            org: spec.org,
+            disabled: spec.disabled,
+            ..Default::default()
+        }),
+        meta: sfv.meta.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

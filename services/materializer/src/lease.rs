@@ -34,15 +34,7 @@ impl SharedLeases {
 
     /// `HOSTNAME/pid/random`: unique per process, readable in the lease table.
     pub fn holder_id() -> String {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_owned())
-            })
-            .unwrap_or_else(|| "materializer".to_owned());
+        let host = crate::guard::hostname();
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -52,6 +44,25 @@ impl SharedLeases {
 
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// Who holds `view`'s lease, for an error message ("another materializer" when the
+    /// lease table cannot say).
+    pub(crate) async fn holder_of(&self, project: &str, view: &str) -> String {
+        match self.leases.holder(project, view).await {
+            // (Without the job number acquire_all appended.)
+            Ok(Some((holder, until))) => format!(
+                "{}, whose lease runs until {}",
+                holder
+                    .rsplit_once('#')
+                    .filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()))
+                    .map_or(holder.as_str(), |(h, _)| h),
+                chrono::DateTime::<chrono::Utc>::from(until)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            Ok(None) => "another materializer (its lease has just ended: try again)".to_owned(),
+            Err(e) => format!("another materializer, or none: the lease could not be read ({e})"),
+        }
     }
 
     /// Takes the leases of `views` that are free; the others stay with their holders. A

@@ -15,6 +15,7 @@
 //! caller's last step, after every batch of the view is written: a job that fails midway
 //! records nothing, and the next incremental run redoes the window.
 
+pub mod guard;
 pub mod lease;
 mod local;
 pub mod metrics;
@@ -111,59 +112,283 @@ pub fn most_recent_end(view: &core::FeatureView) -> Option<DateTime<Utc>> {
         .max()
 }
 
-/// The views to materialize (`names`, or every view with `online: true` when empty) and
-/// their windows, as Feast's `materialize` / `materialize_incremental` choose them.
+/// A view `materialize` would cover that feast-rs cannot materialize, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedView {
+    pub view: String,
+    /// `on-demand feature view`, `stream feature view` or `feature view`.
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+impl std::fmt::Display for SkippedView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.kind, self.view, self.reason)
+    }
+}
+
+/// What a materialization covers: the views to run with their windows, and the views that
+/// materializing "every view" would include but feast-rs cannot compute (reported, not run).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub windows: Vec<ViewWindow>,
+    pub skipped: Vec<SkippedView>,
+}
+
+/// Where feast-rs cannot compute a view's rows the way Feast does while materializing:
+/// Feast runs a view's Python transformation (a batch or stream view's `udf` /
+/// `feature_transformation`, an on-demand view's function) or a stream view's
+/// aggregations; feast-rs runs no Python, and writing the raw source columns instead would
+/// put wrong values online.
+const MATERIALIZE_WITH_FEAST: &str = "materialize it with Feast (`feast materialize`), or write its rows with a push or \
+     /write-to-online-store";
+
+fn transformation_reason(
+    transformation: Option<&core::FeatureTransformationV2>,
+    mode: &str,
+) -> Option<String> {
+    use core::feature_transformation_v2::Transformation;
+    let udf_name = match transformation?.transformation.as_ref()? {
+        Transformation::UserDefinedFunction(udf) => udf.name.clone(),
+        Transformation::SubstraitTransformation(_) => "substrait plan".to_owned(),
+    };
+    let mode = if mode.is_empty() { "python" } else { mode };
+    Some(format!(
+        "its rows come from its {mode} transformation ({udf_name}), which feast-rs does not \
+         run; {MATERIALIZE_WITH_FEAST}"
+    ))
+}
+
+fn feature_view_reason(spec: &core::FeatureViewSpec) -> Option<String> {
+    transformation_reason(spec.feature_transformation.as_ref(), &spec.mode)
+}
+
+fn stream_view_reason(spec: &core::StreamFeatureViewSpec) -> Option<String> {
+    #[allow(deprecated)]
+    let legacy_udf = spec
+        .user_defined_function
+        .as_ref()
+        .filter(|u| !u.body.is_empty() || !u.body_text.is_empty());
+    if let Some(reason) = transformation_reason(spec.feature_transformation.as_ref(), &spec.mode) {
+        return Some(reason);
+    }
+    if let Some(udf) = legacy_udf {
+        let mode = if spec.mode.is_empty() {
+            "python"
+        } else {
+            &spec.mode
+        };
+        return Some(format!(
+            "its rows come from its {mode} transformation ({}), which feast-rs does not run; \
+             {MATERIALIZE_WITH_FEAST}",
+            udf.name
+        ));
+    }
+    (!spec.aggregations.is_empty()).then(|| {
+        format!(
+            "its features are {} aggregation(s) of the source rows, which feast-rs does not \
+             compute while materializing; {MATERIALIZE_WITH_FEAST}",
+            spec.aggregations.len()
+        )
+    })
+}
+
+fn on_demand_reason() -> String {
+    format!(
+        "it has write_to_online_store=True, and Feast materializes such a view by running its \
+         Python transformation over its sources, which feast-rs does not run; \
+         {MATERIALIZE_WITH_FEAST}"
+    )
+}
+
+/// The views materializing "every view" covers, as Feast 0.67's
+/// `_get_feature_views_to_materialize(None)` lists them: feature views and stream feature
+/// views that are online and enabled, and on-demand views with `write_to_online_store`
+/// that are enabled; split into those feast-rs runs and those it cannot compute.
+fn every_view<'a>(
+    catalog: &'a Catalog,
+    project: &'a str,
+) -> (
+    Vec<std::borrow::Cow<'a, core::FeatureView>>,
+    Vec<SkippedView>,
+) {
+    static NO_TAGS: BTreeMap<String, String> = BTreeMap::new();
+    let no_tags = &NO_TAGS;
+    let mut views = Vec::new();
+    let mut skipped = Vec::new();
+    for view in catalog.list::<core::FeatureView>(project, no_tags) {
+        let spec = view.spec_ref();
+        if !spec.online || spec.disabled {
+            continue;
+        }
+        match feature_view_reason(spec) {
+            None => views.push(std::borrow::Cow::Borrowed(view)),
+            Some(reason) => skipped.push(SkippedView {
+                view: spec.name.clone(),
+                kind: "feature view",
+                reason,
+            }),
+        }
+    }
+    for sfv in catalog.list::<core::StreamFeatureView>(project, no_tags) {
+        let Some(spec) = sfv.spec.as_ref() else {
+            continue;
+        };
+        if !spec.online || spec.disabled {
+            continue;
+        }
+        match stream_view_reason(spec) {
+            None => views.push(std::borrow::Cow::Owned(
+                feast_core::model::stream_view_as_feature_view(sfv),
+            )),
+            Some(reason) => skipped.push(SkippedView {
+                view: spec.name.clone(),
+                kind: "stream feature view",
+                reason,
+            }),
+        }
+    }
+    for odfv in catalog.list::<core::OnDemandFeatureView>(project, no_tags) {
+        let Some(spec) = odfv.spec.as_ref() else {
+            continue;
+        };
+        if spec.write_to_online_store && !spec.disabled {
+            skipped.push(SkippedView {
+                view: spec.name.clone(),
+                kind: "on-demand feature view",
+                reason: on_demand_reason(),
+            });
+        }
+    }
+    (views, skipped)
+}
+
+/// The view named `name`, as Feast 0.67's `_get_feature_views_to_materialize` resolves a
+/// named view (a feature view, else a stream feature view, else an on-demand view), with
+/// its checks; a stream view comes back as the feature view its rows belong to.
+fn named_view<'a>(
+    catalog: &'a Catalog,
+    project: &str,
+    name: &str,
+) -> Result<std::borrow::Cow<'a, core::FeatureView>> {
+    let invalid = |m: String| Err(MaterializeError::Invalid(m));
+    if let Ok(view) = catalog.get::<core::FeatureView>(name, project) {
+        let spec = view.spec_ref();
+        if spec.disabled {
+            return invalid(format!(
+                "FeatureView {name} is disabled. Enable it before materializing."
+            ));
+        }
+        if !spec.online {
+            return invalid(format!(
+                "FeatureView {name} is not configured to be served online."
+            ));
+        }
+        if let Some(reason) = feature_view_reason(spec) {
+            return invalid(format!(
+                "feast-rs cannot materialize feature view {name}: {reason}"
+            ));
+        }
+        return Ok(std::borrow::Cow::Borrowed(view));
+    }
+    if let Ok(sfv) = catalog.get::<core::StreamFeatureView>(name, project) {
+        let spec = sfv.spec.clone().unwrap_or_default();
+        if spec.disabled {
+            return invalid(format!(
+                "FeatureView {name} is disabled. Enable it before materializing."
+            ));
+        }
+        if !spec.online {
+            return invalid(format!(
+                "FeatureView {name} is not configured to be served online."
+            ));
+        }
+        if let Some(reason) = stream_view_reason(&spec) {
+            return invalid(format!(
+                "feast-rs cannot materialize stream feature view {name}: {reason}"
+            ));
+        }
+        return Ok(std::borrow::Cow::Owned(
+            feast_core::model::stream_view_as_feature_view(sfv),
+        ));
+    }
+    if let Ok(odfv) = catalog.get::<core::OnDemandFeatureView>(name, project) {
+        let spec = odfv.spec.clone().unwrap_or_default();
+        if spec.disabled {
+            return invalid(format!(
+                "FeatureView {name} is disabled. Enable it before materializing."
+            ));
+        }
+        if !spec.write_to_online_store {
+            return invalid(format!(
+                "OnDemandFeatureView {name} is not configured for write_to_online_store."
+            ));
+        }
+        return invalid(format!(
+            "feast-rs cannot materialize on-demand feature view {name}: {}",
+            on_demand_reason()
+        ));
+    }
+    if catalog.get::<core::LabelView>(name, project).is_ok() {
+        return invalid(format!(
+            "LabelView {name} cannot be materialized via materialize(). Use \
+             FeatureStore.push() to write labels."
+        ));
+    }
+    // Feast's FeatureViewNotFoundException.
+    Err(catalog
+        .get::<core::FeatureView>(name, project)
+        .err()
+        .map(MaterializeError::from)
+        .unwrap_or_else(|| MaterializeError::Invalid(format!("no feature view {name}"))))
+}
+
+/// The view `name` (a feature view, or a stream feature view as the feature view its rows
+/// belong to) as materialization reads it.
+pub fn materializable_view<'a>(
+    catalog: &'a Catalog,
+    project: &str,
+    name: &str,
+) -> Result<std::borrow::Cow<'a, core::FeatureView>> {
+    if let Ok(view) = catalog.get::<core::FeatureView>(name, project) {
+        return Ok(std::borrow::Cow::Borrowed(view));
+    }
+    if let Ok(sfv) = catalog.get::<core::StreamFeatureView>(name, project) {
+        return Ok(std::borrow::Cow::Owned(
+            feast_core::model::stream_view_as_feature_view(sfv),
+        ));
+    }
+    Err(catalog
+        .get::<core::FeatureView>(name, project)
+        .err()
+        .map(MaterializeError::from)
+        .unwrap_or_else(|| MaterializeError::Invalid(format!("no feature view {name}"))))
+}
+
+/// The views to materialize (`names`, or every online view when empty: feature views and
+/// stream feature views) and their windows, as Feast's `materialize` /
+/// `materialize_incremental` choose them. Views feast-rs cannot compute (on-demand views
+/// with `write_to_online_store`, views with a Python transformation) are an error when
+/// named, and listed in [`Plan::skipped`] when every view is asked for.
 pub fn plan(
     catalog: &Catalog,
     project: &str,
     names: &[String],
     range: Range,
     now: DateTime<Utc>,
-) -> Result<Vec<ViewWindow>> {
-    let no_tags = BTreeMap::new();
-    let views: Vec<&core::FeatureView> = if names.is_empty() {
-        catalog
-            .list::<core::FeatureView>(project, &no_tags)
-            .filter(|v| v.spec_ref().online)
-            .collect()
+) -> Result<Plan> {
+    let (views, skipped) = if names.is_empty() {
+        every_view(catalog, project)
     } else {
         let mut views = Vec::with_capacity(names.len());
         for name in names {
-            let view = match catalog.get::<core::FeatureView>(name, project) {
-                Ok(v) => v,
-                Err(e) => {
-                    if catalog
-                        .get::<core::StreamFeatureView>(name, project)
-                        .is_ok()
-                    {
-                        return Err(MaterializeError::Invalid(format!(
-                            "{name} is a stream feature view: feast-rs does not materialize \
-                             stream feature views yet"
-                        )));
-                    }
-                    if catalog
-                        .get::<core::OnDemandFeatureView>(name, project)
-                        .is_ok()
-                    {
-                        return Err(MaterializeError::Invalid(format!(
-                            "{name} is an on-demand feature view: feast-rs does not execute \
-                             on-demand transformations yet"
-                        )));
-                    }
-                    return Err(e.into());
-                }
-            };
-            if !view.spec_ref().online {
-                return Err(MaterializeError::Invalid(format!(
-                    "FeatureView {name} is not configured to be served online."
-                )));
-            }
-            views.push(view);
+            views.push(named_view(catalog, project, name)?);
         }
-        views
+        (views, Vec::new())
     };
     let mut windows = Vec::with_capacity(views.len());
     for view in views {
+        let view = view.as_ref();
         let name = view.spec_ref().name.clone();
         let (start, end, note) = match range {
             Range::Between { start, end } => (start, end, None),
@@ -208,7 +433,7 @@ pub fn plan(
             note,
         });
     }
-    Ok(windows)
+    Ok(Plan { windows, skipped })
 }
 
 /// The names of the views `call` covers on `catalog`: what the feature server authorizes
@@ -218,14 +443,14 @@ pub fn resolve_views(
     project: &str,
     call: &feast_online::materialize::MaterializeCall,
 ) -> Result<Vec<String>> {
-    let windows = plan(
+    let plan = plan(
         catalog,
         project,
         &call.views,
         call.range,
         chrono::Utc::now(),
     )?;
-    Ok(windows.into_iter().map(|w| w.view).collect())
+    Ok(plan.windows.into_iter().map(|w| w.view).collect())
 }
 
 /// Settings of a materialization.
@@ -328,7 +553,8 @@ pub async fn materialize_view<S: OfflineStore>(
     options: &Options,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<ViewReport> {
-    let view: &core::FeatureView = catalog.get(&window.view, project)?;
+    let view = materializable_view(catalog, project, &window.view)?;
+    let view = view.as_ref();
     let name = &window.view;
     let source = view.spec_ref().batch_source.as_ref().ok_or_else(|| {
         MaterializeError::Invalid(format!("feature view {name} has no batch source"))
@@ -579,7 +805,9 @@ mod tests {
     fn incremental_windows_start_where_feast_starts_them() {
         let now = Utc.timestamp_opt(2_000_000, 0).unwrap();
         let end = now;
-        let windows = plan(&catalog(), "p", &[], Range::Incremental { end }, now).unwrap();
+        let windows = plan(&catalog(), "p", &[], Range::Incremental { end }, now)
+            .unwrap()
+            .windows;
         let starts: Vec<(&str, i64, bool)> = windows
             .iter()
             .map(|w| (w.view.as_str(), w.start.timestamp(), w.note.is_some()))
@@ -593,6 +821,120 @@ mod tests {
             ],
             "offline-only views are skipped when no view is named"
         );
+    }
+
+    fn catalog_of_every_kind() -> Catalog {
+        let stream = |name: &str, transformation: bool, disabled: bool| core::StreamFeatureView {
+            spec: Some(core::StreamFeatureViewSpec {
+                name: name.into(),
+                project: "p".into(),
+                ttl: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                online: true,
+                disabled,
+                mode: "pandas".into(),
+                feature_transformation: transformation.then(|| core::FeatureTransformationV2 {
+                    transformation: Some(
+                        core::feature_transformation_v2::Transformation::UserDefinedFunction(
+                            core::UserDefinedFunctionV2 {
+                                name: "enrich".into(),
+                                body: b"pickled".to_vec(),
+                                ..Default::default()
+                            },
+                        ),
+                    ),
+                }),
+                ..Default::default()
+            }),
+            meta: None,
+        };
+        let on_demand = |name: &str, write: bool| core::OnDemandFeatureView {
+            spec: Some(core::OnDemandFeatureViewSpec {
+                name: name.into(),
+                project: "p".into(),
+                write_to_online_store: write,
+                ..Default::default()
+            }),
+            meta: None,
+        };
+        let mut disabled = view("disabled", 3600, true, None);
+        disabled.spec.as_mut().unwrap().disabled = true;
+        Catalog::from_proto(core::Registry {
+            feature_views: vec![view("with_ttl", 3600, true, None), disabled],
+            stream_feature_views: vec![
+                stream("stream_plain", false, false),
+                stream("stream_udf", true, false),
+                stream("stream_off", false, true),
+            ],
+            on_demand_feature_views: vec![on_demand("odfv_write", true), on_demand("odfv", false)],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn stream_views_are_materialized_and_uncomputable_views_reported() {
+        let now = Utc.timestamp_opt(2_000_000, 0).unwrap();
+        let range = Range::Between {
+            start: now - Duration::hours(1),
+            end: now,
+        };
+        let catalog = catalog_of_every_kind();
+        let planned = plan(&catalog, "p", &[], range, now).unwrap();
+        let views: Vec<&str> = planned.windows.iter().map(|w| w.view.as_str()).collect();
+        assert_eq!(
+            views,
+            ["with_ttl", "stream_plain"],
+            "disabled views are left out"
+        );
+        let skipped: Vec<(&str, &str)> = planned
+            .skipped
+            .iter()
+            .map(|s| (s.view.as_str(), s.kind))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                ("stream_udf", "stream feature view"),
+                ("odfv_write", "on-demand feature view")
+            ]
+        );
+        assert!(
+            planned.skipped[0]
+                .reason
+                .contains("pandas transformation (enrich)")
+        );
+
+        let named = |name: &str| plan(&catalog, "p", &[name.to_owned()], range, now);
+        assert_eq!(named("stream_plain").unwrap().windows.len(), 1);
+        let err = |name: &str| named(name).unwrap_err().to_string();
+        assert!(
+            err("stream_udf")
+                .contains("feast-rs cannot materialize stream feature view stream_udf"),
+            "{}",
+            err("stream_udf")
+        );
+        assert!(err("odfv_write").contains(
+            "feast-rs cannot materialize on-demand feature view odfv_write: it has \
+             write_to_online_store=True"
+        ));
+        assert_eq!(
+            err("odfv"),
+            "OnDemandFeatureView odfv is not configured for write_to_online_store."
+        );
+        assert_eq!(
+            err("disabled"),
+            "FeatureView disabled is disabled. Enable it before materializing."
+        );
+        assert_eq!(
+            err("stream_off"),
+            "FeatureView stream_off is disabled. Enable it before materializing."
+        );
+        // A stream view's window and rows are those of the feature view of its name.
+        let view = materializable_view(&catalog, "p", "stream_plain").unwrap();
+        assert_eq!(view.spec_ref().name, "stream_plain");
+        assert!(view.spec_ref().online);
     }
 
     #[test]
@@ -622,6 +964,7 @@ mod tests {
         assert!(
             plan(&catalog(), "p", &["done_before".into()], earlier, now)
                 .unwrap()
+                .windows
                 .is_empty()
         );
     }

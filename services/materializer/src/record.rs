@@ -5,7 +5,6 @@
 
 use chrono::{DateTime, Utc};
 use feast_core::registry::{Catalog, timestamp};
-use feast_proto::core;
 use feast_registry::{RegistryStore, RemoteRegistry, StoreError};
 
 use crate::{MaterializeError, Result};
@@ -33,7 +32,11 @@ impl IntervalRecorder {
                     .load_project(project)
                     .await
                     .map_err(|e| registry_error(e.to_string()))?;
-                let feature_view = catalog.get::<core::FeatureView>(view, project)?.clone();
+                // A stream view goes as the feature view of its name: the registry
+                // records the interval on whichever kind holds that name (Feast's
+                // ApplyMaterializationRequest carries a FeatureView).
+                let feature_view =
+                    crate::materializable_view(&catalog, project, view)?.into_owned();
                 client
                     .grpc()
                     .apply_materialization(feast_proto::registry::ApplyMaterializationRequest {
@@ -55,7 +58,7 @@ impl IntervalRecorder {
                         .await
                         .map_err(|e| registry_error(e.to_string()))?;
                     let mut catalog = proto.map(Catalog::from_proto).unwrap_or_default();
-                    catalog.get::<core::FeatureView>(view, project)?;
+                    crate::materializable_view(&catalog, project, view)?;
                     let now = timestamp(Utc::now());
                     catalog.apply_materialization(view, project, start, end, now);
                     catalog.stamp_commit(now);

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use feast_core::registry::timestamp;
-use feast_online::materialize::{BoxFuture, MaterializeBackend, MaterializeCall, Range};
+use feast_online::materialize::{BoxFuture, Job, MaterializeBackend, MaterializeCall, Range};
 use feast_online::serving::ServeError;
 use feast_proto::feast_rs::materializer::v1 as pb;
 use feast_registry::Snapshot;
@@ -81,20 +81,35 @@ impl MaterializeBackend for RemoteMaterializer {
     ) -> Result<Vec<String>, ServeError> {
         // The same rules the service applies, on this server's registry: the views to
         // authorize here. The service resolves again on its own fresh registry.
-        Ok(crate::resolve_views(
+        let planned = crate::plan(
             &snapshot.catalog,
             &self.project,
-            call,
-        )?)
+            &call.views,
+            call.range,
+            chrono::Utc::now(),
+        )?;
+        for skipped in &planned.skipped {
+            tracing::warn!(message = "feature view not materialized", view = %skipped.view, reason = %skipped);
+        }
+        Ok(planned.windows.into_iter().map(|w| w.view).collect())
     }
 
-    fn run(
+    fn start(
         &self,
         _snapshot: Arc<Snapshot>,
         call: MaterializeCall,
         views: Vec<String>,
         force: bool,
-    ) -> BoxFuture<Result<(), ServeError>> {
+    ) -> BoxFuture<Result<Job, ServeError>> {
+        // The service claims the views itself when the job is submitted (its
+        // ALREADY_EXISTS becomes a 409 of a sync request).
+        let job = self.job(call, views, force);
+        Box::pin(async move { Ok(job) })
+    }
+}
+
+impl RemoteMaterializer {
+    fn job(&self, call: MaterializeCall, views: Vec<String>, force: bool) -> Job {
         let mut client = self.client.clone();
         Box::pin(async move {
             if views.is_empty() {

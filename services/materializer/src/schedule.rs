@@ -147,25 +147,31 @@ impl<S: OfflineStore + 'static> JobManager<S> {
 
     async fn run_scheduled(self: &Arc<Self>, schedule: &Schedule, own: &BTreeSet<String>) {
         let end = Utc::now();
-        let views = if schedule.views.is_empty() {
-            // Every online view, less those scheduled on their own.
+        let (views, skipped) = if schedule.views.is_empty() {
+            // Every online view, less those scheduled on their own; the views feast-rs cannot
+            // compute are reported by the job.
             let Some(snapshot) = self.registry.snapshot() else {
                 tracing::warn!(message = "scheduled job not started: no registry yet");
                 return;
             };
-            let all = MaterializeCall {
-                views: vec![],
-                range: Range::Incremental { end },
-            };
-            match crate::resolve_views(&snapshot.catalog, &self.project, &all) {
-                Ok(views) => views.into_iter().filter(|v| !own.contains(v)).collect(),
+            let range = Range::Incremental { end };
+            match crate::plan(&snapshot.catalog, &self.project, &[], range, Utc::now()) {
+                Ok(planned) => (
+                    planned
+                        .windows
+                        .into_iter()
+                        .map(|w| w.view)
+                        .filter(|v| !own.contains(v))
+                        .collect(),
+                    planned.skipped,
+                ),
                 Err(e) => {
                     tracing::warn!(message = "scheduled job not started", error = %e);
                     return;
                 }
             }
         } else {
-            schedule.views.clone()
+            (schedule.views.clone(), Vec::new())
         };
         if views.is_empty() {
             return;
@@ -174,12 +180,15 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             views,
             range: Range::Incremental { end },
         };
-        match self.submit(call, false, Trigger::Schedule).await {
+        match self
+            .submit_reporting(call, false, Trigger::Schedule, skipped)
+            .await
+        {
             Ok(job) => job.wait().await,
             // Normal with replicas: another one (or a job here) has them.
             Err(SubmitError::Busy(views)) => tracing::info!(
                 message = "scheduled views are being materialized elsewhere; skipped",
-                views = ?views
+                views = ?views.iter().map(ToString::to_string).collect::<Vec<_>>()
             ),
             Err(e) => tracing::warn!(message = "scheduled job not started", error = %e),
         }

@@ -23,8 +23,11 @@ use feast_registry::RegistryCache;
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
+use crate::guard::{BusyView, ViewLocks};
 use crate::metrics::Metrics;
-use crate::{IntervalRecorder, MaterializeError, Options, ViewWindow, plan, run_window};
+use crate::{
+    IntervalRecorder, MaterializeError, Options, SkippedView, ViewWindow, plan, run_window,
+};
 
 /// What each RPC of `feast_rs.materializer.v1.Materializer` needs under `auth:` (a test fails
 /// when the proto has an RPC without a row). Scheduled jobs run as the service itself.
@@ -60,6 +63,8 @@ pub struct JobRecord {
     trigger: &'static str,
     created: DateTime<Utc>,
     views: Vec<ViewRecord>,
+    /// Views "every view" covers that feast-rs cannot compute (not run, reported).
+    skipped: Vec<SkippedView>,
     status: Mutex<JobStatus>,
     done: tokio::sync::watch::Sender<bool>,
     metrics: Option<Arc<Metrics>>,
@@ -113,6 +118,15 @@ impl JobRecord {
             finished: status.finished.map(timestamp),
             error: status.error.clone(),
             trigger: self.trigger.to_string(),
+            skipped: self
+                .skipped
+                .iter()
+                .map(|s| pb::SkippedView {
+                    feature_view: s.view.clone(),
+                    kind: s.kind.to_string(),
+                    reason: s.reason.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -160,14 +174,35 @@ impl Trigger<'_> {
 pub enum SubmitError {
     #[error("{0}")]
     Plan(#[from] MaterializeError),
-    /// Some views are being materialized by another job.
-    #[error("feature views already being materialized: {0:?}; wait for that job or use force")]
-    Busy(Vec<String>),
+    /// Some views are being materialized by another job (of this service, or of another
+    /// process of the repository).
+    #[error("feature views already being materialized: {}; wait for that job or use force", busy_list(.0))]
+    Busy(Vec<BusyView>),
     #[error("the registry has not been loaded yet")]
     NoRegistry,
     /// Feast's permission error message.
     #[error("{0}")]
     Denied(String),
+}
+
+fn busy_list(busy: &[BusyView]) -> String {
+    busy.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The views of this service's own running jobs among `names`, as [`BusyView`]s.
+fn busy_here(names: Vec<String>) -> SubmitError {
+    SubmitError::Busy(
+        names
+            .into_iter()
+            .map(|view| BusyView {
+                view,
+                holder: "another job of this materializer".to_owned(),
+            })
+            .collect(),
+    )
 }
 
 impl From<SubmitError> for Status {
@@ -200,9 +235,10 @@ pub struct JobManager<S> {
     pub authorizer: Option<Arc<feast_auth::Authorizer>>,
     /// Prometheus metrics of jobs and views (`None`: not recorded).
     pub metrics: Option<Arc<Metrics>>,
-    /// Views leased through the SQL registry, shared with the other replicas (`None`: this
-    /// is the only materializer).
-    pub leases: Option<crate::lease::SharedLeases>,
+    /// How views are claimed against other processes: lock files next to a file registry,
+    /// or leases in a SQL registry shared with the other replicas (`None`: this is the only
+    /// process that materializes).
+    pub locks: Option<ViewLocks>,
     running: Running,
     jobs: Mutex<VecDeque<Arc<JobRecord>>>,
 }
@@ -226,7 +262,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             parallelism: 4,
             authorizer: None,
             metrics: None,
-            leases: None,
+            locks: None,
             running: Running::default(),
             jobs: Mutex::new(VecDeque::new()),
         }
@@ -283,17 +319,35 @@ impl<S: OfflineStore + 'static> JobManager<S> {
         force: bool,
         trigger: Trigger<'_>,
     ) -> Result<Arc<JobRecord>, SubmitError> {
+        self.submit_reporting(call, force, trigger, Vec::new())
+            .await
+    }
+
+    /// [`JobManager::submit`], the job also reporting `skipped` (views its caller left out
+    /// of `call` because feast-rs cannot compute them).
+    pub(crate) async fn submit_reporting(
+        self: &Arc<Self>,
+        call: MaterializeCall,
+        force: bool,
+        trigger: Trigger<'_>,
+        skipped: Vec<SkippedView>,
+    ) -> Result<Arc<JobRecord>, SubmitError> {
         if let Err(e) = self.registry.refresh().await {
             tracing::warn!(message = "registry refresh before a job failed", error = %e);
         }
         let snapshot = self.registry.snapshot().ok_or(SubmitError::NoRegistry)?;
-        let windows = plan(
+        let planned = plan(
             &snapshot.catalog,
             &self.project,
             &call.views,
             call.range,
             Utc::now(),
         )?;
+        for skipped in &planned.skipped {
+            tracing::warn!(message = "feature view not materialized", view = %skipped.view, reason = %skipped);
+        }
+        let skipped: Vec<SkippedView> = skipped.into_iter().chain(planned.skipped).collect();
+        let windows = planned.windows;
         let mut names: Vec<String> = windows.iter().map(|w| w.view.clone()).collect();
         self.authorize(
             &snapshot.catalog,
@@ -301,49 +355,50 @@ impl<S: OfflineStore + 'static> JobManager<S> {
             &names,
             feast_auth::Action::WriteOnline,
         )?;
-        let mut guard = self
-            .running
-            .claim(&names, force)
-            .map_err(SubmitError::Busy)?;
-        // Replicas sharing the registry: take each view's lease first, then plan the windows
-        // again on a registry read after that, so a window starts where the last holder's
-        // recorded interval ended and no window runs twice.
-        let (leases, windows, snapshot) = match (&self.leases, force) {
-            (Some(shared), false) => {
-                let held = shared.acquire_all(&self.project, &names).await;
-                let busy: Vec<String> = names
-                    .iter()
-                    .filter(|n| !held.views.contains(*n))
-                    .cloned()
-                    .collect();
-                if !busy.is_empty() && (matches!(trigger, Trigger::Api(_)) || held.views.is_empty())
-                {
-                    drop(held);
-                    return Err(SubmitError::Busy(busy));
-                }
+        let mut guard = self.running.claim(&names, force).map_err(busy_here)?;
+        // Other processes of the repository (replicas on a SQL registry, a CLI run or a
+        // feature server on a file registry): take each view's lock first, then plan the
+        // windows again on a registry read after that, so a window starts where the last
+        // holder's recorded interval ended and no window runs twice.
+        let (held, windows, snapshot) = match &self.locks {
+            Some(locks) => {
+                let (held, busy) = locks.acquire(&self.project, &names).await;
                 if !busy.is_empty() {
-                    tracing::info!(message = "views left to other replicas", views = ?busy);
-                    names = held.views.clone();
-                    drop(guard);
-                    guard = self
-                        .running
-                        .claim(&names, false)
-                        .map_err(SubmitError::Busy)?;
+                    if force {
+                        tracing::warn!(
+                            message = "materializing views held elsewhere, as forced",
+                            views = %busy_list(&busy)
+                        );
+                    } else if matches!(trigger, Trigger::Api(_)) || held.views.is_empty() {
+                        drop(held);
+                        return Err(SubmitError::Busy(busy));
+                    } else {
+                        tracing::info!(message = "views left to other processes", views = %busy_list(&busy));
+                        names = held.views.clone();
+                        drop(guard);
+                        guard = self.running.claim(&names, false).map_err(busy_here)?;
+                    }
                 }
                 if let Err(e) = self.registry.refresh().await {
-                    tracing::warn!(message = "registry refresh after taking leases failed", error = %e);
+                    tracing::warn!(message = "registry refresh after taking the views' locks failed", error = %e);
                 }
                 let snapshot = self.registry.snapshot().ok_or(SubmitError::NoRegistry)?;
-                let windows = plan(
-                    &snapshot.catalog,
-                    &self.project,
-                    &names,
-                    call.range,
-                    Utc::now(),
-                )?;
+                // (No views: nothing to plan; an empty list would mean every view.)
+                let windows = if names.is_empty() {
+                    Vec::new()
+                } else {
+                    plan(
+                        &snapshot.catalog,
+                        &self.project,
+                        &names,
+                        call.range,
+                        Utc::now(),
+                    )?
+                    .windows
+                };
                 (Some(held), windows, snapshot)
             }
-            _ => (None, windows, snapshot),
+            None => (None, windows, snapshot),
         };
         let (done, _) = tokio::sync::watch::channel(false);
         let job = Arc::new(JobRecord {
@@ -364,6 +419,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
                     written: AtomicU64::new(0),
                 })
                 .collect(),
+            skipped,
             status: Mutex::new(JobStatus {
                 state: pb::JobState::Running,
                 finished: None,
@@ -390,8 +446,8 @@ impl<S: OfflineStore + 'static> JobManager<S> {
                     .buffer_unordered(manager.parallelism.max(1))
                     .collect()
                     .await;
-                if let Some(leases) = leases {
-                    leases.release().await;
+                if let Some(held) = held {
+                    held.release().await;
                 }
                 let failed = results.iter().filter(|ok| !**ok).count();
                 if failed == 0 {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use feast_materializer::guard::ViewLocks;
 use feast_materializer::lease::SharedLeases;
 use feast_materializer::service::{SubmitError, Trigger};
 use feast_materializer::{IntervalRecorder, JobManager, Options};
@@ -53,7 +54,11 @@ async fn replica(
         PROJECT,
         Options::default(),
     );
-    manager.leases = Some(SharedLeases::new(leases, holder, Duration::from_secs(30)));
+    manager.locks = Some(ViewLocks::Leases(SharedLeases::new(
+        leases,
+        holder,
+        Duration::from_secs(30),
+    )));
     Arc::new(manager)
 }
 
@@ -207,5 +212,43 @@ async fn concurrent_recorders_keep_every_interval() {
         let intervals = &fv.meta.as_ref().unwrap().materialization_intervals;
         assert_eq!(intervals.len(), 3, "{name}: {intervals:?}");
     }
+    db.drop_now().await;
+}
+
+/// A view leased by one process is busy for another, which is told who holds it and
+/// until when; once released it is free.
+#[tokio::test]
+async fn a_leased_view_names_its_holder() {
+    let Some(db) = Db::create("feast_rs_lease_holder").await else {
+        return;
+    };
+    let store = db.store().await;
+    let first = ViewLocks::Leases(SharedLeases::new(
+        store.leases().await.unwrap(),
+        "host-a/11/beef [feast-rs materialize]",
+        Duration::from_secs(30),
+    ));
+    let second = ViewLocks::Leases(SharedLeases::new(
+        store.leases().await.unwrap(),
+        "host-b/22/cafe [feast-rs serve]",
+        Duration::from_secs(30),
+    ));
+    let views = vec!["view_0".to_owned()];
+    let (held, busy) = first.acquire(PROJECT, &views).await;
+    assert_eq!((held.views.len(), busy.len()), (1, 0));
+    let (none, busy) = second.acquire(PROJECT, &views).await;
+    assert!(none.views.is_empty());
+    assert_eq!(busy.len(), 1);
+    assert!(
+        busy[0]
+            .holder
+            .starts_with("host-a/11/beef [feast-rs materialize], whose lease runs until 20"),
+        "{}",
+        busy[0].holder
+    );
+    held.release().await;
+    let (again, busy) = second.acquire(PROJECT, &views).await;
+    assert_eq!((again.views.len(), busy.len()), (1, 0));
+    again.release().await;
     db.drop_now().await;
 }

@@ -545,3 +545,242 @@ async fn schedules_run_jobs_and_metrics_report_them() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// `stats` as a stream feature view of the same batch source, and an on-demand view that
+/// asks to be written online: the stream view materializes like a feature view (its rows,
+/// its interval), the on-demand view is reported as skipped when every view is asked for
+/// and refused by name.
+#[tokio::test]
+async fn stream_views_materialize_and_on_demand_views_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (manager, online) = job_manager(dir.path()).await;
+    let registry_path = dir.path().join("registry.db");
+    let spec = view().spec.unwrap();
+    let sfv = core::StreamFeatureView {
+        spec: Some(core::StreamFeatureViewSpec {
+            name: "stats_stream".into(),
+            project: PROJECT.into(),
+            entities: spec.entities.clone(),
+            entity_columns: spec.entity_columns.clone(),
+            features: spec.features.clone(),
+            ttl: spec.ttl,
+            batch_source: spec.batch_source.clone(),
+            online: true,
+            mode: "python".into(),
+            ..Default::default()
+        }),
+        meta: None,
+    };
+    let odfv = core::OnDemandFeatureView {
+        spec: Some(core::OnDemandFeatureViewSpec {
+            name: "rate_doubled".into(),
+            project: PROJECT.into(),
+            write_to_online_store: true,
+            ..Default::default()
+        }),
+        meta: None,
+    };
+    let registry = core::Registry {
+        feature_views: vec![view()],
+        stream_feature_views: vec![sfv],
+        on_demand_feature_views: vec![odfv],
+        ..Default::default()
+    };
+    std::fs::write(&registry_path, registry.encode_to_vec()).unwrap();
+    online
+        .update(PROJECT, &[TableRef::new(PROJECT, "stats_stream")], &[])
+        .await
+        .unwrap();
+    let manager = Arc::new(manager);
+    let call = |views: Vec<String>| feast_online::materialize::MaterializeCall {
+        views,
+        range: feast_online::materialize::Range::Between {
+            start: chrono::DateTime::from_timestamp(T0 - 60, 0).unwrap(),
+            end: chrono::DateTime::from_timestamp(T0 + 3600, 0).unwrap(),
+        },
+    };
+    let trigger = feast_materializer::service::Trigger::Api(None);
+
+    let job = manager.submit(call(vec![]), false, trigger).await.unwrap();
+    job.wait().await;
+    let job = job.to_proto();
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{job:?}");
+    let mut views: Vec<&str> = job.views.iter().map(|v| v.feature_view.as_str()).collect();
+    views.sort();
+    assert_eq!(views, ["stats", "stats_stream"]);
+    assert_eq!(job.skipped.len(), 1, "{job:?}");
+    assert_eq!(job.skipped[0].feature_view, "rate_doubled");
+    assert_eq!(job.skipped[0].kind, "on-demand feature view");
+    assert!(
+        job.skipped[0].reason.contains("write_to_online_store=True"),
+        "{:?}",
+        job.skipped[0]
+    );
+
+    let key = feast_online::serialize_entity_key(
+        &EntityKey {
+            join_keys: vec!["driver_id".into()],
+            entity_values: vec![Value {
+                val: Some(Val::Int64Val(1)),
+            }],
+        },
+        3,
+    )
+    .unwrap();
+    let rows = online
+        .online_read(
+            &TableRef::new(PROJECT, "stats_stream"),
+            &[key],
+            &["rate".to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0].as_ref().unwrap().values[0].as_ref().unwrap().val,
+        Some(Val::DoubleVal(0.9))
+    );
+    let stored = core::Registry::decode(std::fs::read(&registry_path).unwrap().as_slice()).unwrap();
+    let meta = stored.stream_feature_views[0].meta.as_ref().unwrap();
+    assert_eq!(meta.materialization_intervals.len(), 1);
+    assert_eq!(meta.materialization_intervals[0].end_time, ts(T0 + 3600));
+    assert_eq!(meta.state, core::FeatureViewState::AvailableOnline as i32);
+
+    // Named: the stream view alone runs; the on-demand view is refused, saying why.
+    let job = manager
+        .submit(call(vec!["stats_stream".into()]), false, trigger)
+        .await
+        .unwrap();
+    job.wait().await;
+    assert_eq!(job.state(), pb::JobState::Succeeded);
+    let err = manager
+        .submit(call(vec!["rate_doubled".into()]), false, trigger)
+        .await
+        .err()
+        .expect("an on-demand view is refused by name");
+    let status = tonic::Status::from(err);
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("cannot materialize on-demand feature view rate_doubled"),
+        "{status:?}"
+    );
+
+    // A scheduled job of every view runs the stream view and reports the on-demand one.
+    use feast_materializer::schedule::{Cadence, Schedule};
+    let schedules = manager.schedule_all(vec![Schedule {
+        cadence: Cadence::parse("* * * * * *").unwrap(),
+        views: vec![],
+    }]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let job = loop {
+        let done = manager
+            .jobs()
+            .into_iter()
+            .map(|j| j.to_proto())
+            .find(|j| j.trigger == "schedule" && j.state() == pb::JobState::Succeeded);
+        if let Some(job) = done {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no scheduled job succeeded within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for s in schedules {
+        s.abort();
+    }
+    assert!(
+        job.views.iter().any(|v| v.feature_view == "stats_stream"),
+        "{job:?}"
+    );
+    let skipped: Vec<&str> = job
+        .skipped
+        .iter()
+        .map(|s| s.feature_view.as_str())
+        .collect();
+    assert_eq!(skipped, ["rate_doubled"], "{job:?}");
+}
+
+/// On a file registry a job takes each view's lock file next to the registry: a view
+/// another process holds is refused (naming the holder), unless forced; a scheduled job
+/// leaves it to its holder.
+#[tokio::test]
+async fn views_locked_by_another_process_are_refused_unless_forced() {
+    use feast_materializer::guard::{FileLocks, ViewLocks};
+    use feast_materializer::service::{SubmitError, Trigger};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut manager, _online) = job_manager(dir.path()).await;
+    let registry_path = dir.path().join("registry.db");
+    manager.locks = Some(ViewLocks::Files(FileLocks::next_to_registry(
+        &registry_path,
+        "feast-rs serve-materializer",
+    )));
+    let manager = Arc::new(manager);
+    // Another holder of the lock (another open of the same lock file, as another process
+    // would have).
+    let other = ViewLocks::Files(FileLocks::next_to_registry(
+        &registry_path,
+        "feast-rs materialize",
+    ));
+    let (held, busy) = other.acquire(PROJECT, &["stats".to_owned()]).await;
+    assert!(busy.is_empty());
+    let call = || feast_online::materialize::MaterializeCall {
+        views: vec![],
+        range: feast_online::materialize::Range::Between {
+            start: chrono::DateTime::from_timestamp(T0 - 60, 0).unwrap(),
+            end: chrono::DateTime::from_timestamp(T0 + 10_000, 0).unwrap(),
+        },
+    };
+
+    let err = manager
+        .submit(call(), false, Trigger::Api(None))
+        .await
+        .err()
+        .expect("a held view is refused");
+    let SubmitError::Busy(busy) = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(busy[0].view, "stats");
+    assert!(
+        busy[0].holder.contains("(feast-rs materialize, since "),
+        "{}",
+        busy[0].holder
+    );
+    let status = tonic::Status::from(err);
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert!(
+        status
+            .message()
+            .contains("stats (being materialized by pid ")
+    );
+    assert!(matches!(
+        manager.submit(call(), false, Trigger::Schedule).await,
+        Err(SubmitError::Busy(_))
+    ));
+
+    // Forced: it runs anyway.
+    let job = manager
+        .submit(call(), true, Trigger::Api(None))
+        .await
+        .unwrap();
+    job.wait().await;
+    assert_eq!(job.state(), pb::JobState::Succeeded);
+
+    // Released: the next job takes the lock and holds it while it runs.
+    held.release().await;
+    let job = manager
+        .submit(call(), false, Trigger::Api(None))
+        .await
+        .unwrap();
+    job.wait().await;
+    assert_eq!(job.state(), pb::JobState::Succeeded);
+    let (again, busy) = other.acquire(PROJECT, &["stats".to_owned()]).await;
+    assert_eq!(
+        (again.views.len(), busy.len()),
+        (1, 0),
+        "the job released its lock"
+    );
+}

@@ -212,6 +212,7 @@ async fn team_a_cannot_reach_team_b_through_any_service() {
                 recorder: recorder().await,
                 project: "team_b".into(),
                 options: Options::default(),
+                locks: None,
             })),
             offline: None,
             running: Default::default(),

@@ -697,7 +697,13 @@ impl FeatureServer {
             Err(busy) => return error_response(&ServeError::Busy(busy)),
         };
         tracing::info!(message = "materialization started", views = ?views, run_async = query.run_async);
-        let job = backend.run(snapshot, call, views.clone(), query.force);
+        let job = match backend
+            .start(snapshot, call, views.clone(), query.force)
+            .await
+        {
+            Ok(job) => job,
+            Err(e) => return error_response(&e),
+        };
         if query.run_async {
             // The job stays part of the request's trace after the response.
             tokio::spawn(

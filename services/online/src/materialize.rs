@@ -52,16 +52,22 @@ pub trait MaterializeBackend: Send + Sync + 'static {
         call: &MaterializeCall,
     ) -> Result<Vec<String>, ServeError>;
 
-    /// Runs `call` on the resolved `views` to completion. `force` is the caller's
-    /// `?force=true`, for a backend that guards views itself.
-    fn run(
+    /// Starts `call` on the resolved `views`: claims them against other processes where
+    /// the backend guards views (a view held elsewhere is [`ServeError::Busy`] unless
+    /// `force`, the caller's `?force=true`), and returns the job, which runs it to
+    /// completion. The claim comes first so that an async request hears of a busy view
+    /// in its answer, not only in the log.
+    fn start(
         &self,
         snapshot: Arc<Snapshot>,
         call: MaterializeCall,
         views: Vec<String>,
         force: bool,
-    ) -> BoxFuture<Result<(), ServeError>>;
+    ) -> BoxFuture<Result<Job, ServeError>>;
 }
+
+/// A started materialization: runs to completion, releasing its views' claims at the end.
+pub type Job = BoxFuture<Result<(), ServeError>>;
 
 /// The views being materialized by this server, so a view is not run twice at once.
 #[derive(Debug, Clone, Default)]

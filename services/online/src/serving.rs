@@ -816,30 +816,7 @@ enum VersionedView {
 /// (or a push, or `write_to_online_store`) writes them in a feature view's layout, under
 /// the stream view's name.
 fn stream_view_for_reads(sfv: &core::StreamFeatureView) -> core::FeatureView {
-    let spec = sfv.spec.clone().unwrap_or_default();
-    core::FeatureView {
-        spec: Some(core::FeatureViewSpec {
-            name: spec.name,
-            project: spec.project,
-            entities: spec.entities,
-            features: spec.features,
-            tags: spec.tags,
-            ttl: spec.ttl,
-            batch_source: spec.batch_source,
-            stream_source: spec.stream_source,
-            online: spec.online,
-            description: spec.description,
-            owner: spec.owner,
-            entity_columns: spec.entity_columns,
-            mode: spec.mode,
-            enable_validation: spec.enable_validation,
-            version: spec.version,
-            org: spec.org,
-            disabled: spec.disabled,
-            ..Default::default()
-        }),
-        meta: sfv.meta.clone(),
-    }
+    feast_core::model::stream_view_as_feature_view(sfv)
 }
 
 /// Types one request column by its declared type: JSON values through

@@ -85,6 +85,10 @@ const LEASE_ACQUIRE: &str = "INSERT INTO feast_rs_materialization_leases \
 const LEASE_RELEASE: &str = "DELETE FROM feast_rs_materialization_leases \
     WHERE project = $1 AND feature_view = $2 AND holder = $3";
 
+/// Who holds the lease of a view, if it has not expired.
+const LEASE_HOLDER: &str = "SELECT holder, expires_ms FROM feast_rs_materialization_leases \
+    WHERE project = $1 AND feature_view = $2 AND expires_ms >= $3";
+
 /// Key of the PostgreSQL advisory lock that serializes schema migrations of replicas
 /// starting together (concurrent `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL).
 const PG_MIGRATION_LOCK: i64 = 0x0fea_5700_5c4e_3a01;
@@ -269,6 +273,22 @@ macro_rules! backend {
                     .execute(pool)
                     .await?;
                 Ok(())
+            }
+
+            /// The holder of `view`'s lease and when it expires (ms), if it has not.
+            pub(crate) async fn lease_holder(
+                pool: &Pool,
+                project: &str,
+                view: &str,
+                now_ms: i64,
+            ) -> Result<Option<(String, i64)>, sqlx::Error> {
+                let row = sqlx::query(LEASE_HOLDER)
+                    .bind(project)
+                    .bind(view)
+                    .bind(now_ms)
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
             }
 
             /// The current version token.

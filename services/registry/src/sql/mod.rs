@@ -365,6 +365,29 @@ impl Leases {
         .map_err(|e| db_error(&self.location, e))
     }
 
+    /// Who holds the lease of `view` now, and until when; `None` when it is free or expired.
+    pub async fn holder(
+        &self,
+        project: &str,
+        view: &str,
+    ) -> Result<Option<(String, std::time::SystemTime)>, StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let held = match &self.db {
+            Db::Pg(p) => db::pg::lease_holder(p, project, view, now).await,
+            Db::Lite(p) => db::lite::lease_holder(p, project, view, now).await,
+        }
+        .map_err(|e| db_error(&self.location, e))?;
+        Ok(held.map(|(holder, until)| {
+            (
+                holder,
+                std::time::UNIX_EPOCH + Duration::from_millis(until.max(0) as u64),
+            )
+        }))
+    }
+
     /// Drops `holder`'s lease of `view` (nothing when another holder has it).
     pub async fn release(&self, project: &str, view: &str, holder: &str) -> Result<(), StoreError> {
         match &self.db {
