@@ -8,11 +8,15 @@
 #   bench/offline.sh                    # everything, TARGETS.md's dataset
 #   SYSTEMS="feast-rs duckdb" ENTITIES=100000 bench/offline.sh
 #   HOURS=1000 OUT=/var/tmp/feast-rs-bench-offline-10m bench/offline.sh   # a 10M-row view
+#   DRIVERS=100000 HISTORICAL=0 MVIEWS=driver_hourly_stats MSYSTEMS="feast-rs dask" \
+#     MONLINE="redis postgres" OUT=/var/tmp/feast-rs-bench-mat-10m bench/offline.sh
+#                                       # 10M rows -> 100k keys, into Redis and Postgres
 #
 # Environment: OUT (data dir), DRIVERS (10000), HOURS (100), SYSTEMS ("feast-rs
 # feast-rs-cli duckdb dask"), ENTITIES ("100000 1000000"; dask runs only at 100000 unless
 # DASK_1M=1: Feast measured 159 s and 21 GB there), MATERIALIZE (1: also materialize;
-# MVIEWS / MSYSTEMS pick views and systems), HISTORICAL (1: the retrieval part),
+# MVIEWS / MSYSTEMS pick views and systems, MONLINE the online stores: "redis postgres"),
+# HISTORICAL (1: the retrieval part),
 # FEAST_RS_BIN (release binary), FEAST_RS_VENV.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,24 +88,44 @@ for n in $ENTITIES; do
 done
 
 if [ "$MATERIALIZE" = 1 ]; then
-  echo "## materialize into Redis db 6"
-  for view in ${MVIEWS:-driver_latest driver_hourly_stats}; do
-    for system in ${MSYSTEMS:-feast-rs dask duckdb}; do
-      redis-cli -n 6 flushdb >/dev/null
-      if [ "$system" = feast-rs ]; then
-        /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$BIN" -c "$OUT/repo" materialize \
-          2024-05-02T00:00:00 2024-06-01T00:00:00 -v "$view" >/dev/null
-        read -r secs kb < "$OUT/time.txt"
-        echo "{\"system\": \"feast-rs\", \"view\": \"$view\", \"seconds\": $secs, \"peak_rss_mb\": $(( kb / 1024 )), \"keys\": $(redis-cli -n 6 dbsize)}"
-      else
-        # Feast 0.67's duckdb materialization fails on tz-aware nanosecond timestamps
-        # ("Unimplemented type for cast (TIMESTAMPTZ_NS -> TIMESTAMP)"): report and go on.
-        if /usr/bin/time -f '%M' -o "$OUT/time.txt" "$PY" bench/offline_bench.py materialize "$OUT" "$system" "$view" 2> "$OUT/err.txt"; then
-          echo "  (process peak RSS $(( $(tail -1 "$OUT/time.txt") / 1024 )) MB, keys $(redis-cli -n 6 dbsize))"
+  # Online stores to materialize into: Redis db 6, and/or Postgres (database $PGBENCH_DB on
+  # 127.0.0.1:5432, created if missing; tables created by `feast apply`, emptied between runs).
+  PGBENCH_DB="${PGBENCH_DB:-feast_rs_bench}"
+  for online in ${MONLINE:-redis}; do
+    yaml=feature_store.yaml
+    if [ "$online" = postgres ]; then
+      yaml=feature_store_pg.yaml
+      psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$PGBENCH_DB'" | grep -q 1 \
+        || psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $PGBENCH_DB"
+      sed -e "s|  type: redis|  type: postgres\n  host: 127.0.0.1\n  port: 5432\n  database: $PGBENCH_DB\n  user: postgres\n  password: ''\n  db_schema: public|" \
+          -e "/connection_string/d" "$OUT/repo/feature_store.yaml" > "$OUT/repo/$yaml"
+      (cd "$OUT/repo" && "$FEAST" -f "$yaml" apply >/dev/null)
+    fi
+    echo "## materialize into $online"
+    for view in ${MVIEWS:-driver_latest driver_hourly_stats}; do
+      for system in ${MSYSTEMS:-feast-rs dask duckdb}; do
+        if [ "$online" = postgres ]; then
+          psql -h 127.0.0.1 -U postgres -d "$PGBENCH_DB" -qc "TRUNCATE bench_offline_$view" 2>/dev/null || true
+          count() { psql -h 127.0.0.1 -U postgres -d "$PGBENCH_DB" -tAc "SELECT count(DISTINCT entity_key) FROM bench_offline_$view"; }
         else
-          echo "{\"system\": \"$system\", \"view\": \"$view\", \"failed\": \"$(tail -1 "$OUT/err.txt" | cut -c1-160)\"}"
+          redis-cli -n 6 flushdb >/dev/null
+          count() { redis-cli -n 6 dbsize; }
         fi
-      fi
+        if [ "$system" = feast-rs ]; then
+          /usr/bin/time -f '%e %M' -o "$OUT/time.txt" "$BIN" -c "$OUT/repo" --feature-store-yaml "$OUT/repo/$yaml" \
+            materialize 2024-05-02T00:00:00 2024-06-01T00:00:00 -v "$view" --force >/dev/null
+          read -r secs kb < "$OUT/time.txt"
+          echo "{\"system\": \"feast-rs\", \"online\": \"$online\", \"view\": \"$view\", \"seconds\": $secs, \"peak_rss_mb\": $(( kb / 1024 )), \"keys\": $(count)}"
+        else
+          # Feast 0.67's duckdb materialization fails on tz-aware nanosecond timestamps
+          # ("Unimplemented type for cast (TIMESTAMPTZ_NS -> TIMESTAMP)"): report and go on.
+          if /usr/bin/time -f '%M' -o "$OUT/time.txt" "$PY" bench/offline_bench.py materialize "$OUT" "$system" "$view" "$yaml" 2> "$OUT/err.txt"; then
+            echo "  (process peak RSS $(( $(tail -1 "$OUT/time.txt") / 1024 )) MB, keys $(count))"
+          else
+            echo "{\"system\": \"$system\", \"online\": \"$online\", \"view\": \"$view\", \"failed\": \"$(tail -1 "$OUT/err.txt" | cut -c1-160)\"}"
+          fi
+        fi
+      done
     done
   done
 fi

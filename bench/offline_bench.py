@@ -3,7 +3,7 @@ on the same files (numbers in BENCHMARKS.md; run through bench/offline.sh).
 
     python bench/offline_bench.py gen OUT [--drivers 10000] [--hours 100]
     python bench/offline_bench.py historical OUT SYSTEM ENTITIES          (one measurement)
-    python bench/offline_bench.py materialize OUT SYSTEM VIEW
+    python bench/offline_bench.py materialize OUT SYSTEM VIEW [FEATURE_STORE_YAML]
 
 `gen` writes under OUT (TARGETS.md's dataset):
   data/driver_stats.parquet     DRIVERS drivers x HOURS hourly rows, 10 features (2 Float32,
@@ -130,11 +130,11 @@ def historical(out: Path, system: str, entities: int):
                       "client_peak_rss_mb": round(peak_rss_mb())}))
 
 
-def materialize(out: Path, system: str, view: str):
+def materialize(out: Path, system: str, view: str, yaml_name: str = "feature_store.yaml"):
     from feast import FeatureStore
 
     repo = out / "repo"
-    yaml = repo / ("feature_store_duckdb.yaml" if system == "duckdb" else "feature_store.yaml")
+    yaml = repo / ("feature_store_duckdb.yaml" if system == "duckdb" else yaml_name)
     fs = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml)
     started = time.perf_counter()
     fs.materialize(start_date=T_END - timedelta(days=30), end_date=T_END, feature_views=[view])
@@ -151,6 +151,6 @@ if __name__ == "__main__":
     elif cmd == "historical":
         historical(out, sys.argv[3], int(sys.argv[4]))
     elif cmd == "materialize":
-        materialize(out, sys.argv[3], sys.argv[4])
+        materialize(out, sys.argv[3], sys.argv[4], *sys.argv[5:6])
     else:
         sys.exit(f"unknown command {cmd}")

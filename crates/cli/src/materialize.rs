@@ -39,6 +39,10 @@ pub struct MaterializeArgs {
     /// Materialize views even when another process is materializing them.
     #[arg(long)]
     force: bool,
+    /// A recorded version of the one view named (`v2`; `latest` is the current one), into
+    /// its own online table (needs `enable_online_feature_view_versioning`).
+    #[arg(long, value_name = "VERSION")]
+    version: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -53,6 +57,33 @@ pub struct IncrementalArgs {
     /// Materialize views even when another process is materializing them.
     #[arg(long)]
     force: bool,
+    /// A recorded version of the one view named (`v2`; `latest` is the current one), into
+    /// its own online table (needs `enable_online_feature_view_versioning`).
+    #[arg(long, value_name = "VERSION")]
+    version: Option<String>,
+}
+
+/// The view names to plan: with `--version vN`, Feast's checks (exactly one view,
+/// versioning enabled) and the name `view@vN`.
+fn versioned(ctx: &RepoContext, views: &[String], version: Option<&str>) -> Result<Vec<String>> {
+    let Some(version) = version else {
+        return Ok(views.to_vec());
+    };
+    if views.len() != 1 {
+        bail!("--version requires --views with exactly one feature view.");
+    }
+    if !ctx
+        .config
+        .registry
+        .common()
+        .enable_online_feature_view_versioning
+    {
+        bail!(feast_online::materialize::VERSIONING_REQUIRED);
+    }
+    Ok(match feast_core::version::parse_version(version)? {
+        None => views.to_vec(),
+        Some(n) => vec![format!("{}@v{n}", views[0])],
+    })
 }
 
 fn parse_time(s: &str, what: &str) -> Result<DateTime<Utc>> {
@@ -72,14 +103,16 @@ pub fn materialize(ctx: &RepoContext, args: &MaterializeArgs) -> Result<()> {
         }
         Range::Between { start, end }
     };
-    run(ctx, &args.views, range, args.force, "feast-rs materialize")
+    let views = versioned(ctx, &args.views, args.version.as_deref())?;
+    run(ctx, &views, range, args.force, "feast-rs materialize")
 }
 
 pub fn materialize_incremental(ctx: &RepoContext, args: &IncrementalArgs) -> Result<()> {
     let end = parse_time(&args.end, "END")?;
+    let views = versioned(ctx, &args.views, args.version.as_deref())?;
     run(
         ctx,
-        &args.views,
+        &views,
         Range::Incremental { end },
         args.force,
         "feast-rs materialize-incremental",
@@ -173,8 +206,9 @@ fn run(
             runtime
                 .block_on(registry.load(ctx.project()))
                 .and_then(|catalog| {
+                    let names = feast_materializer::plan_names(&planned.windows, &views);
                     let windows =
-                        feast_materializer::plan(&catalog, ctx.project(), &views, range, now)?
+                        feast_materializer::plan(&catalog, ctx.project(), &names, range, now)?
                             .windows;
                     Ok((catalog, windows))
                 })

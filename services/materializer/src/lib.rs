@@ -94,11 +94,38 @@ pub use feast_online::materialize::Range;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewWindow {
     pub view: String,
+    /// A pinned version (`view@vN`, with `enable_online_feature_view_versioning`): that
+    /// version's recorded definition is materialized into its own online table.
+    pub version: Option<i32>,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     /// A note to show the user about how the window was chosen (Feast prints one for a
     /// ttl of 0).
     pub note: Option<String>,
+}
+
+impl ViewWindow {
+    /// The name that plans this window again: `view@vN` for a pinned version, else `view`.
+    pub fn plan_name(&self) -> String {
+        match self.version {
+            Some(n) => format!("{}@v{n}", self.view),
+            None => self.view.clone(),
+        }
+    }
+}
+
+/// The names that plan `views` again as `windows` planned them (pinned versions kept), in
+/// `views`' order: for replanning the views a job holds on a fresher registry.
+pub fn plan_names(windows: &[ViewWindow], views: &[String]) -> Vec<String> {
+    views
+        .iter()
+        .map(|v| {
+            windows
+                .iter()
+                .find(|w| w.view == *v)
+                .map_or_else(|| v.clone(), ViewWindow::plan_name)
+        })
+        .collect()
 }
 
 /// The end of the view's last materialized interval (Feast's `most_recent_end_time`).
@@ -343,6 +370,40 @@ fn named_view<'a>(
         .unwrap_or_else(|| MaterializeError::Invalid(format!("no feature view {name}"))))
 }
 
+/// Version `version` of the view `name`, from the registry's version history, as
+/// materialization reads it (Feast's `materialize(..., version="vN")`).
+fn version_view<'a>(
+    catalog: &'a Catalog,
+    project: &str,
+    name: &str,
+    version: i32,
+) -> Result<std::borrow::Cow<'a, core::FeatureView>> {
+    use feast_core::registry::ViewVersion;
+    let invalid = |m: String| Err(MaterializeError::Invalid(m));
+    let view = match catalog.view_version(name, project, version)? {
+        ViewVersion::FeatureView(v) => v,
+        ViewVersion::Stream(v) => feast_core::model::stream_view_as_feature_view(&v),
+        ViewVersion::OnDemand(_) => {
+            return invalid(format!(
+                "feast-rs cannot materialize on-demand feature view {name}: {}",
+                on_demand_reason()
+            ));
+        }
+        ViewVersion::Label(_) => {
+            return invalid(format!(
+                "LabelView {name} cannot be materialized via materialize(). Use \
+                 FeatureStore.push() to write labels."
+            ));
+        }
+    };
+    if let Some(reason) = feature_view_reason(view.spec_ref()) {
+        return invalid(format!(
+            "feast-rs cannot materialize version v{version} of feature view {name}: {reason}"
+        ));
+    }
+    Ok(std::borrow::Cow::Owned(view))
+}
+
 /// The view `name` (a feature view, or a stream feature view as the feature view its rows
 /// belong to) as materialization reads it.
 pub fn materializable_view<'a>(
@@ -378,16 +439,21 @@ pub fn plan(
     now: DateTime<Utc>,
 ) -> Result<Plan> {
     let (views, skipped) = if names.is_empty() {
-        every_view(catalog, project)
+        let (views, skipped) = every_view(catalog, project);
+        (views.into_iter().map(|v| (v, None)).collect(), skipped)
     } else {
         let mut views = Vec::with_capacity(names.len());
         for name in names {
-            views.push(named_view(catalog, project, name)?);
+            let parsed = feast_core::version::parse_view_ref(name);
+            views.push(match parsed.version {
+                Some(n) => (version_view(catalog, project, parsed.view, n)?, Some(n)),
+                None => (named_view(catalog, project, name)?, None),
+            });
         }
         (views, Vec::new())
     };
     let mut windows = Vec::with_capacity(views.len());
-    for view in views {
+    for (view, version) in views {
         let view = view.as_ref();
         let name = view.spec_ref().name.clone();
         let (start, end, note) = match range {
@@ -428,6 +494,7 @@ pub fn plan(
         }
         windows.push(ViewWindow {
             view: name,
+            version,
             start,
             end,
             note,
@@ -553,7 +620,16 @@ pub async fn materialize_view<S: OfflineStore>(
     options: &Options,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<ViewReport> {
-    let view = materializable_view(catalog, project, &window.view)?;
+    let view = match window.version {
+        // Without versioning the version's rows would land in the view's own table.
+        Some(_) if !options.versioning => {
+            return Err(MaterializeError::Invalid(
+                feast_online::materialize::VERSIONING_REQUIRED.into(),
+            ));
+        }
+        Some(n) => version_view(catalog, project, &window.view, n)?,
+        None => materializable_view(catalog, project, &window.view)?,
+    };
     let view = view.as_ref();
     let name = &window.view;
     let source = view.spec_ref().batch_source.as_ref().ok_or_else(|| {

@@ -93,7 +93,14 @@ impl<S: OfflineStore + 'static> MaterializeBackend for LocalMaterializer<S> {
                     return Ok(());
                 }
                 let catalog = &snapshot.catalog;
-                let planned = plan(catalog, &project, &views, call.range, Utc::now())?;
+                // The names as asked (a pinned `view@vN` keeps its version); every view
+                // when none was named.
+                let names = if call.views.is_empty() {
+                    &views
+                } else {
+                    &call.views
+                };
+                let planned = plan(catalog, &project, names, call.range, Utc::now())?;
                 for window in &planned.windows {
                     run_window(
                         offline.as_ref(),

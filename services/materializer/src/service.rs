@@ -390,7 +390,7 @@ impl<S: OfflineStore + 'static> JobManager<S> {
                     plan(
                         &snapshot.catalog,
                         &self.project,
-                        &names,
+                        &crate::plan_names(&windows, &names),
                         call.range,
                         Utc::now(),
                     )?

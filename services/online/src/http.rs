@@ -644,6 +644,13 @@ async fn materialize_route<R: DeserializeOwned>(
         Err(response) => return response,
     };
     match to_call(request) {
+        Ok(call)
+            if !server.read_options.versioning && call.views.iter().any(|v| v.contains('@')) =>
+        {
+            error_response(&ServeError::Unprocessable(
+                crate::materialize::VERSIONING_REQUIRED.into(),
+            ))
+        }
         Ok(call) => {
             server
                 .start_materialization(caller, call, MaterializeQuery::parse(&uri))

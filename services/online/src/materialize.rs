@@ -150,25 +150,31 @@ fn parse_ts(field: &str, value: &str) -> Result<DateTime<Utc>, ServeError> {
         })
 }
 
+/// Feast's refusal of a pinned-version materialization without versioning.
+pub const VERSIONING_REQUIRED: &str = "Version-aware materialization requires \
+     'enable_online_feature_view_versioning: true' under 'registry' in feature_store.yaml.";
+
 /// Feast's checks of a materialization's `version`: it needs exactly one view, and must be
-/// `latest`, `vN` or `versionN`. `latest` materializes as without it; materializing a
-/// pinned version's definition is not implemented (501).
-fn check_version(version: &Option<String>, views: &Option<Vec<String>>) -> Result<(), ServeError> {
+/// `latest`, `vN` or `versionN`. A pinned version is materialized as the view name
+/// `view@vN` (that version's recorded definition, into its own online table); `latest`
+/// materializes the view as without it.
+fn versioned_views(
+    version: &Option<String>,
+    views: Option<Vec<String>>,
+) -> Result<Vec<String>, ServeError> {
+    let views = views.unwrap_or_default();
     let Some(version) = version else {
-        return Ok(());
+        return Ok(views);
     };
-    if views.as_ref().is_none_or(|v| v.len() != 1) {
+    if views.len() != 1 {
         return Err(ServeError::Unprocessable(
             "--version requires --views with exactly one feature view.".into(),
         ));
     }
     match feast_core::version::parse_version(version) {
         Err(e) => Err(ServeError::Unprocessable(e.message)),
-        Ok(None) => Ok(()),
-        Ok(Some(n)) => Err(ServeError::Unimplemented(format!(
-            "materializing a pinned feature view version (v{n}) is not supported by feast-rs \
-             yet: materialize the view's current version"
-        ))),
+        Ok(None) => Ok(views),
+        Ok(Some(n)) => Ok(vec![format!("{}@v{n}", views[0])]),
     }
 }
 
@@ -176,7 +182,7 @@ impl MaterializeRequest {
     /// The call, with Feast's checks: both timestamps unless `disable_event_timestamp`,
     /// and start before end.
     pub fn call(self) -> Result<MaterializeCall, ServeError> {
-        check_version(&self.version, &self.feature_views)?;
+        let views = versioned_views(&self.version, self.feature_views)?;
         let range = if self.disable_event_timestamp {
             Range::Everything
         } else {
@@ -193,18 +199,14 @@ impl MaterializeRequest {
             }
             Range::Between { start, end }
         };
-        Ok(MaterializeCall {
-            views: self.feature_views.unwrap_or_default(),
-            range,
-        })
+        Ok(MaterializeCall { views, range })
     }
 }
 
 impl MaterializeIncrementalRequest {
     pub fn call(self) -> Result<MaterializeCall, ServeError> {
-        check_version(&self.version, &self.feature_views)?;
         Ok(MaterializeCall {
-            views: self.feature_views.unwrap_or_default(),
+            views: versioned_views(&self.version, self.feature_views)?,
             range: Range::Incremental {
                 end: parse_ts("end_ts", &self.end_ts)?,
             },
