@@ -55,14 +55,18 @@ pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Resu
         },
         full_feature_names: args.full_feature_names,
     };
-    let mut store = FileOfflineStore::for_config(&ctx.config)?;
-    if let Some(mib) = args.memory_limit_mb {
-        store = store.with_memory_limit(mib << 20)?;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the Tokio runtime")?;
+    // A Postgres store's pool lives on this runtime.
+    let mut store = {
+        let _in_runtime = runtime.enter();
+        FileOfflineStore::for_config(&ctx.config)?
+    };
+    if let Some(mib) = args.memory_limit_mb {
+        store = store.with_memory_limit(mib << 20)?;
+    }
     let entities = match (&args.entities, &args.entity_sql) {
         (Some(path), _) => read_entities(path)?,
         (None, Some(sql)) => runtime.block_on(store.entity_table_from_sql(sql))?,

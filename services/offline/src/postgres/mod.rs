@@ -135,7 +135,13 @@ pub struct PostgresOfflineStore {
 
 impl PostgresOfflineStore {
     /// A pool on the database `config` names; connects lazily (the first read opens it).
+    /// Call it inside a Tokio runtime: the pool's maintenance task runs there.
     pub fn new(config: &PostgresOfflineStoreConfig) -> Result<Self> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(OfflineError::Invalid(
+                "the Postgres offline store must be opened inside a Tokio runtime".into(),
+            ));
+        }
         let target = format!("{}:{}/{}", config.host, config.port, config.database);
         let mut connect = PgConnectOptions::new()
             .host(&config.host)
