@@ -541,8 +541,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_scan_selects_what_it_needs() {
+    #[tokio::test]
+    async fn the_scan_selects_what_it_needs() {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgresql://nobody@127.0.0.1:1/none")
             .unwrap();
