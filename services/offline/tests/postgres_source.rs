@@ -721,3 +721,144 @@ async fn postgres_sources_need_a_postgres_store() {
         .unwrap();
     assert!(e.to_string().contains("type: postgres"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Over Flight
+
+/// The Flight server on the Postgres repository (no auth); returns its port and a stop
+/// handle.
+async fn serve(repo: &Repo) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    use feast_offline::{FlightOptions, OfflineFlightService, serve_on};
+    use feast_registry::{CacheSource, FileStore, RegistryCache};
+    use prost::Message;
+    let path = repo._dir.path().join("registry.db");
+    std::fs::write(&path, repo.catalog.proto().encode_to_vec()).unwrap();
+    let registry = RegistryCache::start(
+        CacheSource::Store(Box::new(FileStore::new(path))),
+        Duration::ZERO,
+    )
+    .await;
+    let service = OfflineFlightService::new(
+        registry,
+        Arc::new(repo.store.clone()),
+        "demo",
+        None,
+        FlightOptions::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(serve_on(
+        listener,
+        service,
+        feast_auth::Authenticator::NoAuth,
+        None,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    (port, tx)
+}
+
+/// One DoExchange with Feast's mock upload; the result or the error status.
+async fn exchange(
+    port: u16,
+    command: serde_json::Value,
+) -> Result<Vec<RecordBatch>, tonic::Status> {
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use arrow_flight::{FlightClient, FlightDescriptor};
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightClient::new(channel);
+    let mock = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, true)])),
+        vec![Arc::new(StringArray::from(vec!["m", "o", "c", "k"]))],
+    )
+    .unwrap();
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.to_string())))
+        .build(futures::stream::iter([Ok(mock)]));
+    let to_status = |e: arrow_flight::error::FlightError| match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::internal(other.to_string()),
+    };
+    let stream = client.do_exchange(data).await.map_err(to_status)?;
+    stream.try_collect().await.map_err(to_status)
+}
+
+#[tokio::test]
+async fn flight_runs_entity_sql_and_refuses_client_chosen_queries() {
+    let Some(repo) = setup().await else { return };
+    repo.db
+        .run(
+            "CREATE TABLE orders (driver_id bigint, event_timestamp timestamptz);
+             INSERT INTO orders VALUES (1001, '2024-05-01 10:30:00+00');",
+        )
+        .await;
+    let (port, _stop) = serve(&repo).await;
+    let historical = |sql: &str| {
+        serde_json::json!({
+            "command_id": "1", "api": "get_historical_features",
+            "feature_view_names": ["driver_hourly"], "feature_refs": ["driver_hourly:label"],
+            "project": "demo", "full_feature_names": true, "name_aliases": [null],
+            "entity_df_sql": sql,
+        })
+    };
+    let batches = exchange(port, historical("SELECT * FROM orders"))
+        .await
+        .unwrap();
+    assert_eq!(
+        lines(&pretty_format_batches(&batches).unwrap().to_string()),
+        lines(
+            "
++-----------+----------------------+----------------------+
+| driver_id | event_timestamp      | driver_hourly__label |
++-----------+----------------------+----------------------+
+| 1001      | 2024-05-01T10:30:00Z | a                    |
++-----------+----------------------+----------------------+"
+        )
+    );
+    // Bad SQL: Postgres' message in Feast's envelope.
+    let status = exchange(port, historical("SELECT * FROM nowhere"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("Flight error: {\"module\": \"feast.errors\"")
+    );
+    assert!(status.message().contains("nowhere"), "{}", status.message());
+
+    // A source sent inline that is not the registered one may name a table, not a query.
+    let mut inline = source(&repo, "driver_pg").clone();
+    inline.name = "not_registered".into();
+    let listing = |source: &core::DataSource| {
+        serde_json::json!({
+            "command_id": "2", "api": "get_table_column_names_and_types_from_data_source",
+            "data_source_proto": feast_core::json::message_to_json(source).to_string(),
+        })
+    };
+    let batches = exchange(port, listing(&inline)).await.unwrap();
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 7);
+    inline.options = Some(core::data_source::Options::CustomOptions(
+        core::data_source::CustomSourceOptions {
+            configuration: br#"{"name": "x", "query": "SELECT pg_sleep(0)", "table": ""}"#.to_vec(),
+        },
+    ));
+    let status = exchange(port, listing(&inline)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("must name a table"),
+        "{}",
+        status.message()
+    );
+    // The registered query source is listed.
+    let batches = exchange(port, listing(source(&repo, "driver_query")))
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+}
