@@ -324,12 +324,15 @@ impl FileOfflineStore {
             // A database source is asked only for the entity table's keys when they are
             // few (files are scanned whole anyway: their statistics prune by time).
             if PostgresOptions::of(batch).is_some()
-                && let [(entity_col, source_col, _)] = join.keys.as_slice()
+                && let [(entity_col, source_col, ty)] = join.keys.as_slice()
                 && let Some(keys) = distinct_values(&entity_batches, entity_col, MAX_PUSHED_KEYS)?
                 && !keys.is_empty()
             {
+                // The key compared as the join compares it (the source column cast to the
+                // entity column's type), so the filter never fails where the join would not.
                 source = source.filter(
-                    ident(source_col).in_list(keys.into_iter().map(lit).collect(), false),
+                    datafusion::prelude::cast(ident(source_col), ty.clone())
+                        .in_list(keys.into_iter().map(lit).collect(), false),
                 )?;
             }
             joins.push((join, source));

@@ -862,3 +862,51 @@ async fn flight_runs_entity_sql_and_refuses_client_chosen_queries() {
         .unwrap();
     assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
 }
+
+#[tokio::test]
+async fn entity_keys_of_another_type_are_compared_as_the_join_compares_them() {
+    let Some(repo) = setup().await else { return };
+    // The entity table's keys are strings; the source's are bigint. The join casts the
+    // source key to the entity column's type; the pushed key list must not break that.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Utf8, true),
+        Field::new(
+            "event_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["1001", "x"])),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![micros(11, 45), micros(11, 45)])
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap();
+    let out = repo
+        .store
+        .get_historical_features(
+            &repo.catalog,
+            "demo",
+            EntityTable::new(schema, vec![batch]),
+            &refs(&["driver_hourly:trips"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        lines(&pretty(out).await),
+        lines(
+            "
++-----------+----------------------+-------+
+| driver_id | event_timestamp      | trips |
++-----------+----------------------+-------+
+| 1001      | 2024-05-01T11:45:00Z | 3     |
+| x         | 2024-05-01T11:45:00Z |       |
++-----------+----------------------+-------+"
+        )
+    );
+}
