@@ -192,8 +192,10 @@ def stores(tmp_path_factory, database, feast_rs_bin, feast_cli):
     try:
         client = repo.parent / "client"
         (client / "data").mkdir(parents=True)
-        # The client's own online store, with the tables Feast's apply created (empty).
+        # The client's own online store, with the tables Feast's apply created (empty); one
+        # more copy for test_feast_rs_materialize_from_postgres.
         shutil.copy(repo / "data" / "online.db", client / "data" / "online.db")
+        shutil.copy(repo / "data" / "online.db", repo.parent / "empty_online.db")
         remote_config = dict(
             config,
             registry=str(repo / "data" / "registry.db"),
@@ -351,3 +353,24 @@ def test_cli_entity_sql(stores, feast_rs_bin, tmp_path):
     flight = remote.get_historical_features(query, FEATURES).to_df()
     assert records(cli, ["order_id"]) == records(flight, ["order_id"])
     assert len(cli) == 6
+
+
+def test_feast_rs_materialize_from_postgres(stores, feast_rs_bin, tmp_path):
+    """`feast-rs materialize` on a copy of the repository (its own registry and online
+    store) pulls from Postgres itself and leaves the online features Feast's leaves."""
+    feast, _, repo = stores
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    # An online store nothing was materialized into yet.
+    shutil.copy(repo.parent / "empty_online.db", copy / "data" / "online.db")
+    start, end = T0 - 2 * H, T0 + 4 * H
+    rows = [{"driver_id": d} for d in (1001, 1002, 1003, 1004)]
+    empty = FeatureStore(repo_path=str(copy)).get_online_features(features=FEATURES, entity_rows=rows).to_dict()
+    assert empty["trips"] == [None] * 4
+    run([feast_rs_bin, "-c", copy, "materialize", start.isoformat(), end.isoformat(),
+         "-v", "driver_hourly", "-v", "driver_tens"])
+    ours = FeatureStore(repo_path=str(copy)).get_online_features(features=FEATURES, entity_rows=rows).to_dict()
+    feast.materialize(start_date=start, end_date=end, feature_views=["driver_hourly", "driver_tens"])
+    theirs = feast.get_online_features(features=FEATURES, entity_rows=rows).to_dict()
+    assert ours == theirs
+    assert ours["trips10"] == [30, 50, 70, None]
