@@ -374,3 +374,44 @@ def test_feast_rs_materialize_from_postgres(stores, feast_rs_bin, tmp_path):
     theirs = feast.get_online_features(features=FEATURES, entity_rows=rows).to_dict()
     assert ours == theirs
     assert ours["trips10"] == [30, 50, 70, None]
+
+
+YAML_DEFS = """
+entities:
+  - {name: driver, join_keys: [driver_id], value_type: INT64}
+data_sources:
+  - {name: driver_pg, type: postgres, table: driver_stats, timestamp_field: event_timestamp,
+     created_timestamp_column: created}
+feature_views:
+  - name: driver_hourly
+    entities: [driver]
+    ttl: 2h
+    schema:
+      - {name: conv_rate, dtype: Float64}
+      - {name: trips, dtype: Int64}
+    source: driver_pg
+"""
+
+
+def test_doctor_checks_postgres_sources(stores, feast_rs_bin, tmp_path):
+    """`feast-rs doctor` on the repository's feast-rs (YAML) definitions describes each
+    Postgres source in the database, and fails naming the source when a column is missing
+    or the database cannot be read."""
+    _, _, repo = stores
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    (copy / "defs.py").unlink()
+    (copy / "defs.yaml").write_text(YAML_DEFS)
+    ok = run([feast_rs_bin, "-c", copy, "doctor"], check=False)
+    assert "1 Postgres source(s) readable with the columns their views need" in ok.stdout, ok.stdout
+    (copy / "defs.yaml").write_text(YAML_DEFS.replace("name: trips", "name: tripz"))
+    missing = run([feast_rs_bin, "-c", copy, "doctor"], check=False)
+    assert missing.returncode == 1
+    assert "Postgres source driver_pg has no column tripz" in missing.stdout, missing.stdout
+    (copy / "defs.yaml").write_text(YAML_DEFS)
+    config = yaml.safe_load((copy / "feature_store.yaml").read_text())
+    config["offline_store"]["database"] = "feast_rs_no_such_database"
+    (copy / "feature_store.yaml").write_text(yaml.safe_dump(config))
+    bad = run([feast_rs_bin, "-c", copy, "doctor"], check=False)
+    assert bad.returncode == 1
+    assert "Postgres source driver_pg" in bad.stdout and "feast_rs_no_such_database" in bad.stdout, bad.stdout
