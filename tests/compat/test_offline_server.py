@@ -377,3 +377,15 @@ def test_create_saved_dataset_persists_through_the_server(tmp_path, feast_rs_bin
         assert not (tmp_path / "srv" / "escape.parquet").exists()
     finally:
         stop(proc)
+
+
+def test_entity_sql_needs_the_postgres_store(server):
+    """An entity_df given as SQL to a file-store server: a clear error naming the store that
+    runs it, and the server keeps serving."""
+    _, _, remote, _ = server
+    with pytest.raises(FeastError) as e:
+        remote.get_historical_features(
+            "SELECT 1001 AS driver_id, now() AS event_timestamp",
+            ["driver_hourly_stats:conv_rate"],
+        ).to_df()
+    assert "postgres offline store" in str(e.value)

@@ -741,6 +741,8 @@ async fn check_offline_store(
     let config = &ctx.config;
     match &config.offline_store {
         None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => {}
+        // File sources are checked below like a file store's; Postgres sources too.
+        Some(OfflineStoreConfig::Postgres(_)) => {}
         Some(OfflineStoreConfig::Remote(remote)) => {
             let tls = remote.scheme == feast_core::config::FlightScheme::Https;
             let ca = if remote.cert.is_empty() {
@@ -782,17 +784,6 @@ async fn check_offline_store(
                     "start `feast-rs serve-offline` there, or fix offline_store host/port",
                 ),
             }
-            return;
-        }
-        Some(other) => {
-            report.warn(
-                CHECK,
-                format!(
-                    "offline_store type `{}` is not checked by feast-rs",
-                    other.type_name()
-                ),
-                "feast-rs reads file sources itself and reaches an offline server as `remote`",
-            );
             return;
         }
     }
@@ -921,6 +912,15 @@ async fn check_offline_store(
             },
         );
     }
+    if let Some(OfflineStoreConfig::Postgres(_)) = &config.offline_store {
+        let postgres: Vec<(Option<String>, core::DataSource)> =
+            sources_to_check(desired, catalog, &config.project)
+                .into_iter()
+                .filter(|(_, s)| feast_offline::postgres::PostgresOptions::of(s).is_some())
+                .collect();
+        other.retain(|name| !postgres.iter().any(|(_, s)| &s.name == name));
+        check_postgres_sources(config, &postgres, &views, timeout, report).await;
+    }
     if !other.is_empty() {
         report.warn(
             CHECK,
@@ -929,6 +929,83 @@ async fn check_offline_store(
                 other.into_iter().collect::<Vec<_>>().join(", ")
             ),
             "they are served by their own offline store",
+        );
+    }
+}
+
+/// Each Postgres source (`offline_store: postgres`) is described by the database and has
+/// the columns its views need.
+async fn check_postgres_sources(
+    config: &RepoConfig,
+    sources: &[(Option<String>, core::DataSource)],
+    views: &HashMap<&str, &core::FeatureView>,
+    timeout: Duration,
+    report: &mut Report,
+) {
+    const CHECK: &str = "offline store";
+    let store = match feast_offline::FileOfflineStore::for_config(config) {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail(CHECK, offline_text(e), "fix offline_store");
+            return;
+        }
+    };
+    let mut failed = false;
+    for (view, source) in sources {
+        let who = match view {
+            Some(v) => format!("feature view {v}"),
+            None => format!("source {}", source.name),
+        };
+        let columns = timed(timeout, async {
+            store
+                .column_names_and_types(source)
+                .await
+                .map_err(offline_text)
+        })
+        .await;
+        let columns: BTreeSet<String> = match columns {
+            Ok(c) => c.into_iter().map(|(name, _)| name).collect(),
+            Err(e) => {
+                failed = true;
+                report.fail(
+                    CHECK,
+                    format!("Postgres source {} (read by {who}): {e}", source.name),
+                    "check that Postgres is up, offline_store's settings, and the source's \
+                     table or query",
+                );
+                continue;
+            }
+        };
+        let available: BTreeSet<&str> = columns
+            .iter()
+            .map(|c| source.field_mapping.get(c).unwrap_or(c).as_str())
+            .chain(columns.iter().map(String::as_str))
+            .collect();
+        let view_proto = view.as_deref().and_then(|v| views.get(v).copied());
+        let missing: Vec<String> = needed_columns(view_proto, source)
+            .into_iter()
+            .filter(|c| !available.contains(c.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            failed = true;
+            report.fail(
+                CHECK,
+                format!(
+                    "Postgres source {} has no column {} (needed by {who})",
+                    source.name,
+                    missing.join(", ")
+                ),
+                "add the columns, or map them with the source's field_mapping",
+            );
+        }
+    }
+    if !failed && !sources.is_empty() {
+        report.ok(
+            CHECK,
+            format!(
+                "{} Postgres source(s) readable with the columns their views need",
+                sources.len()
+            ),
         );
     }
 }

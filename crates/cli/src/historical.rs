@@ -1,5 +1,7 @@
 //! `feast-rs get-historical-features`: point-in-time correct training data from the
-//! embedded offline engine (`feast_offline::FileOfflineStore`), written to Parquet.
+//! embedded offline engine (`feast_offline::FileOfflineStore`, with the repository's
+//! Postgres database when `offline_store` is `postgres`), written to Parquet. The entity
+//! table is a Parquet file or, with a Postgres store, a SQL query.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,10 +18,15 @@ use crate::commands::RepoContext;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("selection").required(true).args(["features", "feature_service"])))]
+#[command(group(clap::ArgGroup::new("entity_table").required(true).args(["entities", "entity_sql"])))]
 pub struct HistoricalArgs {
     /// Parquet file of the entity table: join keys, `event_timestamp`, any other columns.
     #[arg(long, value_name = "FILE.parquet")]
-    entities: PathBuf,
+    entities: Option<PathBuf>,
+    /// The entity table as a SQL query, run in the offline store's database (Feast's
+    /// `entity_df` as a string; needs `offline_store: {type: postgres}`).
+    #[arg(long, value_name = "SQL")]
+    entity_sql: Option<String>,
     /// Feature references (`feature_view:feature`), in output order.
     #[arg(long, num_args = 1.., value_name = "VIEW:FEATURE")]
     features: Vec<String>,
@@ -41,7 +48,6 @@ pub struct HistoricalArgs {
 /// Runs the join and writes the result; returns the number of rows written.
 pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Result<usize> {
     let catalog = ctx.load_registry()?;
-    let entities = read_entities(&args.entities)?;
     let request = HistoricalRequest {
         features: match &args.feature_service {
             Some(name) => FeatureSelection::Service(name.clone()),
@@ -49,14 +55,23 @@ pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Resu
         },
         full_feature_names: args.full_feature_names,
     };
-    let mut store = FileOfflineStore::new(&ctx.config.repo_path);
-    if let Some(mib) = args.memory_limit_mb {
-        store = store.with_memory_limit(mib << 20)?;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the Tokio runtime")?;
+    // A Postgres store's pool lives on this runtime.
+    let mut store = {
+        let _in_runtime = runtime.enter();
+        FileOfflineStore::for_config(&ctx.config)?
+    };
+    if let Some(mib) = args.memory_limit_mb {
+        store = store.with_memory_limit(mib << 20)?;
+    }
+    let entities = match (&args.entities, &args.entity_sql) {
+        (Some(path), _) => read_entities(path)?,
+        (None, Some(sql)) => runtime.block_on(store.entity_table_from_sql(sql))?,
+        (None, None) => anyhow::bail!("give --entities or --entity-sql"),
+    };
     // One output row per entity row: the bar's length is known before the join runs. It is
     // drawn on stderr, and only when that is a terminal.
     let total: usize = entities.batches.iter().map(|b| b.num_rows()).sum();

@@ -486,13 +486,13 @@ pub(crate) async fn start_offline_server(
         cert: args.cert.clone(),
     };
     let addr = address(&serve_args)?;
-    match &ctx.config.offline_store {
-        None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => {}
-        Some(other) => bail!(
-            "offline_store type `{}` is not supported by `feast-rs serve-offline` yet; the file \
-             engine serves `file` and `duckdb` repositories (Parquet/CSV file sources)",
-            other.type_name()
-        ),
+    // The engine serves file repositories and, with `type: postgres`, Postgres sources;
+    // a remote store would make this server a proxy of another one.
+    if let Some(OfflineStoreConfig::Remote(_)) = &ctx.config.offline_store {
+        bail!(
+            "offline_store type `remote` cannot be served by `feast-rs serve-offline`: give the \
+             server the store it reads (`file`, `duckdb` or `postgres`)"
+        );
     }
     let tls = tls(&serve_args)?.map(|pem| feast_offline::TlsPem {
         cert: pem.cert,
@@ -501,7 +501,7 @@ pub(crate) async fn start_offline_server(
     let authenticator = feast_auth::Authenticator::from_config(&ctx.config.auth)
         .map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let ttl = std::time::Duration::from_secs(args.registry_ttl_sec);
-    let mut store = feast_offline::FileOfflineStore::new(&ctx.config.repo_path);
+    let mut store = feast_offline::FileOfflineStore::for_config(&ctx.config)?;
     if let Some(mib) = args.memory_limit_mb {
         store = store.with_memory_limit(mib << 20)?;
     }

@@ -350,11 +350,19 @@ impl OfflineStore for FlightOfflineClient {
         self.put(command, schema, batches).await?;
         Ok(rows)
     }
+
+    async fn entity_table_from_sql(&self, _sql: &str) -> Result<EntityTable> {
+        Err(OfflineError::Unsupported(
+            "an entity table given as SQL is run by the offline server inside \
+             get_historical_features (entity_df_sql); this client sends entity tables only"
+                .into(),
+        ))
+    }
 }
 
 /// The offline store `feature_store.yaml` names: the embedded engine on the repository's
-/// files (`file`, `duckdb`: the same Parquet/CSV sources) or a remote offline server
-/// (`remote`).
+/// files (`file`, `duckdb`: the same Parquet/CSV sources; `postgres`: Postgres sources
+/// too) or a remote offline server (`remote`).
 pub enum AnyOfflineStore {
     File(crate::store::FileOfflineStore),
     Remote(FlightOfflineClient),
@@ -364,9 +372,14 @@ pub enum AnyOfflineStore {
 pub fn open_offline_store(config: &feast_core::config::RepoConfig) -> Result<AnyOfflineStore> {
     use feast_core::config::OfflineStoreConfig;
     match &config.offline_store {
-        None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => Ok(
-            AnyOfflineStore::File(crate::store::FileOfflineStore::new(&config.repo_path)),
-        ),
+        None
+        | Some(
+            OfflineStoreConfig::Dask(_)
+            | OfflineStoreConfig::Duckdb(_)
+            | OfflineStoreConfig::Postgres(_),
+        ) => Ok(AnyOfflineStore::File(
+            crate::store::FileOfflineStore::for_config(config)?,
+        )),
         Some(OfflineStoreConfig::Remote(remote)) => {
             let ca = if remote.cert.is_empty() {
                 None
@@ -382,12 +395,6 @@ pub fn open_offline_store(config: &feast_core::config::RepoConfig) -> Result<Any
                 FlightOfflineClient::new(remote, ca)?.with_token(token),
             ))
         }
-        Some(other) => Err(OfflineError::Invalid(format!(
-            "offline_store type `{}` is not supported by feast-rs yet: the embedded engine reads \
-             `file` and `duckdb` repositories (Parquet/CSV sources), and `remote` reaches an \
-             offline server",
-            other.type_name()
-        ))),
     }
 }
 
@@ -454,6 +461,13 @@ impl OfflineStore for AnyOfflineStore {
         match self {
             Self::File(s) => s.offline_write_batch(view, schema, batches).await,
             Self::Remote(s) => s.offline_write_batch(view, schema, batches).await,
+        }
+    }
+
+    async fn entity_table_from_sql(&self, sql: &str) -> Result<EntityTable> {
+        match self {
+            Self::File(s) => s.entity_table_from_sql(sql).await,
+            Self::Remote(s) => s.entity_table_from_sql(sql).await,
         }
     }
 }

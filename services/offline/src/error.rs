@@ -11,6 +11,10 @@ pub enum OfflineError {
     /// The request cannot be served as asked (bad entity table, unsupported view or source).
     #[error("{0}")]
     Invalid(String),
+    /// The request needs something this store does not do (e.g. SQL entity tables on
+    /// files).
+    #[error("{0}")]
+    Unsupported(String),
     /// A feature view's source cannot be read.
     #[error("data source of feature view {view}: {message}")]
     Source { view: String, message: String },

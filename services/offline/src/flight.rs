@@ -199,6 +199,7 @@ impl From<OfflineError> for ApiError {
         let code = match &e {
             OfflineError::Feast(_) => tonic::Code::Unknown,
             OfflineError::Invalid(_) => tonic::Code::InvalidArgument,
+            OfflineError::Unsupported(_) => tonic::Code::Unimplemented,
             OfflineError::Source { .. } => tonic::Code::FailedPrecondition,
             OfflineError::Arrow(_) => tonic::Code::InvalidArgument,
             OfflineError::Parquet(_) => tonic::Code::Internal,
@@ -582,6 +583,18 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                 source.name, f.uri
             )));
         }
+        // A Postgres source the registry does not hold may only name a table: a query
+        // chosen by the caller would run arbitrary SQL in the server's database.
+        if !registered
+            && let Some(options) = crate::postgres::PostgresOptions::of(&source)
+            && !options.is_ok_and(|o| o.is_plain_table())
+        {
+            return Err(ApiError::invalid(format!(
+                "data source {}: a Postgres source that is not the registered one of its name \
+                 must name a table (schema.table), not a query",
+                source.name
+            )));
+        }
         Ok(source)
     }
 
@@ -626,19 +639,20 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                     let view = self.view(catalog, name)?;
                     self.authorize(user, catalog, ResourceRef::of(view), &[Act::ReadOffline])?;
                 }
-                if is_mock(&upload) {
-                    return Err(if command.contains_key("entity_df_sql") {
-                        ApiError::unimplemented(
-                            "an entity_df given as SQL is not supported by the feast-rs file \
-                             offline store (nor by Feast's file store); send a DataFrame",
-                        )
-                    } else {
-                        ApiError::unimplemented(
-                            "get_historical_features without an entity DataFrame \
-                             (start_date/end_date only) is not supported yet; send a DataFrame",
-                        )
-                    });
-                }
+                let upload = if is_mock(&upload) {
+                    match opt_string(command, "entity_df_sql")? {
+                        Some(sql) => self.store.entity_table_from_sql(&sql).await?,
+                        None => {
+                            return Err(ApiError::unimplemented(
+                                "get_historical_features without an entity DataFrame \
+                                 (start_date/end_date only) is not supported yet; send a \
+                                 DataFrame or an entity_df SQL query",
+                            ));
+                        }
+                    }
+                } else {
+                    upload
+                };
                 let upload = without_pandas_index(upload).map_err(OfflineError::from)?;
                 let request = HistoricalRequest {
                     features: FeatureSelection::Views {

@@ -5,9 +5,12 @@
 //!   `get_historical_features`, the materialization pulls, column listing and
 //!   `offline_write_batch`.
 //! - [`FileOfflineStore`]: the implementation over Parquet/CSV file sources (Feast's `file`
-//!   and `duckdb` stores read the same files).
+//!   and `duckdb` stores read the same files) and, with `offline_store: {type: postgres}`,
+//!   Postgres table/query sources.
 //! - [`resolve`]: feature refs / feature services → the views and columns to join.
 //! - [`source`]: a file source (file, directory or glob; Parquet or CSV) as a DataFrame.
+//! - [`postgres`]: Postgres sources (Feast's `PostgreSQLSource`) as a `TableProvider` with
+//!   filter pushdown, offline writes into them, and SQL entity tables.
 //! - [`pit`]: the point-in-time join plan.
 //! - [`pull`]: `pull_latest_from_table_or_query` / `pull_all_from_table_or_query`.
 //! - [`write`]: `offline_write_batch` into Parquet file sources.
@@ -29,6 +32,7 @@ pub mod client;
 pub mod error;
 pub mod flight;
 pub mod pit;
+pub mod postgres;
 pub mod pull;
 pub mod resolve;
 pub mod server;

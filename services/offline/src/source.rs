@@ -41,7 +41,8 @@ impl FileLocation {
                     .map(|t| t.as_str_name().to_string())
                     .unwrap_or_else(|_| source.r#type.to_string());
                 return Err(err(format!(
-                    "{} is a {kind} source; the feast-rs offline engine reads file sources only",
+                    "{} is a {kind} source; the feast-rs offline engine reads file and Postgres \
+                     sources only",
                     source.name
                 )));
             }

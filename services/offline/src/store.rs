@@ -5,9 +5,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
@@ -15,7 +16,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::functions_aggregate::expr_fn::{max, min};
-use datafusion::prelude::{SessionConfig, SessionContext, ident};
+use datafusion::prelude::{SessionConfig, SessionContext, ident, lit};
 use feast_core::model::{DUMMY_ENTITY_ID, FeatureViewExt};
 use feast_core::registry::Catalog;
 use feast_core::types::{ValueType, pyarrow_type_name, value_type_to_arrow};
@@ -23,6 +24,7 @@ use feast_proto::core;
 
 use crate::error::{OfflineError, Result};
 use crate::pit::{self, ROW_ID, ViewJoin};
+use crate::postgres::{PostgresOfflineStore, PostgresOptions};
 use crate::pull::{self, PullKind, PullRequest};
 use crate::resolve::{FeatureSelection, ViewRequest, resolve};
 use crate::source::FileLocation;
@@ -120,16 +122,27 @@ pub trait OfflineStore: Send + Sync {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// The entity table of an `entity_df` given as SQL (`entity_df_sql`), run by the store
+    /// where its data lives.
+    fn entity_table_from_sql(&self, sql: &str) -> impl Future<Output = Result<EntityTable>> + Send;
 }
 
-/// The offline store over file sources (Parquet/CSV), executed by DataFusion in-process.
+/// The offline store over file sources (Parquet/CSV), and Postgres sources when it has a
+/// Postgres database ([`FileOfflineStore::with_postgres`]), executed by DataFusion
+/// in-process.
 #[derive(Debug, Clone)]
 pub struct FileOfflineStore {
     repo_path: PathBuf,
     config: SessionConfig,
     runtime: Arc<RuntimeEnv>,
     write_locks: WriteLocks,
+    postgres: Option<PostgresOfflineStore>,
 }
+
+/// Entity tables with at most this many distinct keys have them pushed into a Postgres
+/// source's scan as an `IN` list; larger ones read the source's whole time window.
+pub const MAX_PUSHED_KEYS: usize = 10_000;
 
 impl FileOfflineStore {
     /// A store reading sources relative to `repo_path` (`RepoConfig::repo_path`).
@@ -139,7 +152,66 @@ impl FileOfflineStore {
             config: default_config(),
             runtime: Arc::new(RuntimeEnv::default()),
             write_locks: WriteLocks::default(),
+            postgres: None,
         }
+    }
+
+    /// The store a repository's `offline_store` asks for: `file`/`dask`/`duckdb` read the
+    /// repository's files; `postgres` reads Postgres sources from its database (and file
+    /// sources too).
+    pub fn for_config(config: &feast_core::config::RepoConfig) -> Result<Self> {
+        use feast_core::config::OfflineStoreConfig;
+        let store = Self::new(&config.repo_path);
+        match &config.offline_store {
+            None | Some(OfflineStoreConfig::Dask(_) | OfflineStoreConfig::Duckdb(_)) => Ok(store),
+            Some(OfflineStoreConfig::Postgres(pg)) => store.with_postgres(pg),
+            Some(other) => Err(OfflineError::Unsupported(format!(
+                "offline_store type `{}` is not served by the feast-rs offline engine: it \
+                 reads `file`, `duckdb` and `postgres` repositories",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// Reads Postgres sources (and `entity_df_sql`) from the database `config` names.
+    pub fn with_postgres(
+        mut self,
+        config: &feast_core::config::PostgresOfflineStoreConfig,
+    ) -> Result<Self> {
+        self.postgres = Some(PostgresOfflineStore::new(config)?);
+        Ok(self)
+    }
+
+    /// The Postgres database, if the store has one.
+    pub fn postgres(&self) -> Option<&PostgresOfflineStore> {
+        self.postgres.as_ref()
+    }
+
+    fn postgres_for(&self, what: &str) -> Result<&PostgresOfflineStore> {
+        self.postgres.as_ref().ok_or_else(|| OfflineError::Source {
+            view: what.to_string(),
+            message: "it reads a Postgres source, which needs `offline_store: {type: postgres, \
+                      host, database, user, password, ...}` in the offline server's \
+                      feature_store.yaml"
+                .into(),
+        })
+    }
+
+    /// A view's (or a pull's) source as a DataFrame: a Postgres table or query through
+    /// [`crate::postgres::PostgresTable`], else a file source.
+    async fn read_source(
+        &self,
+        ctx: &SessionContext,
+        what: &str,
+        source: &core::DataSource,
+    ) -> Result<DataFrame> {
+        if let Some(options) = PostgresOptions::of(source) {
+            let table = self.postgres_for(what)?.table(what, &options?).await?;
+            return Ok(ctx.read_table(Arc::new(table))?);
+        }
+        FileLocation::of(what, source, &self.repo_path)?
+            .read(ctx, what)
+            .await
     }
 
     /// Bounds the memory of the sorts, windows and aggregations to `bytes` (a fair spill
@@ -215,6 +287,7 @@ impl FileOfflineStore {
             }
         }
         let (schema, batches) = with_row_id(entities, &ts_col)?;
+        let entity_batches = batches.clone();
         let ts_type = schema
             .field_with_name(&ts_col)
             .map(|f| f.data_type().clone())?;
@@ -232,8 +305,8 @@ impl FileOfflineStore {
                     v.name_to_use
                 ))
             })?;
-            let source = FileLocation::of(&v.view.spec_ref().name, batch, &self.repo_path)?
-                .read(&ctx, &v.view.spec_ref().name)
+            let mut source = self
+                .read_source(&ctx, &v.view.spec_ref().name, batch)
                 .await?;
             let source_columns: Vec<String> = source
                 .schema()
@@ -248,6 +321,20 @@ impl FileOfflineStore {
                 &source_columns,
                 request.full_feature_names,
             )?;
+            // A database source is asked only for the entity table's keys when they are
+            // few (files are scanned whole anyway: their statistics prune by time).
+            if PostgresOptions::of(batch).is_some()
+                && let [(entity_col, source_col, ty)] = join.keys.as_slice()
+                && let Some(keys) = distinct_values(&entity_batches, entity_col, MAX_PUSHED_KEYS)?
+                && !keys.is_empty()
+            {
+                // The key compared as the join compares it (the source column cast to the
+                // entity column's type), so the filter never fails where the join would not.
+                source = source.filter(
+                    datafusion::prelude::cast(ident(source_col), ty.clone())
+                        .in_list(keys.into_iter().map(lit).collect(), false),
+                )?;
+            }
             joins.push((join, source));
         }
         pit::plan(
@@ -273,8 +360,8 @@ impl FileOfflineStore {
         request: &PullRequest,
         kind: PullKind,
     ) -> Result<DataFrame> {
-        let df = FileLocation::of(&source.name, source, &self.repo_path)?
-            .read(&self.session(), &source.name)
+        let df = self
+            .read_source(&self.session(), &source.name, source)
             .await?;
         pull::plan(df, &source.name, request, kind)
     }
@@ -308,6 +395,24 @@ impl OfflineStore for FileOfflineStore {
         &self,
         source: &core::DataSource,
     ) -> Result<Vec<(String, String)>> {
+        // Postgres sources name their types as Feast's PostgreSQLSource does (Postgres type
+        // names, which the SDK maps with pg_type_to_feast_value_type).
+        if let Some(options) = PostgresOptions::of(source) {
+            let table = self
+                .postgres_for(&source.name)?
+                .table(&source.name, &options?)
+                .await?;
+            return Ok(table
+                .columns()
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        crate::postgres::feast_type_name(c.oid).to_string(),
+                    )
+                })
+                .collect());
+        }
         let df = FileLocation::of(&source.name, source, &self.repo_path)?
             .read(&self.session(), &source.name)
             .await?;
@@ -347,6 +452,12 @@ impl OfflineStore for FileOfflineStore {
         let source = view.spec_ref().batch_source.clone().ok_or_else(|| {
             OfflineError::Invalid(format!("feature view {name} has no batch source"))
         })?;
+        if let Some(options) = PostgresOptions::of(&source) {
+            return self
+                .postgres_for(&name)?
+                .append(&name, &options?, &source.field_mapping, &schema, &batches)
+                .await;
+        }
         let location = FileLocation::of(&name, &source, &self.repo_path)?;
         let lock = self.write_locks.of(&location.path);
         let _guard = lock.lock().await;
@@ -356,6 +467,50 @@ impl OfflineStore for FileOfflineStore {
         .await
         .map_err(|e| OfflineError::Invalid(format!("the write task failed: {e}")))?
     }
+
+    async fn entity_table_from_sql(&self, sql: &str) -> Result<EntityTable> {
+        let Some(postgres) = &self.postgres else {
+            return Err(OfflineError::Unsupported(
+                "an entity_df given as SQL needs the postgres offline store (`offline_store: \
+                 {type: postgres, ...}` on the offline server), which runs the query in its \
+                 database; the file offline store takes an entity DataFrame"
+                    .into(),
+            ));
+        };
+        let table = postgres.query_table(sql).await?;
+        let schema = TableProvider::schema(&table);
+        let batches = self
+            .session()
+            .read_table(Arc::new(table))?
+            .collect()
+            .await?;
+        Ok(EntityTable::new(schema, batches))
+    }
+}
+
+/// The distinct non-null values of `column` in `batches`, or `None` when there are more
+/// than `limit`.
+fn distinct_values(
+    batches: &[RecordBatch],
+    column: &str,
+    limit: usize,
+) -> Result<Option<Vec<ScalarValue>>> {
+    let mut seen = std::collections::HashSet::new();
+    for batch in batches {
+        let Some(array) = batch.column_by_name(column) else {
+            return Ok(None);
+        };
+        for i in 0..array.len() {
+            if array.is_null(i) {
+                continue;
+            }
+            seen.insert(ScalarValue::try_from_array(array, i)?);
+            if seen.len() > limit {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(seen.into_iter().collect()))
 }
 
 /// DataFusion's settings with Parquet strings and binaries read as the file's own types

@@ -165,7 +165,7 @@ fn parquet_schema(file: &Path) -> std::io::Result<SchemaRef> {
 }
 
 /// For each target column, the index of the input column that holds it.
-fn conform(
+pub(crate) fn conform(
     input: &SchemaRef,
     target: &SchemaRef,
     field_mapping: &BTreeMap<String, String>,
