@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Times `apply` of N feature views (default 1,000) to a file registry: feast-rs, then
-# `feast apply` (feast==0.67.0) on the same definitions, on this machine.
+# Times `apply` of N feature views (default 1,000): feast-rs, then `feast apply`
+# (feast==0.67.0) on the same definitions, on this machine. The registry is a file, or with
+# REGISTRY=postgres a SQL registry in a fresh database per tool on 127.0.0.1:5432.
 #   bench/apply.sh [N]
+#   REGISTRY=postgres bench/apply.sh 1000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000}"
@@ -12,6 +14,15 @@ BIN="$CARGO_TARGET_DIR/release/feast-rs"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 "$PY" bench/gen_views.py "$OUT" "$N"
+REGISTRY="${REGISTRY:-file}"
+if [ "$REGISTRY" = postgres ]; then
+  for repo in yaml_repo feast_repo; do
+    db="feast_rs_bench_apply_${repo%_repo}"
+    psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+    sed -i "s|^registry: data/registry.db|registry:\n  registry_type: sql\n  path: postgresql://postgres@127.0.0.1:5432/$db\n  cache_ttl_seconds: 60|" \
+      "$OUT/$repo/feature_store.yaml"
+  done
+fi
 
 # Wall time of a command in seconds (millisecond resolution); its output is discarded.
 secs() {
@@ -22,11 +33,11 @@ secs() {
   printf '%d.%03d' $(((e - s) / 1000000000)) $(((e - s) / 1000000 % 1000))
 }
 
-echo "apply of $N feature views (10 features each), file registry"
+echo "apply of $N feature views (10 features each), $REGISTRY registry"
 echo "feast-rs apply (create):    $(secs "$BIN" -c "$OUT/yaml_repo" apply) s"
 echo "feast-rs plan (no changes): $(secs "$BIN" -c "$OUT/yaml_repo" plan) s"
 echo "feast-rs apply (no-op):     $(secs "$BIN" -c "$OUT/yaml_repo" apply) s"
-echo "registry.db size:           $(stat -c %s "$OUT/yaml_repo/data/registry.db") bytes"
+[ "$REGISTRY" = file ] && echo "registry.db size:           $(stat -c %s "$OUT/yaml_repo/data/registry.db") bytes"
 FEAST="$(dirname "$PY")/feast"
 echo "feast apply (create):       $(cd "$OUT/feast_repo" && secs "$FEAST" apply) s"
 echo "feast apply (no-op):        $(cd "$OUT/feast_repo" && secs "$FEAST" apply) s"
