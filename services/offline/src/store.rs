@@ -23,6 +23,7 @@ use feast_core::types::{ValueType, pyarrow_type_name, value_type_to_arrow};
 use feast_proto::core;
 
 use crate::error::{OfflineError, Result};
+use crate::logging::{self, LogDestination};
 use crate::pit::{self, ROW_ID, ViewJoin};
 use crate::postgres::{PostgresOfflineStore, PostgresOptions};
 use crate::pull::{self, PullKind, PullRequest};
@@ -119,6 +120,16 @@ pub trait OfflineStore: Send + Sync {
     fn offline_write_batch(
         &self,
         view: &core::FeatureView,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Writes feature-serving logs to `feature_service`'s logging destination (Feast's
+    /// `write_logged_features`; see [`crate::logging`]); returns the number of rows
+    /// written.
+    fn write_logged_features(
+        &self,
+        feature_service: &core::FeatureService,
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     ) -> impl Future<Output = Result<usize>> + Send;
@@ -475,6 +486,20 @@ impl OfflineStore for FileOfflineStore {
         })
         .await
         .map_err(|e| OfflineError::Invalid(format!("the write task failed: {e}")))?
+    }
+
+    async fn write_logged_features(
+        &self,
+        feature_service: &core::FeatureService,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<usize> {
+        let destination = LogDestination::of(feature_service, &self.repo_path)?;
+        let lock = self.write_locks.of(&destination.path);
+        let _guard = lock.lock().await;
+        tokio::task::spawn_blocking(move || logging::write(&destination, &schema, &batches))
+            .await
+            .map_err(|e| OfflineError::Invalid(format!("the log write task failed: {e}")))?
     }
 
     async fn entity_table_from_sql(&self, sql: &str) -> Result<EntityTable> {
