@@ -129,7 +129,8 @@ pub fn write(
     let keep: Vec<usize> = (0..schema.fields().len())
         .filter(|i| !partition_columns.contains(i))
         .collect();
-    let file_schema = Arc::new(schema.project(&keep)?);
+    let projected = parquet_ready(&table.project(&keep)?)?;
+    let file_schema = projected.schema();
 
     // The directory segments of each row, then the rows of each distinct path in the order
     // they first appear.
@@ -162,7 +163,6 @@ pub fn write(
     }
 
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let projected = table.project(&keep)?;
     for (dir, indices) in groups {
         let dir = destination.path.join(dir);
         let part = if indices.len() == rows {
@@ -194,6 +194,38 @@ fn write_file(dir: &Path, id: &str, schema: &Arc<Schema>, batch: &RecordBatch) -
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Columns Parquet cannot hold as they are, in the type pyarrow writes them as: timestamps
+/// in seconds (Feast logs feature timestamps as `timestamp[s]`) become milliseconds, so
+/// readers see timestamps rather than bare integers.
+fn parquet_ready(batch: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::datatypes::{Field, TimeUnit};
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Timestamp(TimeUnit::Second, _)))
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if let DataType::Timestamp(TimeUnit::Second, tz) = field.data_type() {
+            let ty = DataType::Timestamp(TimeUnit::Millisecond, tz.clone());
+            columns.push(cast(column, &ty)?);
+            fields.push(
+                Field::new(field.name(), ty, field.is_nullable())
+                    .with_metadata(field.metadata().clone()),
+            );
+        } else {
+            columns.push(column.clone());
+            fields.push(field.as_ref().clone());
+        }
+    }
+    let schema = Arc::new(Schema::new(fields).with_metadata(schema.metadata().clone()));
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// A partition column's values as directory names, spelt as pyarrow spells them where the

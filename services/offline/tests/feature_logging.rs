@@ -177,6 +177,37 @@ async fn unpartitioned_logs_are_one_file_and_empty_logs_none() {
     assert_eq!(batch.num_columns(), 4);
     assert_eq!(ids(&batch), [1001, 1002, 1003, 1004]);
 
+    // Feast logs feature timestamps in seconds; Parquet has no such unit, and pyarrow writes
+    // them as milliseconds (readers then see timestamps, not integers).
+    let mut seconds = logs();
+    let ts = datafusion::arrow::array::TimestampSecondArray::from(vec![1_714_521_600; 4])
+        .with_timezone("UTC");
+    let mut fields: Vec<Field> = seconds
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("f__timestamp", ts.data_type().clone(), true));
+    let mut columns = seconds.columns().to_vec();
+    columns.push(Arc::new(ts));
+    seconds = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let fs = service("seconds", &[]);
+    write(root, &fs, seconds).await.unwrap();
+    let written = files(&root.join("seconds"));
+    let batch = read(&root.join("seconds").join(&written[0]));
+    assert_eq!(
+        batch
+            .schema()
+            .field_with_name("f__timestamp")
+            .unwrap()
+            .data_type(),
+        &DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Millisecond,
+            Some("UTC".into())
+        )
+    );
+
     let empty = logs().slice(0, 0);
     let fs = service("empty", &["__log_date"]);
     assert_eq!(write(root, &fs, empty).await.unwrap(), 0);
