@@ -190,12 +190,15 @@ impl FileLocation {
         let pruning = self.pruning(view, &layout, window);
         // The schema of one file the pruned read keeps (DataFusion would otherwise read the
         // footer of every file to merge their schemas).
+        // When no partition is in the window, any one file gives the (then empty) table
+        // its schema.
         let schema_file = pruning.as_ref().and_then(|p| {
             let index = layout.keys.iter().position(|(k, _)| *k == p.column)?;
             layout
                 .files
                 .iter()
                 .find(|(_, values)| values.get(index).is_some_and(|v| p.keeps(v)))
+                .or_else(|| layout.files.first())
                 .map(|(file, _)| file.clone())
         });
         let file_schema = match &schema_file {

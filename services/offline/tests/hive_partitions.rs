@@ -411,6 +411,33 @@ async fn pulls_never_open_partitions_outside_their_window() {
         .collect();
     dates.sort();
     assert_eq!(dates, ["2024-05-02", "2024-05-03", "2024-05-04"]);
+    // A window holding no partition at all reads one file's schema and no rows.
+    let later = pull_rows(
+        &catalog,
+        root,
+        "trips_src",
+        &pull_request(9, 12, &["rate"]),
+        PullKind::All,
+    )
+    .await;
+    // The schema comes from the first file in path order, which is corrupt (May 1st): the
+    // error names it; with a good first file the pull is empty.
+    assert!(later.is_err());
+    write_parquet(
+        &root.join("data/trips/event_date=2024-05-01/part-0.parquet"),
+        &rows(0),
+    );
+    let later = pull_rows(
+        &catalog,
+        root,
+        "trips_src",
+        &pull_request(9, 12, &["rate"]),
+        PullKind::All,
+    )
+    .await
+    .unwrap();
+    assert_eq!(row_count(&later), 0);
+    corrupt(root, "2024-05-01");
     // A window reaching into a corrupt partition reads it and fails.
     let e = pull_rows(
         &catalog,
