@@ -30,6 +30,11 @@ data_sources:
     timestamp_field: event_timestamp
     date_partition_column: event_date
   - {name: ymd_src, type: file, path: data/ymd, timestamp_field: event_timestamp}
+  - name: csv_dir_src
+    type: file
+    path: data/csv_dir.csv
+    timestamp_field: event_timestamp
+    date_partition_column: event_date
 feature_views:
   - name: trips
     entities: [driver]
@@ -105,6 +110,20 @@ fn setup() -> (tempfile::TempDir, Catalog) {
             )),
             &rows(day),
         );
+    }
+    // CSV partitions (the directory's name ends in .csv, which makes the source CSV).
+    for day in 0..3 {
+        let dir = root.join(format!("data/csv_dir.csv/event_date=2024-05-0{}", day + 1));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("part-0.csv"),
+            format!(
+                "driver_id,rate,event_timestamp\n1001,{}.5,2024-05-0{}T12:00:00Z\n",
+                day,
+                day + 1
+            ),
+        )
+        .unwrap();
     }
     let desired = repo::load_repo(root, "demo").unwrap();
     let mut catalog = Catalog::new();
@@ -459,6 +478,34 @@ async fn pulls_never_open_partitions_outside_their_window() {
         pull_rows(&catalog, root, "trips_src", &open, PullKind::All)
             .await
             .is_err()
+    );
+}
+
+#[tokio::test]
+async fn csv_partitions_are_read_and_pruned_too() {
+    let (dir, catalog) = setup();
+    let root = dir.path();
+    let request = PullRequest {
+        end: Some(utc(MAY_1 + 2 * DAY - 1)),
+        ..pull_request(1, 2, &["rate", "event_date"])
+    };
+    let batches = pull_rows(&catalog, root, "csv_dir_src", &request, PullKind::All)
+        .await
+        .unwrap();
+    assert_eq!(row_count(&batches), 1);
+    let source = source(&catalog, "csv_dir_src");
+    let plan = FileOfflineStore::new(root)
+        .pull_plan(source, &request, PullKind::All)
+        .await
+        .unwrap()
+        .into_optimized_plan()
+        .unwrap()
+        .display_indent()
+        .to_string();
+    // One day: DataFusion folds `>= d AND <= d` into `= d`, evaluated on the directories.
+    assert!(
+        plan.contains("full_filters=[?table?.event_date = Utf8(\"2024-05-02\")]"),
+        "{plan}"
     );
 }
 
