@@ -188,10 +188,9 @@ impl FileLocation {
         };
         let partitions = self.partition_columns(&layout);
         let pruning = self.pruning(view, &layout, window);
-        // The schema of one file the pruned read keeps (DataFusion would otherwise read the
-        // footer of every file to merge their schemas).
-        // When no partition is in the window, any one file gives the (then empty) table
-        // its schema.
+        // A pruned read takes its schema from one file it keeps (DataFusion would otherwise
+        // read the footer of every file to merge their schemas); when no partition is in
+        // the window, from the first file, for a table that is then empty.
         let schema_file = pruning.as_ref().and_then(|p| {
             let index = layout.keys.iter().position(|(k, _)| *k == p.column)?;
             layout
