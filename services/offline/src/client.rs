@@ -351,6 +351,26 @@ impl OfflineStore for FlightOfflineClient {
         Ok(rows)
     }
 
+    async fn write_logged_features(
+        &self,
+        feature_service: &core::FeatureService,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<usize> {
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let name = feature_service
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let command = json!({
+            "api": "write_logged_features",
+            "feature_service_name": name,
+        });
+        self.put(command, schema, batches).await?;
+        Ok(rows)
+    }
+
     async fn entity_table_from_sql(&self, _sql: &str) -> Result<EntityTable> {
         Err(OfflineError::Unsupported(
             "an entity table given as SQL is run by the offline server inside \
@@ -461,6 +481,24 @@ impl OfflineStore for AnyOfflineStore {
         match self {
             Self::File(s) => s.offline_write_batch(view, schema, batches).await,
             Self::Remote(s) => s.offline_write_batch(view, schema, batches).await,
+        }
+    }
+
+    async fn write_logged_features(
+        &self,
+        feature_service: &core::FeatureService,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<usize> {
+        match self {
+            Self::File(s) => {
+                s.write_logged_features(feature_service, schema, batches)
+                    .await
+            }
+            Self::Remote(s) => {
+                s.write_logged_features(feature_service, schema, batches)
+                    .await
+            }
         }
     }
 

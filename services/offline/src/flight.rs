@@ -5,7 +5,7 @@
 //! | Flight call | What it does |
 //! |---|---|
 //! | `DoExchange` | read APIs (the 0.67 SDK): the client streams the entity table or the mock table, the result comes back on the same stream; no state between calls |
-//! | `DoPut` | write APIs run here (`offline_write_batch`, `persist`, `validate_data_source`); read APIs are kept for the legacy path |
+//! | `DoPut` | write APIs run here (`offline_write_batch`, `write_logged_features`, `persist`, `validate_data_source`); read APIs are kept for the legacy path |
 //! | `GetFlightInfo` → `DoGet` | the legacy read path of SDKs ≤ 0.66: the ticket names a kept upload, which `DoGet` runs and frees |
 //! | `ListActions` | Feast's three write actions |
 //! | `ListFlights` | uploads kept for the legacy path |
@@ -769,9 +769,41 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                 tracing::info!(message = "saved dataset persisted", source = %target.name, rows);
                 Ok(())
             }
-            "write_logged_features" => Err(ApiError::unimplemented(
-                "write_logged_features is not supported by feast-rs yet",
-            )),
+            "write_logged_features" => {
+                let name = string(command, "feature_service_name")?;
+                let snapshot = self
+                    .snapshot_knowing(|catalog| {
+                        catalog
+                            .get::<core::FeatureService>(&name, &self.project)
+                            .is_ok()
+                    })
+                    .await?;
+                let catalog = &snapshot.catalog;
+                let service = catalog.get::<core::FeatureService>(&name, &self.project)?;
+                // Feast's server asserts this before checking permissions.
+                if service
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.logging_config.as_ref())
+                    .is_none()
+                {
+                    return Err(ApiError::invalid(format!(
+                        "feature service {name}: feature service must have logging_config set"
+                    )));
+                }
+                self.authorize(
+                    user,
+                    catalog,
+                    ResourceRef::of(service),
+                    &[Act::WriteOffline],
+                )?;
+                let rows = self
+                    .store
+                    .write_logged_features(service, upload.schema, upload.batches)
+                    .await?;
+                tracing::info!(message = "feature logs written", feature_service = %name, rows);
+                Ok(())
+            }
             other => Err(ApiError::invalid(format!("Unknown write API: {other}"))),
         }
     }
@@ -856,7 +888,10 @@ pub const API_RULES: &[(&str, &str)] = &[
         "persist",
         "WRITE_OFFLINE on the target source, then what the retrieval needs",
     ),
-    ("write_logged_features", "authenticated (not supported yet)"),
+    (
+        "write_logged_features",
+        "WRITE_OFFLINE on the feature service (which must have a logging_config)",
+    ),
 ];
 
 fn has_rule(api: &str) -> bool {

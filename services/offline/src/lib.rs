@@ -2,8 +2,8 @@
 //! by DataFusion over the feature views' file sources.
 //!
 //! - [`OfflineStore`]: the store interface the services and the CLI program against:
-//!   `get_historical_features`, the materialization pulls, column listing and
-//!   `offline_write_batch`.
+//!   `get_historical_features`, the materialization pulls, column listing,
+//!   `offline_write_batch` and `write_logged_features`.
 //! - [`FileOfflineStore`]: the implementation over Parquet/CSV file sources (Feast's `file`
 //!   and `duckdb` stores read the same files) and, with `offline_store: {type: postgres}`,
 //!   Postgres table/query sources.
@@ -14,6 +14,7 @@
 //! - [`pit`]: the point-in-time join plan.
 //! - [`pull`]: `pull_latest_from_table_or_query` / `pull_all_from_table_or_query`.
 //! - [`write`]: `offline_write_batch` into Parquet file sources.
+//! - [`logging`]: `write_logged_features` to a feature service's file logging destination.
 //! - [`flight`]: the Arrow Flight server (Feast's remote offline store protocol).
 //!
 //! # Semantics (what every store must return)
@@ -31,6 +32,7 @@
 pub mod client;
 pub mod error;
 pub mod flight;
+pub mod logging;
 pub mod pit;
 pub mod postgres;
 pub mod pull;

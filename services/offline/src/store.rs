@@ -23,11 +23,12 @@ use feast_core::types::{ValueType, pyarrow_type_name, value_type_to_arrow};
 use feast_proto::core;
 
 use crate::error::{OfflineError, Result};
+use crate::logging::{self, LogDestination};
 use crate::pit::{self, ROW_ID, ViewJoin};
 use crate::postgres::{PostgresOfflineStore, PostgresOptions};
 use crate::pull::{self, PullKind, PullRequest};
 use crate::resolve::{FeatureSelection, ViewRequest, resolve};
-use crate::source::FileLocation;
+use crate::source::{FileLocation, Window};
 use crate::write::{self, WriteLocks};
 
 /// Feast's `DEFAULT_ENTITY_DF_EVENT_TIMESTAMP_COL`.
@@ -123,6 +124,16 @@ pub trait OfflineStore: Send + Sync {
         batches: Vec<RecordBatch>,
     ) -> impl Future<Output = Result<usize>> + Send;
 
+    /// Writes feature-serving logs to `feature_service`'s logging destination (Feast's
+    /// `write_logged_features`; see [`crate::logging`]); returns the number of rows
+    /// written.
+    fn write_logged_features(
+        &self,
+        feature_service: &core::FeatureService,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> impl Future<Output = Result<usize>> + Send;
+
     /// The entity table of an `entity_df` given as SQL (`entity_df_sql`), run by the store
     /// where its data lives.
     fn entity_table_from_sql(&self, sql: &str) -> impl Future<Output = Result<EntityTable>> + Send;
@@ -199,18 +210,21 @@ impl FileOfflineStore {
 
     /// A view's (or a pull's) source as a DataFrame: a Postgres table or query through
     /// [`crate::postgres::PostgresTable`], else a file source.
+    /// A file source is pruned to `window` by its `date_partition_column` (see
+    /// [`crate::source`]); the caller still filters rows by event timestamp.
     async fn read_source(
         &self,
         ctx: &SessionContext,
         what: &str,
         source: &core::DataSource,
+        window: Window,
     ) -> Result<DataFrame> {
         if let Some(options) = PostgresOptions::of(source) {
             let table = self.postgres_for(what)?.table(what, &options?).await?;
             return Ok(ctx.read_table(Arc::new(table))?);
         }
         FileLocation::of(what, source, &self.repo_path)?
-            .read(ctx, what)
+            .read_within(ctx, what, window)
             .await
     }
 
@@ -305,8 +319,9 @@ impl FileOfflineStore {
                     v.name_to_use
                 ))
             })?;
+            let window = view_window(&bounds, v.view.ttl());
             let mut source = self
-                .read_source(&ctx, &v.view.spec_ref().name, batch)
+                .read_source(&ctx, &v.view.spec_ref().name, batch, window)
                 .await?;
             let source_columns: Vec<String> = source
                 .schema()
@@ -361,7 +376,12 @@ impl FileOfflineStore {
         kind: PullKind,
     ) -> Result<DataFrame> {
         let df = self
-            .read_source(&self.session(), &source.name, source)
+            .read_source(
+                &self.session(),
+                &source.name,
+                source,
+                (request.start, request.end),
+            )
             .await?;
         pull::plan(df, &source.name, request, kind)
     }
@@ -468,6 +488,20 @@ impl OfflineStore for FileOfflineStore {
         .map_err(|e| OfflineError::Invalid(format!("the write task failed: {e}")))?
     }
 
+    async fn write_logged_features(
+        &self,
+        feature_service: &core::FeatureService,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> Result<usize> {
+        let destination = LogDestination::of(feature_service, &self.repo_path)?;
+        let lock = self.write_locks.of(&destination.path);
+        let _guard = lock.lock().await;
+        tokio::task::spawn_blocking(move || logging::write(&destination, &schema, &batches))
+            .await
+            .map_err(|e| OfflineError::Invalid(format!("the log write task failed: {e}")))?
+    }
+
     async fn entity_table_from_sql(&self, sql: &str) -> Result<EntityTable> {
         let Some(postgres) = &self.postgres else {
             return Err(OfflineError::Unsupported(
@@ -545,6 +579,31 @@ async fn time_bounds(entities: &DataFrame, ts_col: &str) -> Result<pit::TimeBoun
     let lo = ScalarValue::try_from_array(batch.column(0), 0)?;
     let hi = ScalarValue::try_from_array(batch.column(1), 0)?;
     Ok((!lo.is_null() && !hi.is_null()).then_some((lo, hi)))
+}
+
+/// The window a view's source is cut to: `[earliest - ttl, latest]` of the entity
+/// timestamps (open below without a ttl), as [`pit::plan`] filters it.
+fn view_window(bounds: &pit::TimeBounds, ttl: Option<std::time::Duration>) -> Window {
+    let Some((earliest, latest)) = bounds else {
+        return (None, None);
+    };
+    let lower = ttl.and_then(|ttl| {
+        let ttl = chrono::Duration::from_std(ttl).ok()?;
+        utc_of(earliest)?.checked_sub_signed(ttl)
+    });
+    (lower, utc_of(latest))
+}
+
+/// A timestamp scalar as a UTC instant.
+fn utc_of(value: &ScalarValue) -> Option<chrono::DateTime<chrono::Utc>> {
+    let nanos: i64 = match value {
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000)?,
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000_000)?,
+        ScalarValue::TimestampMicrosecond(Some(v), _) => v.checked_mul(1_000)?,
+        ScalarValue::TimestampNanosecond(Some(v), _) => *v,
+        _ => return None,
+    };
+    Some(chrono::DateTime::from_timestamp_nanos(nanos))
 }
 
 /// Adds [`ROW_ID`] and normalises the timestamp column to UTC, as Feast does (tz-naive

@@ -72,6 +72,18 @@ pub fn append(
     }
     let path = &location.path;
     let is_dir = path.is_dir();
+    // A part file at the top of a hive-partitioned directory would break its layout (and
+    // the rows' partition values have no file column to go to).
+    let layout = location.hive_layout().map_err(err)?;
+    if !layout.keys.is_empty() {
+        let keys: Vec<&str> = layout.keys.iter().map(|(k, _)| k.as_str()).collect();
+        return Err(err(format!(
+            "{} is partitioned hive-style by {}: offline writes into partitioned \
+             directories are not supported",
+            path.display(),
+            keys.join(", ")
+        )));
+    }
     let existing = if is_dir {
         first_parquet_file(path)?
     } else if path.exists() {

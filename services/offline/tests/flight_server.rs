@@ -84,6 +84,28 @@ fn permission(name: &str, types: &[Type], pattern: &str, role: &str) -> core::Pe
     }
 }
 
+/// A feature service logging to `logs/<name>` by date, or not logging at all.
+fn logged_service(name: &str, logs: bool) -> core::FeatureService {
+    core::FeatureService {
+        spec: Some(core::FeatureServiceSpec {
+            name: name.into(),
+            project: PROJECT.into(),
+            logging_config: logs.then(|| core::LoggingConfig {
+                sample_rate: 1.0,
+                destination: Some(core::logging_config::Destination::FileDestination(
+                    core::logging_config::FileDestination {
+                        path: format!("logs/{name}"),
+                        partition_by: vec!["__log_date".into()],
+                        ..Default::default()
+                    },
+                )),
+            }),
+            ..Default::default()
+        }),
+        meta: None,
+    }
+}
+
 fn rows() -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
         Field::new("driver_id", DataType::Int64, true),
@@ -154,7 +176,21 @@ async fn start() -> Server {
         }],
         data_sources: vec![source("public_stats"), source("secret_stats")],
         feature_views: vec![view("public_stats"), view("secret_stats")],
+        feature_services: vec![
+            logged_service("public_logs", true),
+            logged_service("secret_logs", true),
+            logged_service("public_unlogged", false),
+        ],
         permissions: vec![
+            core::Permission {
+                spec: Some(core::PermissionSpec {
+                    actions: vec![AuthzedAction::WriteOffline as i32],
+                    ..permission("log-public", &[Type::FeatureService], "public_.*", "reader")
+                        .spec
+                        .unwrap()
+                }),
+                meta: None,
+            },
             permission(
                 "read-public",
                 &[Type::FeatureView, Type::DataSource],
@@ -435,4 +471,101 @@ async fn a_view_applied_since_the_last_refresh_is_found() {
         err.message().contains("FeatureViewNotFoundException"),
         "{err:?}"
     );
+}
+
+/// A `DoPut` of `upload` under `command`: Ok, or the error status.
+async fn put(
+    client: &mut FlightClient,
+    command: String,
+    upload: RecordBatch,
+) -> Result<(), tonic::Status> {
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command)))
+        .build(futures::stream::iter([Ok(upload)]));
+    let to_status = |e: arrow_flight::error::FlightError| match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::internal(other.to_string()),
+    };
+    let results = client.do_put(data).await.map_err(to_status)?;
+    results
+        .try_collect::<Vec<_>>()
+        .await
+        .map(|_| ())
+        .map_err(to_status)
+}
+
+fn log_rows() -> RecordBatch {
+    use datafusion::arrow::array::{Date32Array, StringArray};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("driver_id", DataType::Int64, true),
+        Field::new("__log_date", DataType::Date32, true),
+        Field::new("__request_id", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(Date32Array::from(vec![19_844, 19_844])),
+            Arc::new(StringArray::from(vec!["a", "b"])),
+        ],
+    )
+    .unwrap()
+}
+
+fn write_logs(service: &str) -> String {
+    serde_json::json!({
+        "command_id": uuid::Uuid::new_v4().to_string(),
+        "api": "write_logged_features",
+        "feature_service_name": service,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn feature_logs_need_write_offline_on_the_feature_service() {
+    let server = start().await;
+    let root = server._dir.path().to_path_buf();
+    let reader = server.issuer.user_token("alice", &["reader"], &[]);
+    let stranger = server.issuer.user_token("bob", &["nobody"], &[]);
+    let mut c = client(server.port, Some(&reader)).await;
+
+    put(&mut c, write_logs("public_logs"), log_rows())
+        .await
+        .unwrap();
+    let day = root.join("logs/public_logs/2024-05-01");
+    let written: Vec<_> = std::fs::read_dir(&day).unwrap().collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+
+    // No WRITE_OFFLINE on this service, or no permission at all: refused, nothing written.
+    let err = put(&mut c, write_logs("secret_logs"), log_rows())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unknown, "{err:?}");
+    assert!(err.message().contains("FeastPermissionError"), "{err:?}");
+    let mut s = client(server.port, Some(&stranger)).await;
+    let err = put(&mut s, write_logs("public_logs"), log_rows())
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("FeastPermissionError"), "{err:?}");
+    assert!(!root.join("logs/secret_logs").exists());
+    assert_eq!(std::fs::read_dir(&day).unwrap().count(), 1);
+
+    // A service without logging_config, an unknown service, a missing parameter.
+    let err = put(&mut c, write_logs("public_unlogged"), log_rows())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("logging_config"), "{err:?}");
+    let err = put(&mut c, write_logs("public_nope"), log_rows())
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("FeatureServiceNotFoundException"),
+        "{err:?}"
+    );
+    let no_name = serde_json::json!({"command_id": "x", "api": "write_logged_features"});
+    let err = put(&mut c, no_name.to_string(), log_rows())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 }
