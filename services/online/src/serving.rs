@@ -510,7 +510,7 @@ fn resolve<'a>(
             }
         };
         let read = &mut reads[index];
-        if !read.fv.feature_names().contains(&feature) {
+        if !read.fv.spec_ref().features.iter().any(|f| f.name == feature) {
             return Err(feast(FeastError::new(
                 ErrorClass::FeastObjectNotFoundException,
                 format!(
@@ -955,8 +955,11 @@ pub async fn get_online_features(
         });
     }
 
-    // Entity keys of every view, then one read for all views.
+    // Entity keys of every view, then one read for all views. Views keyed by the same join
+    // keys from the same request columns (the usual case: every view of one entity) share
+    // one set of serialized keys, built once.
     let mut tables = Vec::with_capacity(reads.len());
+    let mut key_sets: Vec<(Vec<&str>, Vec<Option<usize>>, Vec<Vec<u8>>)> = Vec::new();
     let mut keys_per_view = Vec::with_capacity(reads.len());
     for r in &reads {
         let spec = r.fv.spec_ref();
@@ -981,18 +984,28 @@ pub async fn get_online_features(
             };
             sources.push(Some(index));
         }
+        tables.push(TableRef::new(project, r.online_name(options.versioning)));
+        if let Some(i) = key_sets
+            .iter()
+            .position(|(jk, src, _)| *jk == join_keys && *src == sources)
+        {
+            keys_per_view.push(i);
+            continue;
+        }
+        let mut key = EntityKey {
+            join_keys: join_keys.iter().map(|jk| jk.to_string()).collect(),
+            entity_values: Vec::with_capacity(join_keys.len()),
+        };
         let mut keys = Vec::with_capacity(rows);
         for row in 0..rows {
-            let mut key = EntityKey::default();
-            for (jk, source) in join_keys.iter().zip(&sources) {
-                let value = match source {
+            key.entity_values.clear();
+            for source in &sources {
+                key.entity_values.push(match source {
                     None => Value {
                         val: Some(Val::StringVal(DUMMY_ENTITY_VAL.to_string())),
                     },
                     Some(index) => columns[*index].values[row].clone(),
-                };
-                key.join_keys.push(jk.to_string());
-                key.entity_values.push(value);
+                });
             }
             keys.push(serialize_entity_key(&key, key_version).map_err(|e| {
                 ServeError::Unprocessable(format!(
@@ -1001,8 +1014,8 @@ pub async fn get_online_features(
                 ))
             })?);
         }
-        tables.push(TableRef::new(project, r.online_name(options.versioning)));
-        keys_per_view.push(keys);
+        keys_per_view.push(key_sets.len());
+        key_sets.push((join_keys, sources, keys));
     }
     let mut stats = ReadStats {
         entity_rows: rows,
@@ -1016,9 +1029,9 @@ pub async fn get_online_features(
             .iter()
             .zip(&tables)
             .zip(&keys_per_view)
-            .map(|((r, table), keys)| ReadSpec {
+            .map(|((r, table), &keys)| ReadSpec {
                 table,
-                entity_keys: keys,
+                entity_keys: &key_sets[keys].2,
                 features: &r.features,
             })
             .collect();
