@@ -432,7 +432,10 @@ async fn run(args: Args) -> Result<()> {
         Some(_) => (now, now),
         None => {
             let measure_from = now + Duration::from_secs_f64(args.warmup);
-            (measure_from, measure_from + Duration::from_secs_f64(args.duration))
+            (
+                measure_from,
+                measure_from + Duration::from_secs_f64(args.duration),
+            )
         }
     };
     let first_error = Arc::new(AtomicBool::new(false));

@@ -583,7 +583,13 @@ fn resolve<'a>(
             }
         };
         let read = &mut reads[index];
-        if !read.fv.spec_ref().features.iter().any(|f| f.name == feature) {
+        if !read
+            .fv
+            .spec_ref()
+            .features
+            .iter()
+            .any(|f| f.name == feature)
+        {
             return Err(feast(FeastError::new(
                 ErrorClass::FeastObjectNotFoundException,
                 format!(
@@ -922,6 +928,14 @@ fn type_column(name: &str, values: &EntityValues, vt: ValueType) -> Result<Vec<V
     }
 }
 
+/// The serialized entity keys of the views keyed by `join_keys`, whose values come from
+/// the request columns `sources` (`None`: Feast's `__dummy_id` placeholder).
+struct KeySet<'a> {
+    join_keys: Vec<&'a str>,
+    sources: Vec<Option<usize>>,
+    keys: Vec<Vec<u8>>,
+}
+
 /// Serves one `get_online_features` request: resolves the features against `catalog`,
 /// reads the store once per request (all views' reads in one [`OnlineStore::online_read_many`]
 /// call) and assembles the columns in Feast's order: the entity columns in request order,
@@ -1032,7 +1046,7 @@ pub async fn get_online_features(
     // keys from the same request columns (the usual case: every view of one entity) share
     // one set of serialized keys, built once.
     let mut tables = Vec::with_capacity(reads.len());
-    let mut key_sets: Vec<(Vec<&str>, Vec<Option<usize>>, Vec<Vec<u8>>)> = Vec::new();
+    let mut key_sets: Vec<KeySet<'_>> = Vec::new();
     let mut keys_per_view = Vec::with_capacity(reads.len());
     for r in &reads {
         let spec = r.fv.spec_ref();
@@ -1060,7 +1074,7 @@ pub async fn get_online_features(
         tables.push(TableRef::new(project, r.online_name(options.versioning)));
         if let Some(i) = key_sets
             .iter()
-            .position(|(jk, src, _)| *jk == join_keys && *src == sources)
+            .position(|set| set.join_keys == join_keys && set.sources == sources)
         {
             keys_per_view.push(i);
             continue;
@@ -1088,7 +1102,11 @@ pub async fn get_online_features(
             })?);
         }
         keys_per_view.push(key_sets.len());
-        key_sets.push((join_keys, sources, keys));
+        key_sets.push(KeySet {
+            join_keys,
+            sources,
+            keys,
+        });
     }
     let mut stats = ReadStats {
         entity_rows: rows,
@@ -1104,7 +1122,7 @@ pub async fn get_online_features(
             .zip(&keys_per_view)
             .map(|((r, table), &keys)| ReadSpec {
                 table,
-                entity_keys: &key_sets[keys].2,
+                entity_keys: &key_sets[keys].keys,
                 features: &r.features,
             })
             .collect();

@@ -686,7 +686,11 @@ impl OnlineStore for RedisOnlineStore {
         let mut last_rows: Option<((usize, usize, &str), Vec<usize>)> = None;
         for (ri, r) in reads.iter().enumerate() {
             let project = r.table.project.as_str();
-            let identity = (r.entity_keys.as_ptr() as usize, r.entity_keys.len(), project);
+            let identity = (
+                r.entity_keys.as_ptr() as usize,
+                r.entity_keys.len(),
+                project,
+            );
             let row_keys = match &last_rows {
                 Some((id, rows)) if *id == identity => rows.clone(),
                 _ => {
