@@ -80,6 +80,11 @@ struct Args {
     /// with `auth:`.
     #[arg(long)]
     token: Option<String>,
+    /// Send exactly this many requests per connection (after the first-response check),
+    /// instead of --warmup then --duration: a fixed amount of work, for measuring the
+    /// server's instructions per request (e.g. under `valgrind --tool=callgrind`).
+    #[arg(long)]
+    requests: Option<u64>,
 }
 
 /// What one connection does: send the request once and say whether it succeeded.
@@ -372,15 +377,20 @@ async fn run_connection(
     mut conn: Conn,
     measure_from: Instant,
     end: Instant,
+    requests: Option<u64>,
     first_error: Arc<AtomicBool>,
 ) -> Result<Tally> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0u64;
+    let mut sent = 0u64;
     loop {
         let start = Instant::now();
-        if start >= end {
-            break;
+        match requests {
+            Some(n) if sent >= n => break,
+            None if start >= end => break,
+            _ => {}
         }
+        sent += 1;
         let outcome = target.call(&mut conn, false).await;
         let measured = start >= measure_from;
         if measured {
@@ -417,8 +427,17 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let now = Instant::now();
-    let measure_from = now + Duration::from_secs_f64(args.warmup);
-    let end = measure_from + Duration::from_secs_f64(args.duration);
+    let (measure_from, end) = match args.requests {
+        // A fixed number of requests: every one is measured, none is warm-up.
+        Some(_) => (now, now),
+        None => {
+            let measure_from = now + Duration::from_secs_f64(args.warmup);
+            (
+                measure_from,
+                measure_from + Duration::from_secs_f64(args.duration),
+            )
+        }
+    };
     let first_error = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = conns
         .into_iter()
@@ -428,6 +447,7 @@ async fn run(args: Args) -> Result<()> {
                 conn,
                 measure_from,
                 end,
+                args.requests,
                 first_error.clone(),
             ))
         })
@@ -440,15 +460,20 @@ async fn run(args: Args) -> Result<()> {
         errors += tally.errors;
     }
 
+    let elapsed = now.elapsed().as_secs_f64();
+    let duration = match args.requests {
+        Some(_) => elapsed,
+        None => args.duration,
+    };
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e3;
     let line = serde_json::json!({
         "label": args.label,
         "protocol": match args.protocol { Protocol::Http => "http", Protocol::Grpc => "grpc" },
         "connections": args.connections,
-        "duration_s": args.duration,
+        "duration_s": duration,
         "requests": hist.len(),
         "errors": errors,
-        "rps": (hist.len() as f64 / args.duration).round(),
+        "rps": (hist.len() as f64 / duration).round(),
         "p50_ms": ms(0.50),
         "p90_ms": ms(0.90),
         "p99_ms": ms(0.99),

@@ -511,10 +511,16 @@ async fn online_features(
         Err(e) => Err(e),
     };
     match result {
-        Ok(v) => match serde_json::to_vec(&v) {
-            Ok(body) => json_response(200, body),
-            Err(e) => error_response(&ServeError::Internal(e.to_string())),
-        },
+        Ok(v) => {
+            // Sized up front (a value, its status and its timestamp take ~50 bytes), so a
+            // large response is not copied through a series of doublings.
+            let values: usize = v.columns.iter().map(|c| c.values.len()).sum();
+            let mut body = Vec::with_capacity(256 + 64 * values);
+            match v.write_json(&mut body) {
+                Ok(()) => json_response(200, body),
+                Err(e) => error_response(&ServeError::Internal(e.to_string())),
+            }
+        }
         Err(e) => error_response(&e),
     }
 }

@@ -560,35 +560,64 @@ fn parse_cluster_primaries(text: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
-/// Decodes one `HMGET key f1 ... fn _ts:view` reply (`features.len()` values, then the
-/// timestamp).
-/// One view's part of an `HMGET` reply: its features' fields, then its `_ts:` field.
-fn decode_fields(
+/// One field of an `HMGET` reply: its bytes, or `None` when the hash lacks it.
+trait ReplyField {
+    fn bytes(&self) -> Result<Option<&[u8]>, OnlineStoreError>;
+}
+
+impl ReplyField for Option<Vec<u8>> {
+    fn bytes(&self) -> Result<Option<&[u8]>, OnlineStoreError> {
+        Ok(self.as_deref())
+    }
+}
+
+impl ReplyField for redis::Value {
+    fn bytes(&self) -> Result<Option<&[u8]>, OnlineStoreError> {
+        match self {
+            redis::Value::Nil => Ok(None),
+            redis::Value::BulkString(b) => Ok(Some(b)),
+            other => Err(OnlineStoreError::Invalid(format!(
+                "Redis: unexpected HMGET reply field: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One view's part of an `HMGET key f1 ... fn _ts:view` reply: its features' fields
+/// (`features.len()` values), then its `_ts:` field.
+fn decode_fields<F: ReplyField>(
     view: &str,
     features: &[String],
-    reply: &[Option<Vec<u8>>],
+    reply: &[F],
 ) -> Result<Option<FeatureRow>, OnlineStoreError> {
     let Some((ts, fields)) = reply.split_last() else {
         return Err(OnlineStoreError::Invalid(format!(
             "Redis: empty HMGET reply for {view:?}"
         )));
     };
-    if ts.is_none() && fields.iter().all(Option::is_none) {
-        return Ok(None);
+    let ts = ts.bytes()?;
+    if ts.is_none() {
+        let mut any = false;
+        for f in fields {
+            any |= f.bytes()?.is_some();
+        }
+        if !any {
+            return Ok(None);
+        }
     }
     let event_ts = match ts {
         None => Timestamp::default(),
-        Some(bytes) => Timestamp::decode(bytes.as_slice()).map_err(|e| {
+        Some(bytes) => Timestamp::decode(bytes).map_err(|e| {
             OnlineStoreError::Invalid(format!(
                 "Redis field _ts:{view} is not a google.protobuf.Timestamp: {e}"
             ))
         })?,
     };
     let mut values = Vec::with_capacity(features.len());
-    for (feature, bytes) in features.iter().zip(fields) {
-        values.push(match bytes {
+    for (feature, field) in features.iter().zip(fields) {
+        values.push(match field.bytes()? {
             None => None,
-            Some(bytes) => Some(Value::decode(bytes.as_slice()).map_err(|e| {
+            Some(bytes) => Some(Value::decode(bytes).map_err(|e| {
                 OnlineStoreError::Invalid(format!(
                     "Redis field of {view}:{feature} is not a feast.types.Value: {e}"
                 ))
@@ -624,42 +653,78 @@ impl OnlineStore for RedisOnlineStore {
         // Views with the same join keys share Feast's hash (entity key ‖ project), so each
         // distinct key gets ONE `HMGET` carrying the fields of every view that reads it: a
         // 10-view request for 100 entities sends 100 commands, not 1,000.
-        let view_fields: Vec<Vec<Vec<u8>>> = reads
+        //
+        // This is the serving hot path: field names are hashed once per view, keys are
+        // looked up borrowed (no copies), and views given the very same key slice (the server
+        // passes one slice to every view with the same join keys) share one row → command
+        // mapping instead of hashing every key again per view.
+        let view_fields: Vec<(Vec<[u8; 4]>, Vec<u8>)> = reads
             .iter()
             .map(|r| {
-                let mut fields: Vec<Vec<u8>> = r
+                let fields = r
                     .features
                     .iter()
-                    .map(|f| feature_field(&r.table.view, f).to_vec())
+                    .map(|f| feature_field(&r.table.view, f))
                     .collect();
-                fields.push(ts_field(&r.table.view));
-                fields
+                (fields, ts_field(&r.table.view))
             })
             .collect();
-        let mut key_index: HashMap<Vec<u8>, usize> = HashMap::new();
-        // Per distinct key: the key, its HMGET fields, and (read, offset) of each view in them.
-        let mut keys: Vec<(Vec<u8>, Vec<Vec<u8>>, Vec<(usize, usize)>)> = Vec::new();
+        // Per distinct (entity key, project): its position in `keys`.
+        let mut key_index: HashMap<(&[u8], &str), usize> = HashMap::new();
+        // Per distinct key: the entity key, the project, and (read, offset) of each view whose
+        // fields its HMGET carries, in order.
+        struct KeyRead<'k> {
+            entity_key: &'k [u8],
+            project: &'k str,
+            fields: usize,
+            parts: Vec<(usize, usize)>,
+        }
+        let mut keys: Vec<KeyRead<'_>> = Vec::new();
         // Per read, per entity row: (key index, offset of the view's fields in its reply).
         let mut locate: Vec<Vec<(usize, usize)>> = Vec::with_capacity(reads.len());
+        // Row → key index of the last distinct key slice seen, with that slice's identity.
+        let mut last_rows: Option<((usize, usize, &str), Vec<usize>)> = None;
         for (ri, r) in reads.iter().enumerate() {
-            let mut rows = Vec::with_capacity(r.entity_keys.len());
-            for ek in r.entity_keys {
-                let rk = redis_key(ek, &r.table.project);
-                let ki = match key_index.get(&rk) {
-                    Some(&ki) => ki,
-                    None => {
-                        key_index.insert(rk.clone(), keys.len());
-                        keys.push((rk, Vec::new(), Vec::new()));
-                        keys.len() - 1
-                    }
-                };
-                let (_, fields, parts) = &mut keys[ki];
-                let offset = match parts.iter().find(|(read, _)| *read == ri) {
+            let project = r.table.project.as_str();
+            let identity = (
+                r.entity_keys.as_ptr() as usize,
+                r.entity_keys.len(),
+                project,
+            );
+            let row_keys = match &last_rows {
+                Some((id, rows)) if *id == identity => rows.clone(),
+                _ => {
+                    let rows: Vec<usize> = r
+                        .entity_keys
+                        .iter()
+                        .map(|ek| {
+                            *key_index
+                                .entry((ek.as_slice(), project))
+                                .or_insert_with(|| {
+                                    keys.push(KeyRead {
+                                        entity_key: ek,
+                                        project,
+                                        fields: 0,
+                                        parts: Vec::new(),
+                                    });
+                                    keys.len() - 1
+                                })
+                        })
+                        .collect();
+                    last_rows = Some((identity, rows.clone()));
+                    rows
+                }
+            };
+            let n = view_fields[ri].0.len() + 1;
+            let mut rows = Vec::with_capacity(row_keys.len());
+            for ki in row_keys {
+                let key = &mut keys[ki];
+                let offset = match key.parts.iter().find(|(read, _)| *read == ri) {
                     Some(&(_, offset)) => offset,
                     None => {
-                        let offset = fields.len();
-                        fields.extend(view_fields[ri].iter().cloned());
-                        parts.push((ri, offset));
+                        let offset = key.fields;
+                        key.fields += n;
+                        key.parts.push((ri, offset));
                         offset
                     }
                 };
@@ -667,13 +732,24 @@ impl OnlineStore for RedisOnlineStore {
             }
             locate.push(rows);
         }
-        let expected: Vec<usize> = keys.iter().map(|(_, fields, _)| fields.len()).collect();
+        let expected: Vec<usize> = keys.iter().map(|k| k.fields).collect();
+        let mut redis_key = Vec::new();
         let cmds = keys
-            .into_iter()
-            .map(|(key, fields, _)| {
+            .iter()
+            .map(|k| {
+                redis_key.clear();
+                redis_key.extend_from_slice(k.entity_key);
+                redis_key.extend_from_slice(k.project.as_bytes());
                 let mut cmd = redis::cmd("HMGET");
-                cmd.arg(&key).arg(&fields);
-                (key, cmd)
+                cmd.arg(&redis_key[..]);
+                for &(ri, _) in &k.parts {
+                    let (fields, ts) = &view_fields[ri];
+                    for field in fields {
+                        cmd.arg(&field[..]);
+                    }
+                    cmd.arg(&ts[..]);
+                }
+                (redis_key.clone(), cmd)
             })
             .collect();
         let replies = self.run(cmds).await?;
@@ -682,11 +758,16 @@ impl OnlineStore for RedisOnlineStore {
                 "Redis: the pipeline returned fewer replies than commands".into(),
             ));
         }
-        let mut fields_of: Vec<Vec<Option<Vec<u8>>>> = Vec::with_capacity(replies.len());
+        let mut fields_of: Vec<Vec<redis::Value>> = Vec::with_capacity(replies.len());
         for (reply, want) in replies.into_iter().zip(expected) {
-            let fields: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply).map_err(|e| {
-                OnlineStoreError::Invalid(format!("Redis: unexpected HMGET reply: {e}"))
-            })?;
+            let fields = match reply {
+                redis::Value::Array(fields) => fields,
+                other => {
+                    return Err(OnlineStoreError::Invalid(format!(
+                        "Redis: unexpected HMGET reply: {other:?}"
+                    )));
+                }
+            };
             if fields.len() != want {
                 return Err(OnlineStoreError::Invalid(format!(
                     "Redis: HMGET returned {} fields, expected {want}",
@@ -696,8 +777,8 @@ impl OnlineStore for RedisOnlineStore {
             fields_of.push(fields);
         }
         let mut out = Vec::with_capacity(reads.len());
-        for ((r, rows), fields) in reads.iter().zip(locate).zip(&view_fields) {
-            let n = fields.len();
+        for ((r, rows), (fields, _)) in reads.iter().zip(locate).zip(&view_fields) {
+            let n = fields.len() + 1;
             let mut decoded = Vec::with_capacity(rows.len());
             for (ki, offset) in rows {
                 decoded.push(decode_fields(
@@ -961,7 +1042,7 @@ e5 [::1]:7005@17005 master - 0 1 5 connected 10923-16383
         };
         // Nothing at all: not found.
         assert_eq!(
-            decode_fields("v", &features, &[None, None, None]).unwrap(),
+            decode_fields::<Option<Vec<u8>>>("v", &features, &[None, None, None]).unwrap(),
             None
         );
         // The timestamp and one feature.
@@ -988,7 +1069,7 @@ e5 [::1]:7005@17005 master - 0 1 5 connected 10923-16383
             Err(OnlineStoreError::Invalid(_))
         ));
         assert!(matches!(
-            decode_fields("v", &features, &[]),
+            decode_fields::<Option<Vec<u8>>>("v", &features, &[]),
             Err(OnlineStoreError::Invalid(_))
         ));
     }
