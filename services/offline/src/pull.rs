@@ -17,8 +17,8 @@ use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{JoinType, Operator, binary_expr};
 use datafusion::logical_expr::ExprFunctionExt;
+use datafusion::logical_expr::{JoinType, Operator, binary_expr};
 use datafusion::prelude::{Expr, cast, ident, lit};
 use feast_core::model::{DUMMY_ENTITY_ID, DUMMY_ENTITY_VAL};
 
