@@ -414,17 +414,8 @@ fn feature_refs(
                 .unwrap_or_default()
             {
                 let view_name = feast_core::model::projection_name(proj);
-                let features: Vec<String> = if proj.feature_columns.is_empty() {
-                    catalog
-                        .get::<core::FeatureView>(&proj.feature_view_name, project)
-                        .map(|v| v.feature_names().iter().map(|f| f.to_string()).collect())
-                        .unwrap_or_default()
-                } else {
-                    proj.feature_columns
-                        .iter()
-                        .map(|c| c.name.clone())
-                        .collect()
-                };
+                let view: &core::FeatureView = catalog.get(&proj.feature_view_name, project)?;
+                let features = feast_core::model::projection_features(proj, view);
                 refs.extend(features.iter().map(|f| format!("{view_name}:{f}")));
             }
             Ok(refs)

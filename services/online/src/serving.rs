@@ -802,7 +802,7 @@ impl ProjectIndex {
                 index
                     .stream_views
                     .entry(spec.name.clone())
-                    .or_insert_with(|| (i, stream_view_for_reads(v)));
+                    .or_insert_with(|| (i, feast_core::model::stream_view_as_feature_view(v)));
             }
         }
         let history = registry.feature_view_version_history.as_ref();
@@ -816,9 +816,9 @@ impl ProjectIndex {
             // An undecodable record is skipped: a read of that version says it does not exist.
             let view = match feast_core::registry::decode_version(record) {
                 Ok(ViewVersion::FeatureView(v)) => VersionedView::View(Box::new(v)),
-                Ok(ViewVersion::Stream(v)) => {
-                    VersionedView::View(Box::new(stream_view_for_reads(&v)))
-                }
+                Ok(ViewVersion::Stream(v)) => VersionedView::View(Box::new(
+                    feast_core::model::stream_view_as_feature_view(&v),
+                )),
                 Ok(ViewVersion::OnDemand(_)) => VersionedView::OnDemand,
                 Ok(ViewVersion::Label(_)) | Err(_) => continue,
             };
@@ -889,13 +889,6 @@ enum VersionedView {
     View(Box<core::FeatureView>),
     /// An on-demand view's version (not executed).
     OnDemand,
-}
-
-/// A stream feature view as the feature view its online rows belong to: the stream job
-/// (or a push, or `write_to_online_store`) writes them in a feature view's layout, under
-/// the stream view's name.
-fn stream_view_for_reads(sfv: &core::StreamFeatureView) -> core::FeatureView {
-    feast_core::model::stream_view_as_feature_view(sfv)
 }
 
 /// Types one request column by its declared type: JSON values through

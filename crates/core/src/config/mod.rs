@@ -26,6 +26,26 @@ mod online;
 mod registry;
 mod tagged;
 
+/// The schema Feast's Postgres stores (online and offline) use: `db_schema`, else the
+/// user's name.
+pub fn postgres_schema<'a>(db_schema: &'a str, user: &'a str) -> &'a str {
+    if db_schema.is_empty() {
+        user
+    } else {
+        db_schema
+    }
+}
+
+/// Feast's Postgres `search_path`: the schema, then `public` (unless the schema is `public`).
+pub fn postgres_search_path(db_schema: &str, user: &str) -> String {
+    let schema = postgres_schema(db_schema, user).trim();
+    if schema == "public" {
+        schema.to_owned()
+    } else {
+        format!("{schema},public")
+    }
+}
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -112,20 +112,6 @@ impl PostgresOptions {
     }
 }
 
-/// Feast's `search_path`: the schema (`db_schema`, else the user), then `public`.
-fn search_path(config: &PostgresOfflineStoreConfig) -> String {
-    let schema = if config.db_schema.is_empty() {
-        config.user.trim()
-    } else {
-        config.db_schema.trim()
-    };
-    if schema == "public" {
-        schema.to_string()
-    } else {
-        format!("{schema},public")
-    }
-}
-
 /// The offline store's Postgres database.
 #[derive(Debug, Clone)]
 pub struct PostgresOfflineStore {
@@ -151,7 +137,10 @@ impl PostgresOfflineStore {
             .password(&config.password)
             .application_name("feast-rs offline")
             .options([
-                ("search_path", search_path(config)),
+                (
+                    "search_path",
+                    feast_core::config::postgres_search_path(&config.db_schema, &config.user),
+                ),
                 ("TimeZone", "UTC".into()),
             ]);
         if let Some(mode) = &config.sslmode {

@@ -99,22 +99,12 @@ pub struct PostgresOnlineStore {
 
 /// The schema Feast uses: `db_schema or user`.
 pub fn schema_name(config: &PostgresOnlineStoreConfig) -> String {
-    if config.db_schema.is_empty() {
-        config.user.clone()
-    } else {
-        config.db_schema.clone()
-    }
+    feast_core::config::postgres_schema(&config.db_schema, &config.user).to_owned()
 }
 
 /// Feast's `search_path`: the schema, then `public` (unless the schema is `public`).
 pub fn search_path(config: &PostgresOnlineStoreConfig) -> String {
-    let schema = schema_name(config);
-    let schema = schema.trim();
-    if schema == "public" {
-        schema.to_owned()
-    } else {
-        format!("{schema},public")
-    }
+    feast_core::config::postgres_search_path(&config.db_schema, &config.user)
 }
 
 impl PostgresOnlineStore {
