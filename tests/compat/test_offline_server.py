@@ -379,13 +379,24 @@ def test_create_saved_dataset_persists_through_the_server(tmp_path, feast_rs_bin
         stop(proc)
 
 
-def test_entity_sql_needs_the_postgres_store(server):
-    """An entity_df given as SQL to a file-store server: a clear error naming the store that
-    runs it, and the server keeps serving."""
+def test_entity_sql_runs_on_a_file_store_server(server):
+    """An entity_df given as SQL to a file-store server runs on DataFusion (one of the
+    project's data sources, or none); a query that cannot run is a clear error, and the
+    server keeps serving."""
     _, _, remote, _ = server
+    df = remote.get_historical_features(
+        "SELECT CAST(1001 AS BIGINT) AS driver_id, now() AS event_timestamp",
+        ["driver_hourly_stats:conv_rate"],
+    ).to_df()
+    assert list(df.columns) == ["driver_id", "event_timestamp", "conv_rate"]
+    assert len(df) == 1
     with pytest.raises(FeastError) as e:
         remote.get_historical_features(
-            "SELECT 1001 AS driver_id, now() AS event_timestamp",
-            ["driver_hourly_stats:conv_rate"],
+            "SELECT driver_id FROM orders", ["driver_hourly_stats:conv_rate"]
         ).to_df()
-    assert "postgres offline store" in str(e.value)
+    assert "entity_df_sql" in str(e.value) and "orders" in str(e.value)
+    df = remote.get_historical_features(
+        "SELECT CAST(1001 AS BIGINT) AS driver_id, now() AS event_timestamp",
+        ["driver_hourly_stats:conv_rate"],
+    ).to_df()
+    assert len(df) == 1

@@ -69,7 +69,9 @@ pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Resu
     }
     let entities = match (&args.entities, &args.entity_sql) {
         (Some(path), _) => read_entities(path)?,
-        (None, Some(sql)) => runtime.block_on(store.entity_table_from_sql(sql))?,
+        (None, Some(sql)) => {
+            runtime.block_on(store.entity_table_from_sql(&catalog, &ctx.config.project, sql))?
+        }
         (None, None) => anyhow::bail!("give --entities or --entity-sql"),
     };
     // One output row per entity row: the bar's length is known before the join runs. It is

@@ -25,7 +25,7 @@ use tracing::Instrument as _;
 use crate::error::{OfflineError, Result};
 use crate::pull::{PullKind, PullRequest};
 use crate::resolve::{FeatureSelection, resolve};
-use crate::store::{EntityTable, HistoricalRequest, OfflineStore};
+use crate::store::{EntityTable, EntityWindow, HistoricalRequest, OfflineStore};
 
 /// A remote offline server.
 #[derive(Clone)]
@@ -371,10 +371,30 @@ impl OfflineStore for FlightOfflineClient {
         Ok(rows)
     }
 
-    async fn entity_table_from_sql(&self, _sql: &str) -> Result<EntityTable> {
+    async fn entity_table_from_sql(
+        &self,
+        _catalog: &Catalog,
+        _project: &str,
+        _sql: &str,
+    ) -> Result<EntityTable> {
         Err(OfflineError::Unsupported(
             "an entity table given as SQL is run by the offline server inside \
              get_historical_features (entity_df_sql); this client sends entity tables only"
+                .into(),
+        ))
+    }
+
+    async fn entity_table_for_range(
+        &self,
+        _catalog: &Catalog,
+        _project: &str,
+        _request: &HistoricalRequest,
+        _window: EntityWindow,
+    ) -> Result<EntityTable> {
+        Err(OfflineError::Unsupported(
+            "a retrieval by time range is resolved by the offline server inside \
+             get_historical_features (start_date/end_date); this client sends entity tables \
+             only"
                 .into(),
         ))
     }
@@ -502,10 +522,34 @@ impl OfflineStore for AnyOfflineStore {
         }
     }
 
-    async fn entity_table_from_sql(&self, sql: &str) -> Result<EntityTable> {
+    async fn entity_table_from_sql(
+        &self,
+        catalog: &Catalog,
+        project: &str,
+        sql: &str,
+    ) -> Result<EntityTable> {
         match self {
-            Self::File(s) => s.entity_table_from_sql(sql).await,
-            Self::Remote(s) => s.entity_table_from_sql(sql).await,
+            Self::File(s) => s.entity_table_from_sql(catalog, project, sql).await,
+            Self::Remote(s) => s.entity_table_from_sql(catalog, project, sql).await,
+        }
+    }
+
+    async fn entity_table_for_range(
+        &self,
+        catalog: &Catalog,
+        project: &str,
+        request: &HistoricalRequest,
+        window: EntityWindow,
+    ) -> Result<EntityTable> {
+        match self {
+            Self::File(s) => {
+                s.entity_table_for_range(catalog, project, request, window)
+                    .await
+            }
+            Self::Remote(s) => {
+                s.entity_table_for_range(catalog, project, request, window)
+                    .await
+            }
         }
     }
 }

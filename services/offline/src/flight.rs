@@ -51,7 +51,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::OfflineError;
 use crate::pull::{PullKind, PullRequest};
 use crate::resolve::FeatureSelection;
-use crate::store::{EntityTable, HistoricalRequest, OfflineStore};
+use crate::store::{EntityTable, EntityWindow, HistoricalRequest, OfflineStore};
 
 /// Feast's default offline server port.
 pub const DEFAULT_PORT: u16 = 8815;
@@ -639,21 +639,6 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                     let view = self.view(catalog, name)?;
                     self.authorize(user, catalog, ResourceRef::of(view), &[Act::ReadOffline])?;
                 }
-                let upload = if is_mock(&upload) {
-                    match opt_string(command, "entity_df_sql")? {
-                        Some(sql) => self.store.entity_table_from_sql(&sql).await?,
-                        None => {
-                            return Err(ApiError::unimplemented(
-                                "get_historical_features without an entity DataFrame \
-                                 (start_date/end_date only) is not supported yet; send a \
-                                 DataFrame or an entity_df SQL query",
-                            ));
-                        }
-                    }
-                } else {
-                    upload
-                };
-                let upload = without_pandas_index(upload).map_err(OfflineError::from)?;
                 let request = HistoricalRequest {
                     features: FeatureSelection::Views {
                         views: names.into_iter().zip(aliases).collect(),
@@ -661,6 +646,35 @@ impl<S: OfflineStore + 'static> OfflineFlightService<S> {
                     },
                     full_feature_names,
                 };
+                let upload = if is_mock(&upload) {
+                    // No entity DataFrame: an entity_df SQL query, or Feast's non-entity
+                    // mode (the SDK always sends end_date then).
+                    let window = EntityWindow {
+                        start: date(command, "start_date")?,
+                        end: date(command, "end_date")?,
+                    };
+                    match opt_string(command, "entity_df_sql")? {
+                        Some(sql) => {
+                            self.store
+                                .entity_table_from_sql(catalog, &self.project, &sql)
+                                .await?
+                        }
+                        None if window.start.is_some() || window.end.is_some() => {
+                            self.store
+                                .entity_table_for_range(catalog, &self.project, &request, window)
+                                .await?
+                        }
+                        None => {
+                            return Err(ApiError::invalid(
+                                "get_historical_features needs an entity DataFrame, an \
+                                 entity_df SQL query, or start_date/end_date",
+                            ));
+                        }
+                    }
+                } else {
+                    upload
+                };
+                let upload = without_pandas_index(upload).map_err(OfflineError::from)?;
                 Ok(self
                     .store
                     .get_historical_features(catalog, &self.project, upload, &request)

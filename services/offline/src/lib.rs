@@ -29,6 +29,7 @@
 //! `full_feature_names`, `view__feature` (`view` being the projection's alias if any).
 //! Feature columns have the Arrow type of the view's schema (`value_type_to_arrow`).
 
+pub mod asof;
 pub mod client;
 pub mod error;
 pub mod flight;
@@ -48,6 +49,6 @@ pub use flight::{DEFAULT_PORT, FlightOptions, OfflineFlightService};
 pub use pull::{PullKind, PullRequest};
 pub use resolve::FeatureSelection;
 pub use server::{TlsPem, serve_on};
-pub use store::{EntityTable, FileOfflineStore, HistoricalRequest, OfflineStore};
+pub use store::{EntityTable, EntityWindow, FileOfflineStore, HistoricalRequest, OfflineStore};
 
 pub use datafusion::execution::SendableRecordBatchStream;

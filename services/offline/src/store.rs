@@ -5,23 +5,25 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::TableProvider;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::functions_aggregate::expr_fn::{max, min};
-use datafusion::prelude::{SessionConfig, SessionContext, ident, lit};
+use datafusion::prelude::{Expr, SessionConfig, SessionContext, ident, lit};
 use feast_core::model::{DUMMY_ENTITY_ID, FeatureViewExt};
 use feast_core::registry::Catalog;
 use feast_core::types::{ValueType, pyarrow_type_name, value_type_to_arrow};
 use feast_proto::core;
 
+use crate::asof::OfflineQueryPlanner;
 use crate::error::{OfflineError, Result};
 use crate::logging::{self, LogDestination};
 use crate::pit::{self, ROW_ID, ViewJoin};
@@ -135,9 +137,40 @@ pub trait OfflineStore: Send + Sync {
     ) -> impl Future<Output = Result<usize>> + Send;
 
     /// The entity table of an `entity_df` given as SQL (`entity_df_sql`), run by the store
-    /// where its data lives.
-    fn entity_table_from_sql(&self, sql: &str) -> impl Future<Output = Result<EntityTable>> + Send;
+    /// where its data lives: a Postgres offline store runs it in its database; the file
+    /// store runs it on DataFusion, where each of the project's data sources is a table
+    /// named after the source.
+    fn entity_table_from_sql(
+        &self,
+        catalog: &Catalog,
+        project: &str,
+        sql: &str,
+    ) -> impl Future<Output = Result<EntityTable>> + Send;
+
+    /// The entity table of a retrieval given only a time range (Feast's non-entity mode,
+    /// `get_historical_features(start_date=, end_date=)` without an entity_df): every
+    /// distinct entity key with a source row in `[start, end]` in a requested view,
+    /// each at `end` (see [`EntityWindow`]).
+    fn entity_table_for_range(
+        &self,
+        catalog: &Catalog,
+        project: &str,
+        request: &HistoricalRequest,
+        window: EntityWindow,
+    ) -> impl Future<Output = Result<EntityTable>> + Send;
 }
+
+/// The time range of a retrieval without an entity table, as Feast's
+/// `compute_non_entity_date_range` completes it: `end` defaults to now, `start` to `end`
+/// minus the longest ttl of the requested views (30 days when none has a ttl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntityWindow {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// Feast's default window when no requested view has a ttl.
+const DEFAULT_WINDOW_DAYS: i64 = 30;
 
 /// The offline store over file sources (Parquet/CSV), and Postgres sources when it has a
 /// Postgres database ([`FileOfflineStore::with_postgres`]), executed by DataFusion
@@ -306,8 +339,11 @@ impl FileOfflineStore {
             .field_with_name(&ts_col)
             .map(|f| f.data_type().clone())?;
         let ctx = self.session();
-        let entity_df =
-            ctx.read_table(Arc::new(MemTable::try_new(schema.clone(), vec![batches])?))?;
+        // One partition in row-id order, declared so: the join keeps it, and the final
+        // sort by row id is planned away.
+        let entity_table = MemTable::try_new(schema.clone(), vec![batches])?
+            .with_sort_order(vec![vec![ident(ROW_ID).sort(true, false)]]);
+        let entity_df = ctx.read_table(Arc::new(entity_table))?;
 
         let bounds = time_bounds(&entity_df, &ts_col).await?;
 
@@ -365,7 +401,13 @@ impl FileOfflineStore {
 
 impl FileOfflineStore {
     fn session(&self) -> SessionContext {
-        SessionContext::new_with_config_rt(self.config.clone(), self.runtime.clone())
+        let state = SessionStateBuilder::new()
+            .with_config(self.config.clone())
+            .with_runtime_env(self.runtime.clone())
+            .with_default_features()
+            .with_query_planner(Arc::new(OfflineQueryPlanner))
+            .build();
+        SessionContext::new_with_state(state)
     }
 
     /// The pull's plan without executing it.
@@ -502,23 +544,186 @@ impl OfflineStore for FileOfflineStore {
             .map_err(|e| OfflineError::Invalid(format!("the log write task failed: {e}")))?
     }
 
-    async fn entity_table_from_sql(&self, sql: &str) -> Result<EntityTable> {
-        let Some(postgres) = &self.postgres else {
-            return Err(OfflineError::Unsupported(
-                "an entity_df given as SQL needs the postgres offline store (`offline_store: \
-                 {type: postgres, ...}` on the offline server), which runs the query in its \
-                 database; the file offline store takes an entity DataFrame"
-                    .into(),
-            ));
+    async fn entity_table_from_sql(
+        &self,
+        catalog: &Catalog,
+        project: &str,
+        sql: &str,
+    ) -> Result<EntityTable> {
+        let ctx = self.session();
+        let df = match &self.postgres {
+            Some(postgres) => ctx.read_table(Arc::new(postgres.query_table(sql).await?))?,
+            None => {
+                let sql_error = |e: datafusion::error::DataFusionError| {
+                    OfflineError::Invalid(format!(
+                        "entity_df_sql: {e} (the file offline store runs the query on \
+                         DataFusion, where each of the project's data sources is a table \
+                         named after the source)"
+                    ))
+                };
+                // Only the sources the query names are opened.
+                let state = ctx.state();
+                let dialect = state.config().options().sql_parser.dialect;
+                let statement = state.sql_to_statement(sql, &dialect).map_err(sql_error)?;
+                let tables = state
+                    .resolve_table_references(&statement)
+                    .map_err(sql_error)?;
+                for table in tables {
+                    let Ok(source) = catalog.get::<core::DataSource>(table.table(), project) else {
+                        continue;
+                    };
+                    let df = self
+                        .read_source(&ctx, &source.name, source, (None, None))
+                        .await?;
+                    ctx.register_table(table, df.into_view())?;
+                }
+                let read_only = datafusion::execution::context::SQLOptions::new()
+                    .with_allow_ddl(false)
+                    .with_allow_dml(false)
+                    .with_allow_statements(false);
+                ctx.sql_with_options(sql, read_only)
+                    .await
+                    .map_err(sql_error)?
+            }
         };
-        let table = postgres.query_table(sql).await?;
-        let schema = TableProvider::schema(&table);
-        let batches = self
-            .session()
-            .read_table(Arc::new(table))?
-            .collect()
-            .await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
         Ok(EntityTable::new(schema, batches))
+    }
+
+    async fn entity_table_for_range(
+        &self,
+        catalog: &Catalog,
+        project: &str,
+        request: &HistoricalRequest,
+        window: EntityWindow,
+    ) -> Result<EntityTable> {
+        let views = resolve(
+            catalog,
+            project,
+            &request.features,
+            request.full_feature_names,
+        )?;
+        let end = window.end.unwrap_or_else(Utc::now);
+        let start = window.start.unwrap_or_else(|| {
+            let longest = views
+                .iter()
+                .filter_map(|v| v.view.ttl())
+                .filter(|ttl| !ttl.is_zero())
+                .max()
+                .and_then(|ttl| chrono::Duration::from_std(ttl).ok());
+            end - longest.unwrap_or(chrono::Duration::days(DEFAULT_WINDOW_DAYS))
+        });
+        let ts_type = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+        let at = |t: DateTime<Utc>| {
+            lit(ScalarValue::TimestampNanosecond(
+                t.timestamp_nanos_opt(),
+                Some("UTC".into()),
+            ))
+        };
+        let ctx = self.session();
+        // Entity columns in first-mention order, typed by the first source that has one.
+        let mut key_columns: Vec<(String, DataType)> = Vec::new();
+        let mut parts = Vec::new();
+        for v in &views {
+            let batch = v.view.spec_ref().batch_source.as_ref().ok_or_else(|| {
+                OfflineError::Invalid(format!(
+                    "feature view {} has no batch source",
+                    v.name_to_use
+                ))
+            })?;
+            let source = self
+                .read_source(
+                    &ctx,
+                    &v.view.spec_ref().name,
+                    batch,
+                    (Some(start), Some(end)),
+                )
+                .await?;
+            let schema = source.schema().as_arrow().clone();
+            let mapping = &batch.field_mapping;
+            let ts_col = source_column(mapping, &batch.timestamp_field).to_string();
+            let ts_col = if schema.column_with_name(&batch.timestamp_field).is_some() {
+                batch.timestamp_field.clone()
+            } else {
+                ts_col
+            };
+            let ts = datafusion::prelude::cast(ident(&ts_col), ts_type.clone());
+            let source = source.filter(ts.clone().gt_eq(at(start)).and(ts.lt_eq(at(end))))?;
+            let mut keys = Vec::new();
+            for jk in join_keys(v.view) {
+                let entity_col = v.entity_column(jk).to_string();
+                let source_col = source_column(mapping, jk).to_string();
+                let ty = schema
+                    .field_with_name(&source_col)
+                    .map_err(|_| OfflineError::Source {
+                        view: v.view.spec_ref().name.clone(),
+                        message: format!("join key column {source_col} is not in the source"),
+                    })?
+                    .data_type()
+                    .clone();
+                if !key_columns.iter().any(|(c, _)| *c == entity_col) {
+                    key_columns.push((entity_col.clone(), ty));
+                }
+                keys.push((entity_col, source_col));
+            }
+            parts.push((keys, source));
+        }
+        let mut union: Option<DataFrame> = None;
+        let mut any_rows = false;
+        for (keys, source) in parts {
+            if keys.is_empty() {
+                // Entity-less views add no keys; alone, they make one row if they have data.
+                if key_columns.is_empty() && !any_rows {
+                    any_rows = source.limit(0, Some(1))?.count().await? > 0;
+                }
+                continue;
+            }
+            let columns: Vec<Expr> = key_columns
+                .iter()
+                .map(|(col, ty)| match keys.iter().find(|(e, _)| e == col) {
+                    Some((_, source_col)) => {
+                        datafusion::prelude::cast(ident(source_col), ty.clone()).alias(col)
+                    }
+                    None => {
+                        datafusion::prelude::cast(lit(ScalarValue::Null), ty.clone()).alias(col)
+                    }
+                })
+                .collect();
+            let part = source.select(columns)?;
+            union = Some(match union {
+                Some(u) => u.union(part)?,
+                None => part,
+            });
+        }
+        let end_ts =
+            ScalarValue::TimestampNanosecond(end.timestamp_nanos_opt(), Some("UTC".into()));
+        let mut fields = vec![Field::new(ENTITY_TIMESTAMP, ts_type, false)];
+        let batches = match union {
+            Some(union) => {
+                let order = key_columns
+                    .iter()
+                    .map(|(c, _)| ident(c).sort(true, true))
+                    .collect();
+                let mut select = vec![lit(end_ts).alias(ENTITY_TIMESTAMP)];
+                select.extend(key_columns.iter().map(|(c, _)| ident(c)));
+                let df = union.distinct()?.sort(order)?.select(select)?;
+                fields = df
+                    .schema()
+                    .as_arrow()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                df.collect().await?
+            }
+            None if any_rows => vec![RecordBatch::try_new(
+                Arc::new(Schema::new(fields.clone())),
+                vec![end_ts.to_array_of_size(1)?],
+            )?],
+            None => vec![],
+        };
+        Ok(EntityTable::new(Arc::new(Schema::new(fields)), batches))
     }
 }
 

@@ -69,7 +69,8 @@ feature_services:
     features: [driver_hourly, global_stats]
 "#;
 
-// Two rows at 11:00 for driver 1001: the later created (11:30) wins. `conv` is the source
+// Two rows at 11:00 for driver 1001: the later created (11:30) wins. Two at 09:00 for
+// 1002: the one with a created timestamp wins over the later one without. `conv` is the source
 // name of conv_rate (field_mapping).
 const DRIVER_STATS: &str = "
 driver_id:i64 | event_timestamp:tsz  | created:tsz          | conv:f32 | acc_rate:f64 | trips:i64
@@ -77,6 +78,7 @@ driver_id:i64 | event_timestamp:tsz  | created:tsz          | conv:f32 | acc_rat
 1001          | 2024-05-01T11:00:00  | 2024-05-01T11:30:00  | 0.3      | 3.0          | 3
 1001          | 2024-05-01T11:00:00  | 2024-05-01T11:00:00  | 0.2      | 2.0          | 2
 1002          | 2024-05-01T09:00:00  | 2024-05-01T09:00:00  | 0.5      | 5.0          | 5
+1002          | 2024-05-01T09:00:00  | null                 | 0.9      | 9.0          | 9
 1003          | 2024-05-01T09:00:00  | null                 | null     | 7.0          | 7
 ";
 
@@ -258,7 +260,7 @@ struct Case {
 fn cases() -> Vec<Case> {
     vec![
         Case {
-            name: "ttl edges inclusive, created tie-break, missing entity, duplicates kept, input order",
+            name: "ttl edges inclusive, created tie-break, missing and null entity, duplicates kept, input order",
             entities: "
 driver_id:i64 | event_timestamp:ts
 1001          | 2024-05-01T11:00:00
@@ -269,6 +271,7 @@ driver_id:i64 | event_timestamp:ts
 1002          | 2024-05-01T08:59:59
 9999          | 2024-05-01T11:00:00
 1001          | 2024-05-01T11:00:00
+null          | 2024-05-01T11:00:00
 1003          | 2024-05-01T09:30:00
 ",
             features: refs(&["driver_hourly:conv_rate", "driver_hourly:trips"]),
@@ -285,6 +288,7 @@ driver_id:i64 | event_timestamp:ts
 | 1002      | 2024-05-01T08:59:59Z |           |       |
 | 9999      | 2024-05-01T11:00:00Z |           |       |
 | 1001      | 2024-05-01T11:00:00Z | 0.3       | 3     |
+|           | 2024-05-01T11:00:00Z |           |       |
 | 1003      | 2024-05-01T09:30:00Z |           | 7     |
 +-----------+----------------------+-----------+-------+",
         },
@@ -565,11 +569,11 @@ driver_id:i64 | event_timestamp:ts
     );
 }
 
-/// The plan shape the docs describe: keyed views are hash joins (the time window a join
-/// filter), entity-less views nested-loop joins, a window ranks the candidates, and the
-/// sources are cut to the entity time range (a Parquet pruning predicate).
+/// The plan shape the docs describe: one streaming as-of join per view (entity-less views
+/// join on time only), no sort restoring the input order, and the sources cut to the
+/// entity time range (a Parquet pruning predicate).
 #[tokio::test]
-async fn keyed_views_plan_as_hash_joins() {
+async fn views_plan_as_streaming_as_of_joins() {
     let (dir, catalog) = setup();
     let entities = table(
         "
@@ -595,21 +599,15 @@ driver_id:i64 | event_timestamp:ts
     let text = datafusion::physical_plan::displayable(plan.as_ref())
         .indent(false)
         .to_string();
-    assert!(
-        text.contains("HashJoinExec: mode=") && text.contains("filter="),
-        "{text}"
-    );
-    assert!(text.contains("NestedLoopJoinExec"), "{text}");
+    // One as-of join per view: keyed, and time-only for the entity-less view.
+    assert_eq!(text.matches("AsOfJoinExec").count(), 2, "{text}");
+    assert!(text.contains("AsOfJoinExec: keys=[driver_id]"), "{text}");
+    assert!(text.contains("AsOfJoinExec: keys=[]"), "{text}");
     assert!(text.contains("pruning_predicate="), "{text}");
-    // The best candidate per entity row comes from a hash aggregate (FIRST_VALUE ordered by
-    // event then created timestamp) with no sort of the candidates: the only sort is the
-    // final one restoring input order.
-    assert!(
-        text.contains("AggregateExec") && text.contains("first_value("),
-        "{text}"
-    );
-    assert!(!text.contains("WindowAggExec"), "{text}");
-    assert_eq!(text.matches("SortExec: expr").count(), 1, "{text}");
+    // The joins keep the entity table's row order: no sort, no hash join, no aggregate.
+    assert!(!text.contains("SortExec"), "{text}");
+    assert!(!text.contains("HashJoinExec"), "{text}");
+    assert!(!text.contains("AggregateExec"), "{text}");
 }
 
 #[tokio::test]
@@ -893,7 +891,7 @@ trips:i32 | driver_id:i64 | conv_rate:f32 | acc_rate:f64 | event_timestamp:ts  |
         reader.schema().as_ref(),
         table(DRIVER_STATS).schema().as_ref()
     );
-    assert_eq!(reader.metadata().file_metadata().num_rows(), 6);
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 7);
 
     // Wrong columns: refused, nothing written.
     let bad = table("driver_id:i64 | bogus:i64\n1 | 2");
@@ -906,7 +904,7 @@ trips:i32 | driver_id:i64 | conv_rate:f32 | acc_rate:f64 | event_timestamp:ts  |
     let file = std::fs::File::open(dir.path().join("data/driver_stats.parquet")).unwrap();
     let reader =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-    assert_eq!(reader.metadata().file_metadata().num_rows(), 6);
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 7);
 
     // A directory source gets a new part file; no temporary file is left behind.
     let global: &feast_proto::core::FeatureView = catalog.get("global_stats", "demo").unwrap();

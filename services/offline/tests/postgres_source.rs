@@ -619,7 +619,11 @@ async fn entity_tables_given_as_sql_run_in_postgres() {
         .await;
     let entity = repo
         .store
-        .entity_table_from_sql("SELECT * FROM orders ORDER BY order_id;")
+        .entity_table_from_sql(
+            &repo.catalog,
+            "demo",
+            "SELECT * FROM orders ORDER BY order_id;",
+        )
         .await
         .unwrap();
     let out = repo
@@ -647,13 +651,13 @@ async fn entity_tables_given_as_sql_run_in_postgres() {
     // The query runs read-only, and its errors are Postgres' own.
     let e = repo
         .store
-        .entity_table_from_sql("SELECT * FROM no_such_table")
+        .entity_table_from_sql(&repo.catalog, "demo", "SELECT * FROM no_such_table")
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no_such_table"), "{e}");
     let e = repo
         .store
-        .entity_table_from_sql("DELETE FROM orders RETURNING *")
+        .entity_table_from_sql(&repo.catalog, "demo", "DELETE FROM orders RETURNING *")
         .await
         .unwrap_err();
     assert!(e.to_string().starts_with("entity_df_sql"), "{e}");
@@ -662,14 +666,15 @@ async fn entity_tables_given_as_sql_run_in_postgres() {
         vec!["2"]
     );
 
-    // Without a Postgres database there is nowhere to run SQL.
+    // Without a Postgres database the query runs on DataFusion over the project's data
+    // sources: a database table is not one of them.
     let files_only = FileOfflineStore::new(repo._dir.path());
     let e = files_only
-        .entity_table_from_sql("SELECT 1")
+        .entity_table_from_sql(&repo.catalog, "demo", "SELECT * FROM orders")
         .await
         .unwrap_err();
-    assert!(matches!(e, OfflineError::Unsupported(_)), "{e:?}");
-    assert!(e.to_string().contains("postgres offline store"), "{e}");
+    assert!(matches!(e, OfflineError::Invalid(_)), "{e:?}");
+    assert!(e.to_string().contains("orders"), "{e}");
 }
 
 #[tokio::test]
