@@ -27,6 +27,7 @@ import yaml
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource
 from feast.types import Float32, Int64
 from feast.value_type import ValueType
+from conftest import run
 from test_historical_features import start_offline_server, stop
 
 UTC = timezone.utc
@@ -269,3 +270,22 @@ def test_a_window_without_rows_gives_no_rows(remote):
     # Neither date: end_date is now (years after the data), so nothing is in the window.
     df = remote.get_historical_features(features=STATS).to_df()
     assert len(df) == 0
+
+
+def test_the_cli_gives_the_servers_answers(repo, remote, feast_rs_bin, tmp_path):
+    features = ["driver_stats:conv_rate", "driver_extra:rating"]
+    out = tmp_path / "out.parquet"
+    run([feast_rs_bin, "-c", repo, "get-historical-features", "--start-date",
+         (E - 36 * H).isoformat(), "--end-date", "2024-05-01T12:00:00", "--features", *features,
+         "-o", out])
+    theirs = remote.get_historical_features(
+        features=features, start_date=E - 36 * H, end_date=E
+    ).to_df()
+    pd.testing.assert_frame_equal(pd.read_parquet(out), theirs, check_exact=True)
+
+    sql = "SELECT DISTINCT driver_id, event_timestamp FROM driver_extra_src ORDER BY driver_id"
+    run([feast_rs_bin, "-c", repo, "get-historical-features", "--entity-sql", sql,
+         "--features", *features, "-o", out])
+    theirs = remote.get_historical_features(entity_df=sql, features=features).to_df()
+    pd.testing.assert_frame_equal(pd.read_parquet(out), theirs, check_exact=True)
+    assert len(theirs) == 4

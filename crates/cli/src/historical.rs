@@ -1,14 +1,16 @@
 //! `feast-rs get-historical-features`: point-in-time correct training data from the
 //! embedded offline engine (`feast_offline::FileOfflineStore`, with the repository's
 //! Postgres database when `offline_store` is `postgres`), written to Parquet. The entity
-//! table is a Parquet file or, with a Postgres store, a SQL query.
+//! table is a Parquet file, a SQL query (run in the Postgres offline store's database, or
+//! on DataFusion over the project's data sources), or a time range (Feast's non-entity
+//! mode: the keys active in `[start, end]`, each at `end`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use feast_offline::{
-    EntityTable, FeatureSelection, FileOfflineStore, HistoricalRequest, OfflineStore,
+    EntityTable, EntityWindow, FeatureSelection, FileOfflineStore, HistoricalRequest, OfflineStore,
 };
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
@@ -18,15 +20,24 @@ use crate::commands::RepoContext;
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("selection").required(true).args(["features", "feature_service"])))]
-#[command(group(clap::ArgGroup::new("entity_table").required(true).args(["entities", "entity_sql"])))]
+#[command(group(clap::ArgGroup::new("entity_table").required(true).multiple(true).args(["entities", "entity_sql", "start_date", "end_date"])))]
 pub struct HistoricalArgs {
     /// Parquet file of the entity table: join keys, `event_timestamp`, any other columns.
     #[arg(long, value_name = "FILE.parquet")]
     entities: Option<PathBuf>,
-    /// The entity table as a SQL query, run in the offline store's database (Feast's
-    /// `entity_df` as a string; needs `offline_store: {type: postgres}`).
-    #[arg(long, value_name = "SQL")]
+    /// The entity table as a SQL query (Feast's `entity_df` as a string): run in the
+    /// database of a Postgres offline store, else on DataFusion where each of the
+    /// project's data sources is a table named after the source.
+    #[arg(long, value_name = "SQL", conflicts_with = "entities")]
     entity_sql: Option<String>,
+    /// No entity table: every key with a source row from this time on (ISO 8601, naive =
+    /// UTC; default: end minus the longest ttl of the views, or 30 days).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with_all = ["entities", "entity_sql"])]
+    start_date: Option<chrono::DateTime<chrono::Utc>>,
+    /// No entity table: the time every key is read at (ISO 8601, naive = UTC; default:
+    /// now).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with_all = ["entities", "entity_sql"])]
+    end_date: Option<chrono::DateTime<chrono::Utc>>,
     /// Feature references (`feature_view:feature`), in output order.
     #[arg(long, num_args = 1.., value_name = "VIEW:FEATURE")]
     features: Vec<String>,
@@ -72,7 +83,15 @@ pub fn get_historical_features(ctx: &RepoContext, args: &HistoricalArgs) -> Resu
         (None, Some(sql)) => {
             runtime.block_on(store.entity_table_from_sql(&catalog, &ctx.config.project, sql))?
         }
-        (None, None) => anyhow::bail!("give --entities or --entity-sql"),
+        (None, None) => runtime.block_on(store.entity_table_for_range(
+            &catalog,
+            &ctx.config.project,
+            &request,
+            EntityWindow {
+                start: args.start_date,
+                end: args.end_date,
+            },
+        ))?,
     };
     // One output row per entity row: the bar's length is known before the join runs. It is
     // drawn on stderr, and only when that is a terminal.
@@ -123,4 +142,10 @@ impl HistoricalArgs {
     pub fn output_display(&self) -> String {
         self.output.display().to_string()
     }
+}
+
+fn parse_time(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    feast_core::value::parse_iso_timestamp(s)
+        .map(|(t, _)| t)
+        .ok_or_else(|| format!("{s:?} is not an ISO 8601 time"))
 }
