@@ -658,8 +658,15 @@ pub async fn materialize_view<S: OfflineStore>(
     let mut writes = stream
         .map(|batch| -> Result<Vec<Vec<WriteRow>>> {
             let batch = batch.map_err(OfflineError::from)?;
-            let rows = convert(name, &layout, &batch, key_version)?;
-            Ok(rows.chunks(chunk_rows).map(<[WriteRow]>::to_vec).collect())
+            let mut rows = convert(name, &layout, &batch, key_version)?.into_iter();
+            let mut chunks = Vec::with_capacity(batch.num_rows().div_ceil(chunk_rows));
+            loop {
+                let chunk: Vec<WriteRow> = rows.by_ref().take(chunk_rows).collect();
+                if chunk.is_empty() {
+                    break Ok(chunks);
+                }
+                chunks.push(chunk);
+            }
         })
         .map_ok(|chunks| futures::stream::iter(chunks.into_iter().map(Ok)))
         .try_flatten()
@@ -805,11 +812,15 @@ fn convert(
         None => None,
     };
     let mut rows = Vec::with_capacity(n);
+    // One key, its values replaced row by row.
+    let mut key = EntityKey {
+        join_keys: keys.iter().map(|(k, _)| k.to_string()).collect(),
+        entity_values: vec![Value::default(); keys.len()],
+    };
     for row in 0..n {
-        let key = EntityKey {
-            join_keys: keys.iter().map(|(k, _)| k.to_string()).collect(),
-            entity_values: keys.iter().map(|(_, v)| v[row].clone()).collect(),
-        };
+        for (slot, (_, values)) in key.entity_values.iter_mut().zip(&mut keys) {
+            *slot = std::mem::take(&mut values[row]);
+        }
         let entity_key = serialize_entity_key(&key, key_version)?;
         let event_ts = event_ts[row].ok_or_else(|| {
             err(format!(
@@ -820,8 +831,8 @@ fn convert(
         rows.push(WriteRow {
             entity_key,
             features: features
-                .iter()
-                .map(|(f, vs)| (f.to_string(), vs[row].clone()))
+                .iter_mut()
+                .map(|(f, vs)| (f.to_string(), std::mem::take(&mut vs[row])))
                 .collect(),
             event_ts,
             created_ts: created.as_ref().and_then(|c| c[row]),

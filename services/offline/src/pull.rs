@@ -11,16 +11,28 @@
 //! `pull_latest` keeps one row per join-key value: the latest event timestamp, equal
 //! event timestamps going to the latest created timestamp.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
+use datafusion::common::hash_utils::QualityRandomState;
 use datafusion::dataframe::DataFrame;
-use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::ExprFunctionExt;
-use datafusion::logical_expr::{JoinType, Operator, binary_expr};
-use datafusion::prelude::{Expr, cast, ident, lit};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, TableType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::{Expr, cast as cast_expr, ident, lit};
 use feast_core::model::{DUMMY_ENTITY_ID, DUMMY_ENTITY_VAL};
+use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{OfflineError, Result};
 
@@ -43,9 +55,6 @@ pub enum PullKind {
     /// Every row.
     All,
 }
-
-const RANK: &str = "__feast_pull_rank";
-const NEWEST: &str = "__feast_pull_newest";
 
 /// The pull as a plan over `source` (named `source_name` in errors).
 pub fn plan(
@@ -129,58 +138,15 @@ pub fn plan(
         } else {
             request.join_key_columns.clone()
         };
-        // First the newest event time of each key: a hash aggregate holding one entry per
-        // key, whatever the number of rows. Then the rows at that time, through a hash join
-        // built on that per-key table while the source streams past it. Only then a
-        // ROW_NUMBER over those few rows breaks ties on the created timestamp. Memory grows
-        // with the keys, not with the rows (a ROW_NUMBER over every row sorts them all:
-        // 1.5 GB for 10M rows).
-        let key_alias = |i: usize| format!("{NEWEST}_k{i}");
-        let mut group: Vec<Expr> = Vec::with_capacity(keys.len());
-        for (i, k) in keys.iter().enumerate() {
-            group.push(ident(k).alias(key_alias(i)));
-        }
-        let newest = df
-            .clone()
-            .aggregate(group, vec![max(ident(ts)).alias(NEWEST)])?;
-        let mut on: Vec<Expr> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| same(ident(key_alias(i)), ident(k)))
-            .collect();
-        on.push(same(ident(NEWEST), ident(ts)));
-        df = newest
-            .join_on(df, JoinType::Inner, on)?
-            .select(out_names.iter().map(ident).collect::<Vec<Expr>>())?;
-        if let Some((c, _)) = &created {
-            let rank = row_number()
-                .partition_by(keys.iter().map(ident).collect())
-                .order_by(vec![ident(c).sort(false, false)])
-                .build()?
-                .alias(RANK);
-            df = df
-                .window(vec![rank])?
-                .filter(ident(RANK).eq(lit(1u64)))?
-                .select(out_names.iter().map(ident).collect::<Vec<Expr>>())?;
-        } else {
-            // Rows with equal keys and times: keep one, as the ranking would.
-            let rank = row_number()
-                .partition_by(keys.iter().map(ident).collect())
-                .build()?
-                .alias(RANK);
-            df = df
-                .window(vec![rank])?
-                .filter(ident(RANK).eq(lit(1u64)))?
-                .select(out_names.iter().map(ident).collect::<Vec<Expr>>())?;
-        }
+        let index = |name: &str| out_names.iter().position(|n| n == name);
+        let latest = LatestPerKey {
+            keys: keys.iter().filter_map(|k| index(k)).collect(),
+            ts: index(ts).expect("the timestamp is selected"),
+            created: created.as_ref().and_then(|(c, _)| index(c)),
+        };
+        df = latest.plan(df)?;
     }
     Ok(df)
-}
-
-/// `a IS NOT DISTINCT FROM b`: equal, nulls equal to nulls (a hash-join key that keeps
-/// null keys together, as the per-key grouping does).
-fn same(a: Expr, b: Expr) -> Expr {
-    binary_expr(a, Operator::IsNotDistinctFrom, b)
 }
 
 /// `expr` (a column of type `ty`) as a UTC timestamp: naive timestamps are UTC (Feast's
@@ -197,5 +163,311 @@ fn utc(expr: Expr, ty: &DataType, name: &str) -> Result<Expr> {
             )));
         }
     };
-    Ok(cast(expr, target))
+    Ok(cast_expr(expr, target))
+}
+
+/// Where the key, event time and created time columns are in the pulled rows.
+#[derive(Debug, Clone)]
+struct LatestPerKey {
+    keys: Vec<usize>,
+    ts: usize,
+    created: Option<usize>,
+}
+
+/// A key's newest (event time, created time), in the columns' own units; `None` (null)
+/// sorts first, so a null never beats a value: the newest event time, ties to the newest
+/// created time, nulls last (the `ROW_NUMBER() ... ORDER BY created DESC NULLS LAST` Feast's
+/// stores use).
+type Newest = (Option<i64>, Option<i64>);
+
+impl LatestPerKey {
+    /// `df` reduced to the latest row per key, as a scan of a [`LatestTable`] over `df`'s
+    /// plan.
+    ///
+    /// The rows are read twice, each time a fresh execution of `df`'s plan: the first pass
+    /// keeps each key's [`Newest`] in a hash map, the second streams through the first row
+    /// of each key carrying its key's newest pair. Memory follows the keys (one map entry
+    /// each), not the rows; nothing is sorted, and rows flow out while the second pass
+    /// reads (a `max` aggregate, a hash join back and a `ROW_NUMBER()` window did the same
+    /// with a sort of every joined row that held back the first row until the last was
+    /// read).
+    fn plan(self, df: DataFrame) -> Result<DataFrame> {
+        let (state, input) = df.into_parts();
+        let schema: SchemaRef = Arc::new(input.schema().as_arrow().clone());
+        let table = LatestTable {
+            input,
+            schema,
+            latest: self,
+        };
+        let plan = LogicalPlanBuilder::scan(
+            "feast_pull_latest",
+            provider_as_source(Arc::new(table)),
+            None,
+        )?
+        .build()?;
+        Ok(DataFrame::new(state, plan))
+    }
+
+    fn newest(&self, batch: &RecordBatch) -> DfResult<(Int64Array, Option<Int64Array>)> {
+        let as_i64 = |i: usize| -> DfResult<Int64Array> {
+            Ok(cast(batch.column(i), &DataType::Int64)?
+                .as_primitive::<Int64Type>()
+                .clone())
+        };
+        Ok((as_i64(self.ts)?, self.created.map(as_i64).transpose()?))
+    }
+
+    fn key_rows(&self, converter: &RowConverter, batch: &RecordBatch) -> DfResult<Rows> {
+        let columns: Vec<ArrayRef> = self.keys.iter().map(|&i| batch.column(i).clone()).collect();
+        Ok(converter.convert_columns(&columns)?)
+    }
+}
+
+fn at(array: &Int64Array, row: usize) -> Option<i64> {
+    array.is_valid(row).then(|| array.value(row))
+}
+
+/// The pulled rows (`input`, a logical plan) with one row per key: see
+/// [`LatestPerKey::plan`].
+#[derive(Debug)]
+struct LatestTable {
+    input: LogicalPlan,
+    schema: SchemaRef,
+    latest: LatestPerKey,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for LatestTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // One physical plan per pass: an executed plan is not always executable again
+        // (a repartition hands out its partitions once).
+        let first = state.create_physical_plan(&self.input).await?;
+        let second = state.create_physical_plan(&self.input).await?;
+        let stream = Arc::new(LatestStream {
+            passes: Mutex::new(Some((first, second))),
+            schema: self.schema.clone(),
+            latest: self.latest.clone(),
+        });
+        Ok(Arc::new(StreamingTableExec::try_new(
+            self.schema.clone(),
+            vec![stream],
+            projection,
+            Vec::new(),
+            false,
+            None,
+        )?))
+    }
+}
+
+/// The physical plans of the first and the second pass.
+type Passes = (Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>);
+
+/// The two passes of [`LatestPerKey::plan`] over an executable plan.
+#[derive(Debug)]
+struct LatestStream {
+    /// The plans of the two passes, taken by the one execution.
+    passes: Mutex<Option<Passes>>,
+    schema: SchemaRef,
+    latest: LatestPerKey,
+}
+
+/// Per key: its [`Newest`] pair, and whether its row went out already.
+type NewestMap = HashMap<Box<[u8]>, (Newest, bool), QualityRandomState>;
+
+impl PartitionStream for LatestStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let passes = self
+            .passes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let (schema, latest) = (self.schema.clone(), self.latest.clone());
+        let sort_fields: Vec<SortField> = latest
+            .keys
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect();
+        let out_schema = schema.clone();
+        let rows = async move {
+            let (first, second) = passes.ok_or_else(|| {
+                DataFusionError::Internal("the latest-row pull executes once".into())
+            })?;
+            let converter = RowConverter::new(sort_fields)?;
+            // Pass 1: each key's newest pair.
+            let mut newest: NewestMap = HashMap::with_hasher(QualityRandomState::default());
+            let mut first = execute_stream(first, ctx.clone())?;
+            while let Some(batch) = first.next().await {
+                let batch = batch?;
+                let keys = latest.key_rows(&converter, &batch)?;
+                let (ts, created) = latest.newest(&batch)?;
+                for row in 0..batch.num_rows() {
+                    let pair = (at(&ts, row), created.as_ref().and_then(|c| at(c, row)));
+                    match newest.get_mut(keys.row(row).as_ref()) {
+                        Some((best, _)) => {
+                            if pair > *best {
+                                *best = pair;
+                            }
+                        }
+                        None => {
+                            newest.insert(keys.row(row).as_ref().into(), (pair, false));
+                        }
+                    }
+                }
+            }
+            // Pass 2: the first row of each key at its newest pair.
+            let second = execute_stream(second, ctx)?;
+            let rows = second.and_then(move |batch| {
+                let kept = (|| -> DfResult<RecordBatch> {
+                    let keys = latest.key_rows(&converter, &batch)?;
+                    let (ts, created) = latest.newest(&batch)?;
+                    let mask: BooleanArray = (0..batch.num_rows())
+                        .map(|row| {
+                            let pair = (at(&ts, row), created.as_ref().and_then(|c| at(c, row)));
+                            let keep = match newest.get_mut(keys.row(row).as_ref()) {
+                                Some((best, sent)) if !*sent && pair == *best => {
+                                    *sent = true;
+                                    true
+                                }
+                                _ => false,
+                            };
+                            Some(keep)
+                        })
+                        .collect();
+                    let kept = filter_record_batch(&batch, &mask)?;
+                    Ok(RecordBatch::try_new(
+                        schema.clone(),
+                        kept.columns().to_vec(),
+                    )?)
+                })();
+                futures::future::ready(kept)
+            });
+            Ok::<_, DataFusionError>(rows.try_filter(|b| futures::future::ready(b.num_rows() > 0)))
+        };
+        Box::pin(RecordBatchStreamAdapter::new(
+            out_schema,
+            futures::stream::once(rows).try_flatten(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    fn batch(rows: &[(i64, f64, i64, Option<i64>)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Float64, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new(
+                "created",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                true,
+            ),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.2),
+                )),
+                Arc::new(TimestampMicrosecondArray::from_iter(
+                    rows.iter().map(|r| r.3),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// The latest row per key when a key's rows are spread over batches and partitions:
+    /// newest event time, then newest created time (nulls last), one row for full ties.
+    #[tokio::test]
+    async fn latest_row_per_key_across_batches() {
+        let partitions = vec![
+            vec![
+                batch(&[
+                    (1, 1.0, 10, Some(10)),
+                    (2, 2.0, 30, None),
+                    (3, 3.0, 5, Some(5)),
+                ]),
+                batch(&[(1, 1.5, 20, Some(20)), (4, 4.0, 7, Some(7))]),
+            ],
+            vec![
+                batch(&[
+                    (1, 1.1, 20, Some(19)),
+                    (2, 2.5, 30, Some(1)),
+                    (3, 3.5, 5, Some(5)),
+                ]),
+                batch(&[(1, 0.9, 5, Some(99)), (5, 5.0, 50, Some(50))]),
+            ],
+        ];
+        let schema = partitions[0][0].schema();
+        let ctx = SessionContext::new();
+        let df = ctx
+            .read_table(Arc::new(MemTable::try_new(schema, partitions).unwrap()))
+            .unwrap();
+        let request = PullRequest {
+            join_key_columns: vec!["id".into()],
+            feature_name_columns: vec!["v".into()],
+            timestamp_field: "ts".into(),
+            created_timestamp_column: Some("created".into()),
+            start: None,
+            end: None,
+        };
+        let batches = plan(df, "src", &request, PullKind::Latest)
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut got: Vec<(i64, f64)> = batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column(0).as_primitive::<Int64Type>().clone();
+                let vs = b
+                    .column(1)
+                    .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                    .clone();
+                (0..b.num_rows()).map(move |i| (ids.value(i), vs.value(i)))
+            })
+            .collect();
+        got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let three = got.iter().find(|r| r.0 == 3).unwrap().1;
+        assert!(
+            three == 3.0 || three == 3.5,
+            "a full tie keeps one of the tied rows"
+        );
+        assert_eq!(
+            got,
+            vec![(1, 1.5), (2, 2.5), (3, three), (4, 4.0), (5, 5.0)],
+            "1: newest time, then newest created; 2: a created time beats a null"
+        );
+    }
 }

@@ -506,10 +506,32 @@ struct Cells {
     created_ts: Vec<Option<i64>>,
     /// The index of the [`WriteRow`] each cell comes from.
     source: Vec<usize>,
+    /// Every row has its own entity key (so a key names the row its cells come from).
+    distinct_keys: bool,
+}
+
+/// True when no feature appears twice in `row`.
+fn distinct_features(row: &WriteRow) -> bool {
+    let f = &row.features;
+    if f.len() <= 16 {
+        (1..f.len()).all(|i| f[..i].iter().all(|(name, _)| *name != f[i].0))
+    } else {
+        let mut seen = HashSet::with_capacity(f.len());
+        f.iter().all(|(name, _)| seen.insert(name.as_str()))
+    }
 }
 
 impl Cells {
     fn from_rows(rows: &[WriteRow]) -> Self {
+        // A materialization's batch has one row per entity and each feature once: every
+        // cell is then distinct and goes in as it is, without a map of the cells.
+        let mut keys = HashSet::with_capacity(rows.len());
+        if rows
+            .iter()
+            .all(|r| keys.insert(r.entity_key.as_slice()) && distinct_features(r))
+        {
+            return Self::from_distinct_rows(rows);
+        }
         let mut cells = Cells::default();
         let mut slot: HashMap<(&[u8], &str), usize> = HashMap::new();
         for (i, row) in rows.iter().enumerate() {
@@ -546,6 +568,37 @@ impl Cells {
         cells
     }
 
+    fn from_distinct_rows(rows: &[WriteRow]) -> Self {
+        let n: usize = rows.iter().map(|r| r.features.len()).sum();
+        let mut cells = Cells {
+            keys: Vec::with_capacity(n),
+            features: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+            texts: Vec::with_capacity(n),
+            nums: Vec::with_capacity(n),
+            event_ts: Vec::with_capacity(n),
+            created_ts: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            distinct_keys: true,
+        };
+        for (i, row) in rows.iter().enumerate() {
+            let ts = timestamp_micros(&row.event_ts);
+            let created = row.created_ts.as_ref().map(timestamp_micros);
+            for (feature, value) in &row.features {
+                let (text, num) = text_and_num(value);
+                cells.keys.push(row.entity_key.clone());
+                cells.features.push(feature.clone());
+                cells.values.push(value.encode_to_vec());
+                cells.texts.push(text);
+                cells.nums.push(num);
+                cells.event_ts.push(ts);
+                cells.created_ts.push(created);
+                cells.source.push(i);
+            }
+        }
+        cells
+    }
+
     fn len(&self) -> usize {
         self.keys.len()
     }
@@ -553,7 +606,10 @@ impl Cells {
 
 /// The bulk upsert of a batch: the arrays of [`Cells`] unnested, Feast's `ON CONFLICT ... DO
 /// UPDATE SET col = EXCLUDED.col`, guarded so a stored newer row stays.
-fn upsert_sql(table: &str, value_num: bool) -> String {
+///
+/// The statement returns the key and feature of each cell written, or with `keys_only` (a
+/// batch whose rows all have distinct keys) just the key.
+fn upsert_sql(table: &str, value_num: bool, keys_only: bool) -> String {
     let quoted = quote_id(table);
     let (num_col, num_val, num_set) = if value_num {
         ("value_num, ", "vn, ", "value_num = EXCLUDED.value_num, ")
@@ -572,7 +628,8 @@ fn upsert_sql(table: &str, value_num: bool) -> String {
          value_text = EXCLUDED.value_text, {num_set}vector_value = NULL, \
          event_ts = EXCLUDED.event_ts, created_ts = EXCLUDED.created_ts \
          WHERE {quoted}.event_ts IS NULL OR {quoted}.event_ts <= EXCLUDED.event_ts \
-         RETURNING entity_key, feature_name"
+         RETURNING entity_key{}",
+        if keys_only { "" } else { ", feature_name" }
     )
 }
 
@@ -720,15 +777,29 @@ impl OnlineStore for PostgresOnlineStore {
         if cells.len() == 0 {
             return Ok(0);
         }
-        let sql = upsert_sql(&name, value_num);
-        let source: HashMap<(&[u8], &str), usize> = (0..cells.len())
-            .map(|i| {
-                (
-                    (cells.keys[i].as_slice(), cells.features[i].as_str()),
-                    cells.source[i],
-                )
-            })
-            .collect();
+        let keys_only = cells.distinct_keys;
+        let sql = upsert_sql(&name, value_num, keys_only);
+        // Where a returned cell comes from: by key alone when keys are distinct.
+        let row_of_key: HashMap<&[u8], usize> = if keys_only {
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| (r.entity_key.as_slice(), i))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let source: HashMap<(&[u8], &str), usize> = if keys_only {
+            HashMap::new()
+        } else {
+            (0..cells.len())
+                .map(|i| {
+                    (
+                        (cells.keys[i].as_slice(), cells.features[i].as_str()),
+                        cells.source[i],
+                    )
+                })
+                .collect()
+        };
         let mut written: HashSet<usize> = HashSet::new();
         let mut tx = self.pool.begin().await.map_err(|e| self.err(&name, e))?;
         let mut start = 0;
@@ -752,8 +823,13 @@ impl OnlineStore for PostgresOnlineStore {
                 })?;
             for row in &returned {
                 let key: &[u8] = row.try_get(0).map_err(|e| self.err(&name, e))?;
-                let feature: &str = row.try_get(1).map_err(|e| self.err(&name, e))?;
-                if let Some(&i) = source.get(&(key, feature)) {
+                let source = if keys_only {
+                    row_of_key.get(key)
+                } else {
+                    let feature: &str = row.try_get(1).map_err(|e| self.err(&name, e))?;
+                    source.get(&(key, feature))
+                };
+                if let Some(&i) = source {
                     written.insert(i);
                 }
             }

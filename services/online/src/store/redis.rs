@@ -119,6 +119,32 @@ fn total_nanos(ts: &Timestamp) -> i128 {
     i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)
 }
 
+/// The stored event time of an `HMGET key _ts:{view}` reply, in nanoseconds (None when the
+/// field is missing).
+fn stored_ts(reply: redis::Value, view: &str) -> Result<Option<i128>, OnlineStoreError> {
+    let field = match reply {
+        redis::Value::Array(mut fields) if fields.len() == 1 => fields.pop(),
+        other => {
+            return Err(OnlineStoreError::Invalid(format!(
+                "Redis: unexpected HMGET reply: {other:?}"
+            )));
+        }
+    };
+    match field {
+        None | Some(redis::Value::Nil) => Ok(None),
+        Some(redis::Value::BulkString(bytes)) => Timestamp::decode(bytes.as_slice())
+            .map(|t| Some(total_nanos(&t)))
+            .map_err(|e| {
+                OnlineStoreError::Invalid(format!(
+                    "Redis field _ts:{view} is not a google.protobuf.Timestamp: {e}"
+                ))
+            }),
+        Some(other) => Err(OnlineStoreError::Invalid(format!(
+            "Redis: unexpected HMGET reply field: {other:?}"
+        ))),
+    }
+}
+
 /// Connection settings of a [`RedisOnlineStore`] beyond `feature_store.yaml`.
 #[derive(Debug, Clone)]
 pub struct RedisOnlineStoreOptions {
@@ -330,6 +356,15 @@ impl RedisOnlineStore {
             OnlineStoreError::Invalid(msg)
         } else {
             OnlineStoreError::Unavailable(msg)
+        }
+    }
+
+    /// The key [`Self::run`] routes a command by: the key itself on a cluster, nothing (no
+    /// copy) on a single server, where every command goes down one pipeline.
+    fn routing_key(&self, key: &[u8]) -> Vec<u8> {
+        match self.conn {
+            Conn::Single(_) => Vec::new(),
+            Conn::Cluster(_) => key.to_vec(),
         }
     }
 
@@ -811,33 +846,25 @@ impl OnlineStore for RedisOnlineStore {
             let replies = self
                 .run(
                     keys.iter()
-                        .map(|k| (k.clone(), redis::cmd("HMGET").arg(k).arg(&ts_key).clone()))
+                        .map(|k| {
+                            let mut hmget = redis::cmd("HMGET");
+                            hmget.arg(k).arg(&ts_key);
+                            (self.routing_key(k), hmget)
+                        })
                         .collect(),
                 )
                 .await?;
             replies
                 .into_iter()
-                .map(|reply| {
-                    let mut v: Vec<Option<Vec<u8>>> =
-                        redis::from_redis_value(reply).map_err(|e| {
-                            OnlineStoreError::Invalid(format!("Redis: unexpected HMGET reply: {e}"))
-                        })?;
-                    match v.pop().flatten() {
-                        None => Ok(None),
-                        Some(bytes) => Timestamp::decode(bytes.as_slice())
-                            .map(|t| Some(total_nanos(&t)))
-                            .map_err(|e| {
-                                OnlineStoreError::Invalid(format!(
-                                    "Redis field _ts:{} is not a google.protobuf.Timestamp: {e}",
-                                    table.view
-                                ))
-                            }),
-                    }
-                })
+                .map(|reply| stored_ts(reply, &table.view))
                 .collect::<Result<_, _>>()?
         };
+        // The hash field of each feature, computed once per batch (rows of one view carry
+        // the same few features).
+        let mut fields: HashMap<&str, [u8; 4]> = HashMap::new();
+        let mut value_bytes = Vec::new();
         let mut batch_latest: HashMap<&[u8], i128> = HashMap::new();
-        let mut cmds = Vec::new();
+        let mut cmds = Vec::with_capacity(rows.len());
         let mut written = 0;
         for ((row, key), stored) in rows.iter().zip(&keys).zip(stored) {
             let mut ts = row.event_ts;
@@ -856,12 +883,21 @@ impl OnlineStore for RedisOnlineStore {
             let mut hset = redis::cmd("HSET");
             hset.arg(key).arg(&ts_key).arg(encode_ts(&ts));
             for (feature, value) in &row.features {
-                hset.arg(&feature_field(&table.view, feature)[..])
-                    .arg(value.encode_to_vec());
+                let field = fields
+                    .entry(feature.as_str())
+                    .or_insert_with(|| feature_field(&table.view, feature));
+                value_bytes.clear();
+                value
+                    .encode(&mut value_bytes)
+                    .expect("a Vec grows to fit the encoding");
+                hset.arg(&field[..]).arg(&value_bytes[..]);
             }
-            cmds.push((key.clone(), hset));
+            cmds.push((self.routing_key(key), hset));
             if let Some(ttl) = self.key_ttl_seconds.filter(|t| *t != 0) {
-                cmds.push((key.clone(), redis::cmd("EXPIRE").arg(key).arg(ttl).clone()));
+                cmds.push((
+                    self.routing_key(key),
+                    redis::cmd("EXPIRE").arg(key).arg(ttl).clone(),
+                ));
             }
             written += 1;
         }
