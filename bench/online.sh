@@ -20,6 +20,8 @@
 #                                       bearer token on every request: the auth layer's cost)
 #   DRIVERS=10000 ROWS_PER_DRIVER=1 REDIS_PORT=6379 REDIS_DB=5
 #   KEEP=1                              keep the work directory (printed at the end)
+#   NO_BUILD=1                          use the release binaries as they are
+#   SERVER_ENV="LD_PRELOAD=..."         environment of the feast-rs server only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/feast-rs-target}"
@@ -45,7 +47,7 @@ if ! "$VENV/bin/python" -c 'import feast, redis, grpc_health; assert feast.__ver
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'feast[grpcio,redis]==0.67.0'
 fi
-cargo build --release -q -p feast-rs -p feast-bench
+[ "${NO_BUILD:-0}" = 1 ] || cargo build --release -q -p feast-rs -p feast-bench
 BIN="$CARGO_TARGET_DIR/release/feast-rs"
 LOAD="$CARGO_TARGET_DIR/release/online-load"
 FEAST="$VENV/bin/feast"
@@ -103,7 +105,7 @@ start_server() {
   local name="$1" port="$2" log="$OUT/$1.log"
   case "$name" in
     feast-rs)
-      setsid "$BIN" -c "$OUT/repo_$RS_STORE" serve --host 127.0.0.1 --port "$port" > "$log" 2>&1 &
+      setsid env ${SERVER_ENV:-} "$BIN" -c "$OUT/repo_$RS_STORE" serve --host 127.0.0.1 --port "$port" > "$log" 2>&1 &
       STORE="$RS_STORE" PROTOCOLS="http grpc" GRPC_SERVICE=serving ;;
     feast-default)
       (cd "$OUT/repo_redis" && exec setsid "$FEAST" serve --host 127.0.0.1 --port "$port" > "$log" 2>&1) &
