@@ -437,6 +437,38 @@ async fn a_memory_limit_keeps_the_answers() {
     );
 }
 
+/// The as-of index does not spill: a pool too small for a view's source window is a clear
+/// "Resources exhausted" error, not a wrong or partial answer.
+#[tokio::test]
+async fn a_pool_too_small_for_the_index_is_a_clear_error() {
+    let (dir, catalog) = setup();
+    let case = &cases()[0];
+    let batch = table(case.entities);
+    let store = FileOfflineStore::new(dir.path())
+        .with_memory_limit(512)
+        .unwrap();
+    let request = HistoricalRequest {
+        features: case.features.clone(),
+        full_feature_names: case.full,
+    };
+    let result = async {
+        let stream = store
+            .get_historical_features(
+                &catalog,
+                "demo",
+                EntityTable::new(batch.schema(), vec![batch]),
+                &request,
+            )
+            .await?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        Ok::<_, OfflineError>(batches)
+    }
+    .await;
+    let e = result.expect_err("512 bytes cannot hold the index");
+    assert!(e.to_string().contains("Resources exhausted"), "{e}");
+    assert!(e.to_string().contains("AsOfJoinExec"), "{e}");
+}
+
 #[tokio::test]
 async fn output_types_follow_the_view_schema() {
     let (dir, catalog) = setup();
