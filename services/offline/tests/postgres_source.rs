@@ -333,6 +333,67 @@ async fn point_in_time_join_over_postgres_tables() {
     );
 }
 
+/// Feast's non-entity mode over Postgres tables: the keys with a row in [start, end], each
+/// joined at end (start defaults to end minus the longest ttl).
+#[tokio::test]
+async fn a_time_range_instead_of_an_entity_table() {
+    let Some(repo) = setup().await else { return };
+    let request = refs(&["driver_hourly:trips", "global:total"]);
+    let at = |h: u32| {
+        chrono::NaiveDate::from_ymd_opt(2024, 5, 1)
+            .unwrap()
+            .and_hms_opt(h, 0, 0)
+            .unwrap()
+            .and_utc()
+    };
+    let window = |start: Option<u32>, end: u32| feast_offline::EntityWindow {
+        start: start.map(at),
+        end: Some(at(end)),
+    };
+    let run = |window| {
+        let (repo, request) = (&repo, &request);
+        async move {
+            let entity = repo
+                .store
+                .entity_table_for_range(&repo.catalog, "demo", request, window)
+                .await
+                .unwrap();
+            let out = repo
+                .store
+                .get_historical_features(&repo.catalog, "demo", entity, request)
+                .await
+                .unwrap();
+            lines(&pretty(out).await)
+        }
+    };
+    // Default start: 12:00 - 2h (the global view's ttl) = 10:00: only 1001 has rows.
+    assert_eq!(
+        run(window(None, 12)).await,
+        lines(
+            "
++----------------------+-----------+-------+-------+
+| event_timestamp      | driver_id | trips | total |
++----------------------+-----------+-------+-------+
+| 2024-05-01T12:00:00Z | 1001      | 3     | 200   |
++----------------------+-----------+-------+-------+"
+        )
+    );
+    // From 09:00: 1002 and 1003 too; their 09:00 rows are older than 12:00 - 1h.
+    assert_eq!(
+        run(window(Some(9), 12)).await,
+        lines(
+            "
++----------------------+-----------+-------+-------+
+| event_timestamp      | driver_id | trips | total |
++----------------------+-----------+-------+-------+
+| 2024-05-01T12:00:00Z | 1001      | 3     | 200   |
+| 2024-05-01T12:00:00Z | 1002      |       | 200   |
+| 2024-05-01T12:00:00Z | 1003      |       | 200   |
++----------------------+-----------+-------+-------+"
+        )
+    );
+}
+
 #[tokio::test]
 async fn time_windows_and_entity_keys_are_pushed_to_postgres() {
     let Some(repo) = setup().await else { return };
