@@ -472,7 +472,7 @@ impl Index {
             let batch = batch?;
             let _timer = build_time.timer();
             reservation.try_grow(batch.get_array_memory_size() + 4 * batch.num_rows())?;
-            let ts = cast(batch.column(k), &DataType::Int64)?;
+            let ts = batch.column(k);
             let rows = index.key_rows(&batch.columns()[..k])?;
             let mut groups = Vec::with_capacity(batch.num_rows());
             for r in 0..batch.num_rows() {

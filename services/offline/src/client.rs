@@ -24,7 +24,7 @@ use tracing::Instrument as _;
 
 use crate::error::{OfflineError, Result};
 use crate::pull::{PullKind, PullRequest};
-use crate::resolve::{FeatureSelection, resolve};
+use crate::resolve::FeatureSelection;
 use crate::store::{EntityTable, EntityWindow, HistoricalRequest, OfflineStore};
 
 /// A remote offline server.
@@ -126,13 +126,14 @@ impl FlightOfflineClient {
         result
     }
 
-    /// One `DoPut` write.
+    /// One `DoPut` write; returns the number of rows sent.
     async fn put(
         &self,
         command: Value,
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let descriptor = FlightDescriptor::new_cmd(command_bytes(command));
         let data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -146,7 +147,7 @@ impl FlightOfflineClient {
                 .try_collect::<Vec<_>>()
                 .await
                 .map_err(remote_error)?;
-            Ok(())
+            Ok(rows)
         }
         .instrument(span.clone())
         .await;
@@ -223,12 +224,7 @@ impl OfflineStore for FlightOfflineClient {
         entities: EntityTable,
         request: &HistoricalRequest,
     ) -> Result<SendableRecordBatchStream> {
-        let views = resolve(
-            catalog,
-            project,
-            &request.features,
-            request.full_feature_names,
-        )?;
+        let views = request.views(catalog, project)?;
         let (names, aliases): (Vec<Value>, Vec<Value>) = views
             .iter()
             .map(|v| {
@@ -335,7 +331,6 @@ impl OfflineStore for FlightOfflineClient {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     ) -> Result<usize> {
-        let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let name = view
             .spec
             .as_ref()
@@ -347,8 +342,7 @@ impl OfflineStore for FlightOfflineClient {
             "name_aliases": [null],
             "progress": null,
         });
-        self.put(command, schema, batches).await?;
-        Ok(rows)
+        self.put(command, schema, batches).await
     }
 
     async fn write_logged_features(
@@ -357,7 +351,6 @@ impl OfflineStore for FlightOfflineClient {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     ) -> Result<usize> {
-        let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let name = feature_service
             .spec
             .as_ref()
@@ -367,8 +360,7 @@ impl OfflineStore for FlightOfflineClient {
             "api": "write_logged_features",
             "feature_service_name": name,
         });
-        self.put(command, schema, batches).await?;
-        Ok(rows)
+        self.put(command, schema, batches).await
     }
 
     async fn entity_table_from_sql(

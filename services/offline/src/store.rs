@@ -78,6 +78,13 @@ pub struct HistoricalRequest {
     pub full_feature_names: bool,
 }
 
+impl HistoricalRequest {
+    /// The requested views against the registry (see [`resolve`]).
+    pub fn views<'a>(&self, catalog: &'a Catalog, project: &str) -> Result<Vec<ViewRequest<'a>>> {
+        resolve(catalog, project, &self.features, self.full_feature_names)
+    }
+}
+
 /// Feast's `OfflineStore`. Reads return a stream: the caller writes or forwards batches as
 /// they come.
 pub trait OfflineStore: Send + Sync {
@@ -300,12 +307,7 @@ impl FileOfflineStore {
         entities: EntityTable,
         request: &HistoricalRequest,
     ) -> Result<DataFrame> {
-        let views = resolve(
-            catalog,
-            project,
-            &request.features,
-            request.full_feature_names,
-        )?;
+        let views = request.views(catalog, project)?;
         let ts_col = entities.timestamp_column()?.to_string();
         let entity_columns: Vec<String> = entities
             .schema
@@ -598,12 +600,7 @@ impl OfflineStore for FileOfflineStore {
         request: &HistoricalRequest,
         window: EntityWindow,
     ) -> Result<EntityTable> {
-        let views = resolve(
-            catalog,
-            project,
-            &request.features,
-            request.full_feature_names,
-        )?;
+        let views = request.views(catalog, project)?;
         let end = window.end.unwrap_or_else(Utc::now);
         let start = window.start.unwrap_or_else(|| {
             let longest = views
@@ -642,13 +639,12 @@ impl OfflineStore for FileOfflineStore {
                 .await?;
             let schema = source.schema().as_arrow().clone();
             let mapping = &batch.field_mapping;
-            let ts_col = source_column(mapping, &batch.timestamp_field).to_string();
-            let ts_col = if schema.column_with_name(&batch.timestamp_field).is_some() {
-                batch.timestamp_field.clone()
-            } else {
-                ts_col
-            };
-            let ts = datafusion::prelude::cast(ident(&ts_col), ts_type.clone());
+            let ts_col = timestamp_column(
+                mapping,
+                |c| schema.column_with_name(c).is_some(),
+                &batch.timestamp_field,
+            );
+            let ts = datafusion::prelude::cast(ident(ts_col), ts_type.clone());
             let source = source.filter(ts.clone().gt_eq(at(start)).and(ts.lt_eq(at(end))))?;
             let mut keys = Vec::new();
             for jk in join_keys(v.view) {
@@ -867,6 +863,20 @@ fn source_column<'a>(mapping: &'a BTreeMap<String, String>, name: &'a str) -> &'
         .unwrap_or(name)
 }
 
+/// The source column of a timestamp field: timestamps name source columns, but a name
+/// that `field_mapping` maps to is accepted too.
+fn timestamp_column<'a>(
+    mapping: &'a BTreeMap<String, String>,
+    in_source: impl Fn(&str) -> bool,
+    name: &'a str,
+) -> &'a str {
+    if in_source(name) {
+        name
+    } else {
+        source_column(mapping, name)
+    }
+}
+
 fn view_join(
     v: &ViewRequest<'_>,
     batch: &core::DataSource,
@@ -889,13 +899,8 @@ fn view_join(
         }
     };
     let mapping = &batch.field_mapping;
-    // Timestamps name source columns; accept a mapped name too.
     let ts_source = |name: &str| {
-        if source_columns.iter().any(|c| c == name) {
-            name.to_string()
-        } else {
-            source_column(mapping, name).to_string()
-        }
+        timestamp_column(mapping, |c| source_columns.iter().any(|s| s == c), name).to_string()
     };
     let event_ts = require(&ts_source(&batch.timestamp_field), "timestamp")?;
     let created_ts = if batch.created_timestamp_column.is_empty() {
