@@ -152,12 +152,8 @@ fn source<'a>(catalog: &'a Catalog, name: &str) -> &'a core::DataSource {
     catalog.get(name, "demo").unwrap()
 }
 
-/// The rate joined for driver 1001 at each entity timestamp (µs).
-async fn historical(
-    catalog: &Catalog,
-    root: &Path,
-    at: &[i64],
-) -> Result<Vec<Option<f64>>, feast_offline::OfflineError> {
+/// An entity table of driver 1001 at each timestamp (µs, UTC).
+fn driver_1001_at(at: &[i64]) -> EntityTable {
     let schema = Arc::new(Schema::new(vec![
         Field::new("driver_id", DataType::Int64, false),
         Field::new(
@@ -174,17 +170,21 @@ async fn historical(
         ],
     )
     .unwrap();
+    EntityTable::new(schema, vec![batch])
+}
+
+/// The rate joined for driver 1001 at each entity timestamp (µs).
+async fn historical(
+    catalog: &Catalog,
+    root: &Path,
+    at: &[i64],
+) -> Result<Vec<Option<f64>>, feast_offline::OfflineError> {
     let request = HistoricalRequest {
         features: FeatureSelection::Refs(vec!["trips:rate".into()]),
         full_feature_names: false,
     };
     let stream = FileOfflineStore::new(root)
-        .get_historical_features(
-            catalog,
-            "demo",
-            EntityTable::new(schema, vec![batch]),
-            &request,
-        )
+        .get_historical_features(catalog, "demo", driver_1001_at(at), &request)
         .await?;
     let batches: Vec<RecordBatch> = stream.try_collect().await?;
     Ok(batches
@@ -282,27 +282,11 @@ async fn partition_keys_are_columns_typed_as_pyarrow_reads_them() {
         features: FeatureSelection::Refs(vec!["ymd:rate".into(), "ymd:month".into()]),
         full_feature_names: false,
     };
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("driver_id", DataType::Int64, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]));
-    let entities = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from(vec![1001])),
-            Arc::new(TimestampMicrosecondArray::from(vec![MAY_1 + 10 * DAY]).with_timezone("UTC")),
-        ],
-    )
-    .unwrap();
     let out: Vec<RecordBatch> = store
         .get_historical_features(
             &catalog,
             "demo",
-            EntityTable::new(schema, vec![entities]),
+            driver_1001_at(&[MAY_1 + 10 * DAY]),
             &request,
         )
         .await
@@ -336,27 +320,11 @@ async fn the_join_never_opens_partitions_outside_its_window() {
     assert_eq!(historical(&catalog, root, &at).await.unwrap(), expected);
 
     // The physical plan carries the partition filter.
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("driver_id", DataType::Int64, false),
-        Field::new(
-            "event_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            Arc::new(Int64Array::from(vec![1001; 2])),
-            Arc::new(TimestampMicrosecondArray::from(at.to_vec()).with_timezone("UTC")),
-        ],
-    )
-    .unwrap();
     let plan = FileOfflineStore::new(root)
         .historical_features_plan(
             &catalog,
             "demo",
-            EntityTable::new(schema, vec![batch]),
+            driver_1001_at(&at),
             &HistoricalRequest {
                 features: FeatureSelection::Refs(vec!["trips:rate".into()]),
                 full_feature_names: false,

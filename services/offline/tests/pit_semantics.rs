@@ -408,14 +408,13 @@ async fn point_in_time_semantics() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
-/// The same answers under a small memory pool (sorts and windows spill past it).
-#[tokio::test]
-async fn a_memory_limit_keeps_the_answers() {
+/// The first case's result on a store whose memory pool holds `bytes`.
+async fn first_case_in_a_pool_of(bytes: usize) -> Result<Vec<RecordBatch>, OfflineError> {
     let (dir, catalog) = setup();
     let case = &cases()[0];
     let batch = table(case.entities);
     let store = FileOfflineStore::new(dir.path())
-        .with_memory_limit(2 << 20)
+        .with_memory_limit(bytes)
         .unwrap();
     let request = HistoricalRequest {
         features: case.features.clone(),
@@ -428,12 +427,17 @@ async fn a_memory_limit_keeps_the_answers() {
             EntityTable::new(batch.schema(), vec![batch]),
             &request,
         )
-        .await
-        .unwrap();
-    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+        .await?;
+    Ok(stream.try_collect().await?)
+}
+
+/// The same answers under a small memory pool (the as-of index and the scans fit in it).
+#[tokio::test]
+async fn a_memory_limit_keeps_the_answers() {
+    let batches = first_case_in_a_pool_of(2 << 20).await.unwrap();
     assert_eq!(
         pretty_format_batches(&batches).unwrap().to_string().trim(),
-        case.expected.trim()
+        cases()[0].expected.trim()
     );
 }
 
@@ -441,30 +445,9 @@ async fn a_memory_limit_keeps_the_answers() {
 /// "Resources exhausted" error, not a wrong or partial answer.
 #[tokio::test]
 async fn a_pool_too_small_for_the_index_is_a_clear_error() {
-    let (dir, catalog) = setup();
-    let case = &cases()[0];
-    let batch = table(case.entities);
-    let store = FileOfflineStore::new(dir.path())
-        .with_memory_limit(512)
-        .unwrap();
-    let request = HistoricalRequest {
-        features: case.features.clone(),
-        full_feature_names: case.full,
-    };
-    let result = async {
-        let stream = store
-            .get_historical_features(
-                &catalog,
-                "demo",
-                EntityTable::new(batch.schema(), vec![batch]),
-                &request,
-            )
-            .await?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        Ok::<_, OfflineError>(batches)
-    }
-    .await;
-    let e = result.expect_err("512 bytes cannot hold the index");
+    let e = first_case_in_a_pool_of(512)
+        .await
+        .expect_err("512 bytes cannot hold the index");
     assert!(e.to_string().contains("Resources exhausted"), "{e}");
     assert!(e.to_string().contains("AsOfJoinExec"), "{e}");
 }
