@@ -553,14 +553,7 @@ impl Cells {
                     }
                     None => {
                         slot.insert((row.entity_key.as_slice(), feature.as_str()), cells.len());
-                        cells.keys.push(row.entity_key.clone());
-                        cells.features.push(feature.clone());
-                        cells.values.push(bytes);
-                        cells.texts.push(text);
-                        cells.nums.push(num);
-                        cells.event_ts.push(ts);
-                        cells.created_ts.push(created);
-                        cells.source.push(i);
+                        cells.push(&row.entity_key, feature, bytes, (text, num), ts, created, i);
                     }
                 }
             }
@@ -585,18 +578,33 @@ impl Cells {
             let ts = timestamp_micros(&row.event_ts);
             let created = row.created_ts.as_ref().map(timestamp_micros);
             for (feature, value) in &row.features {
-                let (text, num) = text_and_num(value);
-                cells.keys.push(row.entity_key.clone());
-                cells.features.push(feature.clone());
-                cells.values.push(value.encode_to_vec());
-                cells.texts.push(text);
-                cells.nums.push(num);
-                cells.event_ts.push(ts);
-                cells.created_ts.push(created);
-                cells.source.push(i);
+                let (bytes, text_num) = (value.encode_to_vec(), text_and_num(value));
+                cells.push(&row.entity_key, feature, bytes, text_num, ts, created, i);
             }
         }
         cells
+    }
+
+    /// Appends one cell: `value` encoded, with its text and numeric forms.
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        key: &[u8],
+        feature: &str,
+        value: Vec<u8>,
+        (text, num): (Option<String>, Option<f64>),
+        event_ts: i64,
+        created_ts: Option<i64>,
+        source: usize,
+    ) {
+        self.keys.push(key.to_vec());
+        self.features.push(feature.to_string());
+        self.values.push(value);
+        self.texts.push(text);
+        self.nums.push(num);
+        self.event_ts.push(event_ts);
+        self.created_ts.push(created_ts);
+        self.source.push(source);
     }
 
     fn len(&self) -> usize {
