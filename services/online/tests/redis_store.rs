@@ -829,6 +829,145 @@ async fn reconnects_by_itself_when_redis_comes_back() {
 }
 
 #[tokio::test]
+async fn a_restart_between_requests_does_not_fail_the_next_read() {
+    let port = free_port();
+    let Some(mut server) = PrivateRedis::start(port, &[]) else {
+        return;
+    };
+    let store = RedisOnlineStore::connect(&config(&server.address()), 3)
+        .await
+        .unwrap();
+    let table = driver_view("restart", "stats");
+    let f = names(&["conv_rate"]);
+    let write = [row(key(1), ts(1, 0), &[("conv_rate", Val::FloatVal(1.0))])];
+    store.online_write_batch(&table, &write).await.unwrap();
+    // Several concurrent reads leave several idle connections behind.
+    let keys = [key(1)];
+    let reads = (0..4).map(|_| store.online_read(&table, &keys, &f));
+    for got in futures::future::join_all(reads).await {
+        assert!(got.unwrap()[0].is_some());
+    }
+    server.kill();
+    server.spawn();
+    // The idle connections all went stale; the read is retried on a fresh one.
+    assert_eq!(
+        store.online_read(&table, &[key(1)], &f).await.unwrap(),
+        vec![None]
+    );
+}
+
+#[tokio::test]
+async fn authenticates_and_selects_the_configured_db() {
+    let port = free_port();
+    let Some(server) = PrivateRedis::start(
+        port,
+        &[
+            "--requirepass",
+            "s3cret",
+            "--user",
+            "reader",
+            "on",
+            ">pw",
+            "~*",
+            "+@all",
+        ],
+    ) else {
+        return;
+    };
+    let address = server.address();
+    let table = driver_view("auth", "stats");
+    let f = names(&["conv_rate"]);
+    for options in ["db=3,password=s3cret", "db=3,username=reader,password=pw"] {
+        let store = RedisOnlineStore::connect(&config(&format!("{address},{options}")), 3)
+            .await
+            .unwrap();
+        let x = if options.contains("reader") { 2.0 } else { 1.0 };
+        store
+            .online_write_batch(
+                &table,
+                &[row(
+                    key(1),
+                    ts(x as i64, 0),
+                    &[("conv_rate", Val::FloatVal(x))],
+                )],
+            )
+            .await
+            .unwrap();
+        let got = store.online_read(&table, &[key(1)], &f).await.unwrap();
+        assert_eq!(
+            got[0].as_ref().unwrap().values,
+            vec![Some(v(Val::FloatVal(x)))]
+        );
+    }
+    // The hash is in db 3, not in db 0.
+    let client = redis::Client::open(format!("redis://:s3cret@{address}/3")).unwrap();
+    let mut db3 = client.get_multiplexed_async_connection().await.unwrap();
+    let k = redis_key(&key(1), "auth");
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(&k)
+        .query_async(&mut db3)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let _: () = redis::cmd("SELECT")
+        .arg(0)
+        .query_async(&mut db3)
+        .await
+        .unwrap();
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(&k)
+        .query_async(&mut db3)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // A wrong password: unavailable, with Redis's reason.
+    let store = RedisOnlineStore::connect(&config(&format!("{address},password=nope")), 3)
+        .await
+        .unwrap();
+    match store.online_read(&table, &[key(1)], &f).await.unwrap_err() {
+        OnlineStoreError::Unavailable(m) => {
+            assert!(m.contains(&address) && m.contains("WRONGPASS"), "{m}")
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_reads_each_get_their_own_rows() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let store = std::sync::Arc::new(store);
+    let project = unique_project("concurrent");
+    let table = driver_view(&project, "stats");
+    let rows: Vec<WriteRow> = (0..200)
+        .map(|i| row(key(i), ts(1, 0), &[("conv_rate", Val::Int64Val(i))]))
+        .collect();
+    store.online_write_batch(&table, &rows).await.unwrap();
+    // More readers at once than the pool holds connections: some wait for one.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (store, table) = (store.clone(), table.clone());
+        tasks.spawn(async move {
+            let keys = [key(i), key(1000 + i)];
+            let got = store
+                .online_read(&table, &keys, &names(&["conv_rate", "acc_rate"]))
+                .await
+                .unwrap();
+            (i, got)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, got) = done.unwrap();
+        let first = got[0].as_ref().unwrap();
+        assert_eq!(first.values, vec![Some(v(Val::Int64Val(i))), None]);
+        assert_eq!(got[1], None);
+    }
+    store.teardown(&project, &[table]).await.unwrap();
+}
+
+#[tokio::test]
 async fn the_factory_opens_the_configured_store() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = |online: &str| {

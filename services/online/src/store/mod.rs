@@ -10,6 +10,7 @@
 mod murmur3;
 pub mod postgres;
 pub mod redis;
+mod resp;
 pub mod sqlite;
 
 use std::sync::Arc;

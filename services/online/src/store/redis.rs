@@ -52,7 +52,11 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 
 use super::murmur3::murmur3_x86_32;
+use super::resp::{self, RespConfig, RespError, RespPool};
 use super::{FeatureRow, OnlineStore, OnlineStoreError, ReadSpec, TableRef, WriteRow};
+
+/// Connections the serving reads hold at most at once (requests beyond wait for one).
+const READ_CONNECTIONS: usize = 64;
 
 /// Keys per `SCAN` step (its `COUNT` hint).
 const SCAN_COUNT: usize = 1000;
@@ -174,6 +178,8 @@ enum Conn {
 /// Feast's Redis online store. See the module documentation for the layout.
 pub struct RedisOnlineStore {
     conn: Conn,
+    /// The serving reads' own connections, on a single server without TLS (see `resp`).
+    reads: Option<RespPool>,
     /// `host:port[,...]`, for error messages.
     address: String,
     key_ttl_seconds: Option<i64>,
@@ -257,6 +263,7 @@ impl RedisOnlineStore {
             .join(",");
         let unavailable =
             |e: RedisError| OnlineStoreError::Unavailable(format!("Redis at {address}: {e}"));
+        let mut reads = None;
         let conn = match config.redis_type {
             RedisType::RedisSentinel => {
                 return Err(OnlineStoreError::Invalid(
@@ -281,6 +288,18 @@ impl RedisOnlineStore {
                     redis_info = redis_info.set_password(password);
                 }
                 let info = info.set_redis_settings(redis_info);
+                if !cs.ssl {
+                    reads = Some(RespPool::new(RespConfig {
+                        host: node.host.clone(),
+                        port: node.port.unwrap_or(6379),
+                        username: cs.username.clone(),
+                        password: cs.password.clone(),
+                        db: cs.db,
+                        connect_timeout: connection_timeout,
+                        response_timeout,
+                        max_open: READ_CONNECTIONS,
+                    }));
+                }
                 let client = redis::Client::open(info)
                     .map_err(|e| OnlineStoreError::Invalid(format!("Redis at {address}: {e}")))?;
                 // Reconnect quickly: a request arriving while the server is away fails at
@@ -330,6 +349,7 @@ impl RedisOnlineStore {
         };
         Ok(RedisOnlineStore {
             conn,
+            reads,
             address,
             key_ttl_seconds: config.key_ttl_seconds,
             skip_dedup: config.skip_dedup,
@@ -359,6 +379,25 @@ impl RedisOnlineStore {
         }
     }
 
+    /// An error reply of the server (as [`Self::error`] classifies the `redis` crate's).
+    fn error_reply(&self, text: &str) -> OnlineStoreError {
+        let msg = format!("Redis at {}: {text}", self.address);
+        if text.starts_with("WRONGTYPE") {
+            OnlineStoreError::Invalid(msg)
+        } else {
+            OnlineStoreError::Unavailable(msg)
+        }
+    }
+
+    /// A failed pipeline of the serving reads' own connections.
+    fn resp_error(&self, e: RespError) -> OnlineStoreError {
+        let msg = format!("Redis at {}: {e}", self.address);
+        match e {
+            RespError::Io(_) | RespError::Handshake(_) => OnlineStoreError::Unavailable(msg),
+            RespError::Protocol(_) => OnlineStoreError::Invalid(msg),
+        }
+    }
+
     /// The key [`Self::run`] routes a command by: the key itself on a cluster, nothing (no
     /// copy) on a single server, where every command goes down one pipeline.
     fn routing_key(&self, key: &[u8]) -> Vec<u8> {
@@ -381,9 +420,15 @@ impl RedisOnlineStore {
                 for (_, cmd) in cmds {
                     pipe.add_command(cmd);
                 }
-                pipe.query_async(&mut conn.clone())
-                    .await
-                    .map_err(|e| self.error(e))
+                let mut conn = conn.clone();
+                match pipe.query_async(&mut conn).await {
+                    // The connection broke while it sat idle (Redis restarted, say): the
+                    // manager reconnects, and every pipeline sent here may run twice (reads,
+                    // newer-wins writes, deletes), so it is sent once more.
+                    Err(e) if e.is_connection_dropped() => pipe.query_async(&mut conn).await,
+                    done => done,
+                }
+                .map_err(|e| self.error(e))
             }
             Conn::Cluster(conn) => {
                 let n = cmds.len();
@@ -595,50 +640,21 @@ fn parse_cluster_primaries(text: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
-/// One field of an `HMGET` reply: its bytes, or `None` when the hash lacks it.
-trait ReplyField {
-    fn bytes(&self) -> Result<Option<&[u8]>, OnlineStoreError>;
-}
-
-impl ReplyField for Option<Vec<u8>> {
-    fn bytes(&self) -> Result<Option<&[u8]>, OnlineStoreError> {
-        Ok(self.as_deref())
-    }
-}
-
-impl ReplyField for redis::Value {
-    fn bytes(&self) -> Result<Option<&[u8]>, OnlineStoreError> {
-        match self {
-            redis::Value::Nil => Ok(None),
-            redis::Value::BulkString(b) => Ok(Some(b)),
-            other => Err(OnlineStoreError::Invalid(format!(
-                "Redis: unexpected HMGET reply field: {other:?}"
-            ))),
-        }
-    }
-}
-
 /// One view's part of an `HMGET key f1 ... fn _ts:view` reply: its features' fields
 /// (`features.len()` values), then its `_ts:` field.
-fn decode_fields<F: ReplyField>(
+fn decode_fields(
     view: &str,
     features: &[String],
-    reply: &[F],
+    reply: &[Option<&[u8]>],
 ) -> Result<Option<FeatureRow>, OnlineStoreError> {
     let Some((ts, fields)) = reply.split_last() else {
         return Err(OnlineStoreError::Invalid(format!(
             "Redis: empty HMGET reply for {view:?}"
         )));
     };
-    let ts = ts.bytes()?;
-    if ts.is_none() {
-        let mut any = false;
-        for f in fields {
-            any |= f.bytes()?.is_some();
-        }
-        if !any {
-            return Ok(None);
-        }
+    let ts = *ts;
+    if ts.is_none() && fields.iter().all(Option::is_none) {
+        return Ok(None);
     }
     let event_ts = match ts {
         None => Timestamp::default(),
@@ -650,9 +666,9 @@ fn decode_fields<F: ReplyField>(
     };
     let mut values = Vec::with_capacity(features.len());
     for (feature, field) in features.iter().zip(fields) {
-        values.push(match field.bytes()? {
+        values.push(match field {
             None => None,
-            Some(bytes) => Some(Value::decode(bytes).map_err(|e| {
+            Some(bytes) => Some(Value::decode(*bytes).map_err(|e| {
                 OnlineStoreError::Invalid(format!(
                     "Redis field of {view}:{feature} is not a feast.types.Value: {e}"
                 ))
@@ -768,6 +784,81 @@ impl OnlineStore for RedisOnlineStore {
             locate.push(rows);
         }
         let expected: Vec<usize> = keys.iter().map(|k| k.fields).collect();
+        // Every reply's fields, flat (`fields[starts[key] + offset]`), decoded into rows.
+        let decode_all = |fields: &[Option<&[u8]>], starts: &[usize]| {
+            let mut out = Vec::with_capacity(reads.len());
+            for ((r, rows), (view_fields, _)) in reads.iter().zip(&locate).zip(&view_fields) {
+                let n = view_fields.len() + 1;
+                let mut decoded = Vec::with_capacity(rows.len());
+                for &(ki, offset) in rows {
+                    let at = starts[ki] + offset;
+                    decoded.push(decode_fields(
+                        &r.table.view,
+                        r.features,
+                        &fields[at..at + n],
+                    )?);
+                }
+                out.push(decoded);
+            }
+            Ok(out)
+        };
+        let wrong_count = |got: usize, want: usize| {
+            OnlineStoreError::Invalid(format!(
+                "Redis: HMGET returned {got} fields, expected {want}"
+            ))
+        };
+        let mut fields: Vec<Option<&[u8]>> = Vec::with_capacity(expected.iter().sum());
+        let mut starts = Vec::with_capacity(keys.len());
+
+        if let Some(pool) = &self.reads {
+            // The pipeline as RESP bytes: each view's field arguments are encoded once.
+            let view_args: Vec<Vec<u8>> = view_fields
+                .iter()
+                .map(|(fields, ts)| {
+                    let mut args = Vec::with_capacity(fields.len() * 10 + ts.len() + 8);
+                    for field in fields {
+                        resp::push_bulk(&mut args, field);
+                    }
+                    resp::push_bulk(&mut args, ts);
+                    args
+                })
+                .collect();
+            let mut request = Vec::with_capacity(keys.len() * 64);
+            for (k, &n) in keys.iter().zip(&expected) {
+                resp::push_command_header(&mut request, n + 2);
+                resp::push_bulk(&mut request, b"HMGET");
+                resp::push_bulk_header(&mut request, k.entity_key.len() + k.project.len());
+                request.extend_from_slice(k.entity_key);
+                request.extend_from_slice(k.project.as_bytes());
+                request.extend_from_slice(b"\r\n");
+                for &(ri, _) in &k.parts {
+                    request.extend_from_slice(&view_args[ri]);
+                }
+            }
+            let replies = pool
+                .query(&request, keys.len())
+                .await
+                .map_err(|e| self.resp_error(e))?;
+            for (reply, &want) in replies.replies().iter().zip(&expected) {
+                match *reply {
+                    resp::Reply::Array { first, len } if len == want => {
+                        starts.push(fields.len());
+                        fields.extend(replies.elements(first, len));
+                    }
+                    resp::Reply::Array { len, .. } => return Err(wrong_count(len, want)),
+                    resp::Reply::Error(text) => {
+                        return Err(self.error_reply(&replies.error_text(text)));
+                    }
+                    ref other => {
+                        return Err(OnlineStoreError::Invalid(format!(
+                            "Redis: unexpected HMGET reply: {other:?}"
+                        )));
+                    }
+                }
+            }
+            return decode_all(&fields, &starts);
+        }
+
         let mut redis_key = Vec::new();
         let cmds = keys
             .iter()
@@ -793,38 +884,29 @@ impl OnlineStore for RedisOnlineStore {
                 "Redis: the pipeline returned fewer replies than commands".into(),
             ));
         }
-        let mut fields_of: Vec<Vec<redis::Value>> = Vec::with_capacity(replies.len());
-        for (reply, want) in replies.into_iter().zip(expected) {
-            let fields = match reply {
-                redis::Value::Array(fields) => fields,
-                other => {
-                    return Err(OnlineStoreError::Invalid(format!(
-                        "Redis: unexpected HMGET reply: {other:?}"
-                    )));
-                }
-            };
-            if fields.len() != want {
+        for (reply, &want) in replies.iter().zip(&expected) {
+            let redis::Value::Array(values) = reply else {
                 return Err(OnlineStoreError::Invalid(format!(
-                    "Redis: HMGET returned {} fields, expected {want}",
-                    fields.len()
+                    "Redis: unexpected HMGET reply: {reply:?}"
                 )));
+            };
+            if values.len() != want {
+                return Err(wrong_count(values.len(), want));
             }
-            fields_of.push(fields);
-        }
-        let mut out = Vec::with_capacity(reads.len());
-        for ((r, rows), (fields, _)) in reads.iter().zip(locate).zip(&view_fields) {
-            let n = fields.len() + 1;
-            let mut decoded = Vec::with_capacity(rows.len());
-            for (ki, offset) in rows {
-                decoded.push(decode_fields(
-                    &r.table.view,
-                    r.features,
-                    &fields_of[ki][offset..offset + n],
-                )?);
+            starts.push(fields.len());
+            for value in values {
+                fields.push(match value {
+                    redis::Value::Nil => None,
+                    redis::Value::BulkString(bytes) => Some(bytes),
+                    other => {
+                        return Err(OnlineStoreError::Invalid(format!(
+                            "Redis: unexpected HMGET reply field: {other:?}"
+                        )));
+                    }
+                });
             }
-            out.push(decoded);
         }
-        Ok(out)
+        decode_all(&fields, &starts)
     }
 
     /// Feast's write: the dedup read (unless `skip_dedup`), then one pipeline of `HSET`
@@ -1076,15 +1158,16 @@ e5 [::1]:7005@17005 master - 0 1 5 connected 10923-16383
             seconds: 10,
             nanos: 5,
         };
+        let decode = |v: &[Option<Vec<u8>>]| {
+            let fields: Vec<Option<&[u8]>> = v.iter().map(|f| f.as_deref()).collect();
+            decode_fields("v", &features, &fields)
+        };
         // Nothing at all: not found.
-        assert_eq!(
-            decode_fields::<Option<Vec<u8>>>("v", &features, &[None, None, None]).unwrap(),
-            None
-        );
+        assert_eq!(decode(&[None, None, None]).unwrap(), None);
         // The timestamp and one feature.
         let some = [Some(v.encode_to_vec()), None, Some(ts.encode_to_vec())];
         assert_eq!(
-            decode_fields("v", &features, &some).unwrap(),
+            decode(&some).unwrap(),
             Some(FeatureRow {
                 event_ts: ts,
                 values: vec![Some(v.clone()), None]
@@ -1093,20 +1176,11 @@ e5 [::1]:7005@17005 master - 0 1 5 connected 10923-16383
         // A feature without the view's timestamp: found, at the epoch.
         let no_ts = [None, Some(v.encode_to_vec()), None];
         assert_eq!(
-            decode_fields("v", &features, &no_ts)
-                .unwrap()
-                .unwrap()
-                .event_ts,
+            decode(&no_ts).unwrap().unwrap().event_ts,
             Timestamp::default()
         );
         let bad_ts = [None, None, Some(vec![0xff])];
-        assert!(matches!(
-            decode_fields("v", &features, &bad_ts),
-            Err(OnlineStoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            decode_fields::<Option<Vec<u8>>>("v", &features, &[]),
-            Err(OnlineStoreError::Invalid(_))
-        ));
+        assert!(matches!(decode(&bad_ts), Err(OnlineStoreError::Invalid(_))));
+        assert!(matches!(decode(&[]), Err(OnlineStoreError::Invalid(_))));
     }
 }
