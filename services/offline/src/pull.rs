@@ -29,7 +29,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, TableType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream, execute_stream_partitioned};
 use datafusion::prelude::{Expr, cast as cast_expr, ident, lit};
 use feast_core::model::{DUMMY_ENTITY_ID, DUMMY_ENTITY_VAL};
 use futures::{StreamExt, TryStreamExt};
@@ -208,6 +208,60 @@ impl LatestPerKey {
         Ok(DataFrame::new(state, plan))
     }
 
+    /// `input` projected onto the key and time columns, and where they are in it.
+    fn narrowed(&self, input: &LogicalPlan) -> DfResult<(LogicalPlan, LatestPerKey)> {
+        let columns = input.schema().columns();
+        let mut kept: Vec<usize> = Vec::new();
+        let mut position = |i: usize| match kept.iter().position(|&k| k == i) {
+            Some(p) => p,
+            None => {
+                kept.push(i);
+                kept.len() - 1
+            }
+        };
+        let narrowed = LatestPerKey {
+            keys: self.keys.iter().map(|&i| position(i)).collect(),
+            ts: position(self.ts),
+            created: self.created.map(&mut position),
+        };
+        let exprs: Vec<Expr> = kept
+            .iter()
+            .map(|&i| Expr::Column(columns[i].clone()))
+            .collect();
+        let plan = LogicalPlanBuilder::from(input.clone())
+            .project(exprs)?
+            .build()?;
+        Ok((plan, narrowed))
+    }
+
+    /// Each key's [`Newest`] pair in `rows`.
+    async fn newest_per_key(
+        &self,
+        mut rows: SendableRecordBatchStream,
+        converter: &RowConverter,
+    ) -> DfResult<NewestMap> {
+        let mut newest: NewestMap = HashMap::with_hasher(QualityRandomState::default());
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            let keys = self.key_rows(converter, &batch)?;
+            let (ts, created) = self.newest(&batch)?;
+            for row in 0..batch.num_rows() {
+                let pair = (at(&ts, row), created.as_ref().and_then(|c| at(c, row)));
+                match newest.get_mut(keys.row(row).as_ref()) {
+                    Some((best, _)) => {
+                        if pair > *best {
+                            *best = pair;
+                        }
+                    }
+                    None => {
+                        newest.insert(keys.row(row).as_ref().into(), (pair, false));
+                    }
+                }
+            }
+        }
+        Ok(newest)
+    }
+
     fn newest(&self, batch: &RecordBatch) -> DfResult<(Int64Array, Option<Int64Array>)> {
         let as_i64 = |i: usize| -> DfResult<Int64Array> {
             Ok(cast(batch.column(i), &DataType::Int64)?
@@ -254,12 +308,15 @@ impl TableProvider for LatestTable {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         // One physical plan per pass: an executed plan is not always executable again
-        // (a repartition hands out its partitions once).
-        let first = state.create_physical_plan(&self.input).await?;
+        // (a repartition hands out its partitions once). The first pass reads only the
+        // key and time columns, so a columnar source decodes no feature column twice.
+        let (narrow, first_latest) = self.latest.narrowed(&self.input)?;
+        let first = state.create_physical_plan(&narrow).await?;
         let second = state.create_physical_plan(&self.input).await?;
         let stream = Arc::new(LatestStream {
             passes: Mutex::new(Some((first, second))),
             schema: self.schema.clone(),
+            first_latest,
             latest: self.latest.clone(),
         });
         Ok(Arc::new(StreamingTableExec::try_new(
@@ -282,6 +339,9 @@ struct LatestStream {
     /// The plans of the two passes, taken by the one execution.
     passes: Mutex<Option<Passes>>,
     schema: SchemaRef,
+    /// The columns in the first pass's rows.
+    first_latest: LatestPerKey,
+    /// The columns in the second pass's rows (all of them).
     latest: LatestPerKey,
 }
 
@@ -300,6 +360,7 @@ impl PartitionStream for LatestStream {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         let (schema, latest) = (self.schema.clone(), self.latest.clone());
+        let first_latest = self.first_latest.clone();
         let sort_fields: Vec<SortField> = latest
             .keys
             .iter()
@@ -310,26 +371,29 @@ impl PartitionStream for LatestStream {
             let (first, second) = passes.ok_or_else(|| {
                 DataFusionError::Internal("the latest-row pull executes once".into())
             })?;
-            let converter = RowConverter::new(sort_fields)?;
-            // Pass 1: each key's newest pair.
-            let mut newest: NewestMap = HashMap::with_hasher(QualityRandomState::default());
-            let mut first = execute_stream(first, ctx.clone())?;
-            while let Some(batch) = first.next().await {
-                let batch = batch?;
-                let keys = latest.key_rows(&converter, &batch)?;
-                let (ts, created) = latest.newest(&batch)?;
-                for row in 0..batch.num_rows() {
-                    let pair = (at(&ts, row), created.as_ref().and_then(|c| at(c, row)));
-                    match newest.get_mut(keys.row(row).as_ref()) {
-                        Some((best, _)) => {
-                            if pair > *best {
-                                *best = pair;
-                            }
-                        }
-                        None => {
-                            newest.insert(keys.row(row).as_ref().into(), (pair, false));
-                        }
-                    }
+            let converter = Arc::new(RowConverter::new(sort_fields)?);
+            // Pass 1: each key's newest pair, one map per partition on its own task, then
+            // merged (the maxima do not depend on the order).
+            let mut tasks = tokio::task::JoinSet::new();
+            for partition in execute_stream_partitioned(first, ctx.clone())? {
+                let (latest, converter) = (first_latest.clone(), converter.clone());
+                tasks.spawn(async move { latest.newest_per_key(partition, &converter).await });
+            }
+            let mut maps = Vec::with_capacity(tasks.len());
+            while let Some(map) = tasks.join_next().await {
+                maps.push(map.map_err(|e| {
+                    DataFusionError::Execution(format!("latest-row pull task: {e}"))
+                })??);
+            }
+            maps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            let mut maps = maps.into_iter();
+            let mut newest = maps.next().unwrap_or_default();
+            for map in maps {
+                for (key, (pair, _)) in map {
+                    newest
+                        .entry(key)
+                        .and_modify(|(best, _)| *best = (*best).max(pair))
+                        .or_insert((pair, false));
                 }
             }
             // Pass 2: the first row of each key at its newest pair.
@@ -405,6 +469,41 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    /// The first pass reads only the key and time columns, each once.
+    #[test]
+    fn the_first_pass_reads_keys_and_times_only() {
+        let schema = batch(&[]).schema();
+        let ctx = SessionContext::new();
+        let df = ctx
+            .read_table(Arc::new(MemTable::try_new(schema, vec![vec![]]).unwrap()))
+            .unwrap();
+        let input = df.logical_plan().clone();
+        let names = |plan: &LogicalPlan| -> Vec<String> {
+            plan.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        };
+        let latest = LatestPerKey {
+            keys: vec![0],
+            ts: 2,
+            created: Some(3),
+        };
+        let (plan, first) = latest.narrowed(&input).unwrap();
+        assert_eq!(names(&plan), ["id", "ts", "created"]);
+        assert_eq!((first.keys, first.ts, first.created), (vec![0], 1, Some(2)));
+        // The same column in two roles is read once.
+        let same = LatestPerKey {
+            keys: vec![0],
+            ts: 2,
+            created: Some(2),
+        };
+        let (plan, first) = same.narrowed(&input).unwrap();
+        assert_eq!(names(&plan), ["id", "ts"]);
+        assert_eq!((first.ts, first.created), (1, Some(1)));
     }
 
     /// The latest row per key when a key's rows are spread over batches and partitions:
