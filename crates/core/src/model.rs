@@ -423,6 +423,25 @@ pub fn check_feature_name_collisions<'a>(
     refs: impl IntoIterator<Item = (&'a str, &'a str)>,
     full: bool,
 ) -> Result<(), crate::error::FeastError> {
+    let refs: Vec<(&str, &str)> = refs.into_iter().collect();
+    // The common case, no collision, checked without building a name per feature (this runs
+    // on every online request): `view__feature` names can only collide on equal lengths and
+    // equal features' suffixes, so sorting by the names' bytes is done on borrowed parts.
+    let mut names: Vec<(&str, &str)> = refs
+        .iter()
+        .map(|&(view, feature)| if full { (view, feature) } else { ("", feature) })
+        .collect();
+    let name_bytes = |&(view, feature): &(&'a str, &'a str)| {
+        let sep: &[u8] = if full { b"__" } else { b"" };
+        view.as_bytes().iter().chain(sep).chain(feature.as_bytes())
+    };
+    names.sort_unstable_by(|a, b| name_bytes(a).cmp(name_bytes(b)));
+    if names
+        .windows(2)
+        .all(|w| name_bytes(&w[0]).ne(name_bytes(&w[1])))
+    {
+        return Ok(());
+    }
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut collided: Vec<String> = Vec::new();
     for (view, feature) in refs {
@@ -527,6 +546,23 @@ pub fn stream_view_as_feature_view(sfv: &core::StreamFeatureView) -> core::Featu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feature_name_collisions() {
+        let check = |refs: &[(&str, &str)], full: bool| {
+            check_feature_name_collisions(refs.iter().copied(), full)
+                .err()
+                .map(|e| e.message)
+        };
+        assert_eq!(check(&[], false), None);
+        assert_eq!(check(&[("a", "x"), ("b", "y"), ("a", "y")], true), None);
+        let short = check(&[("a", "x"), ("b", "y"), ("a", "y"), ("c", "x")], false).unwrap();
+        assert!(short.contains("named y, x found"), "{short}");
+        // Full names collide however the `__` splits them.
+        let full = check(&[("a__b", "c"), ("v", "f"), ("a", "b__c")], true).unwrap();
+        assert!(full.contains("named a__b__c found"), "{full}");
+        assert_eq!(check(&[("a_", "_b"), ("a", "b")], true), None);
+    }
 
     #[test]
     fn feature_view_accessors() {

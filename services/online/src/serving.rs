@@ -220,6 +220,9 @@ impl OnlineResponse {
     /// `serde_json` ([`feast_core::value::ValueJson`]).
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.extend_from_slice(b"{\"results\":[");
+        // As `TimestampsJson`: the previous text is reused while the timestamp repeats, also
+        // from one column to the next (one entity's features share their view's timestamp).
+        let mut last: Option<(&Timestamp, String)> = None;
         for (i, c) in self.columns.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -239,8 +242,6 @@ impl OnlineResponse {
                 push_plain_str(out, st.as_str_name());
             }
             out.extend_from_slice(b"],\"event_timestamps\":[");
-            // As `TimestampsJson`: the previous text is reused while the timestamp repeats.
-            let mut last: Option<(&Timestamp, String)> = None;
             for (j, t) in c.timestamps.iter().enumerate() {
                 if j > 0 {
                     out.push(b',');
@@ -714,31 +715,56 @@ pub fn format_timestamp(ts: &Timestamp) -> String {
         return EPOCH.to_string();
     };
     use chrono::{Datelike, Timelike};
-    // Formatted by hand: chrono's `format` parses the pattern on every call, and a response
-    // carries one timestamp per value.
-    let base = if (0..=9999).contains(&dt.year()) {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            dt.year(),
-            dt.month(),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second()
-        )
-    } else {
-        dt.format("%Y-%m-%dT%H:%M:%S").to_string()
-    };
-    let n = ts.nanos;
-    if n == 0 {
-        format!("{base}Z")
-    } else if n % 1_000_000 == 0 {
-        format!("{base}.{:03}Z", n / 1_000_000)
-    } else if n % 1_000 == 0 {
-        format!("{base}.{:06}Z", n / 1_000)
-    } else {
-        format!("{base}.{n:09}Z")
+    let year = dt.year();
+    if !(0..=9999).contains(&year) {
+        let base = dt.format("%Y-%m-%dT%H:%M:%S");
+        let n = ts.nanos;
+        return if n == 0 {
+            format!("{base}Z")
+        } else if n % 1_000_000 == 0 {
+            format!("{base}.{:03}Z", n / 1_000_000)
+        } else if n % 1_000 == 0 {
+            format!("{base}.{:06}Z", n / 1_000)
+        } else {
+            format!("{base}.{n:09}Z")
+        };
     }
+    // Written digit by digit: a response carries one timestamp per value, and `format!`
+    // machinery cost more than the rest of a one-entity request's JSON.
+    fn digits(out: &mut [u8], mut v: u32) {
+        for slot in out.iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    let mut text = [0u8; 30];
+    digits(&mut text[0..4], year as u32);
+    text[4] = b'-';
+    digits(&mut text[5..7], dt.month());
+    text[7] = b'-';
+    digits(&mut text[8..10], dt.day());
+    text[10] = b'T';
+    digits(&mut text[11..13], dt.hour());
+    text[13] = b':';
+    digits(&mut text[14..16], dt.minute());
+    text[16] = b':';
+    digits(&mut text[17..19], dt.second());
+    let mut len = 19;
+    let n = ts.nanos as u32;
+    if n != 0 {
+        let (value, width) = if n.is_multiple_of(1_000_000) {
+            (n / 1_000_000, 3)
+        } else if n.is_multiple_of(1_000) {
+            (n / 1_000, 6)
+        } else {
+            (n, 9)
+        };
+        text[19] = b'.';
+        digits(&mut text[20..20 + width], value);
+        len = 20 + width;
+    }
+    text[len] = b'Z';
+    String::from_utf8_lossy(&text[..=len]).into_owned()
 }
 
 fn now_timestamp() -> Timestamp {
@@ -1334,5 +1360,23 @@ mod tests {
         assert_eq!(t(-1, 0), "1969-12-31T23:59:59Z");
         assert_eq!(t(253402300800, 0), "+10000-01-01T00:00:00Z");
         assert_eq!(t(-62135596800, 0), "0001-01-01T00:00:00Z");
+        // Years 0 to 9999, written by hand, as chrono writes them.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let seconds = -62_167_219_200 + (x >> 20) as i64 % 315_537_897_600;
+            let nanos = match i % 4 {
+                0 => 0,
+                1 => (x % 1000) as i32 * 1_000_000,
+                2 => (x % 1_000_000) as i32 * 1_000,
+                _ => (x % 1_000_000_000) as i32,
+            };
+            let expected = chrono::DateTime::from_timestamp(seconds, nanos as u32)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            assert_eq!(t(seconds, nanos), expected, "{seconds} {nanos}");
+        }
     }
 }

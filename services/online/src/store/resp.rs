@@ -119,11 +119,32 @@ fn protocol(what: &str, bytes: &[u8]) -> RespError {
     RespError::Protocol(format!("{what}: {shown:?}"))
 }
 
-fn integer(digits: &[u8]) -> Result<i64, RespError> {
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| protocol("not an integer", digits))
+/// The integer line (`[-]digits\r\n`) at `pos` and the position after it; `None` when it
+/// has not all arrived. Parsed in place: it heads every field of a reply.
+fn int_line(buf: &[u8], pos: usize) -> Result<Option<(i64, usize)>, RespError> {
+    let rest = &buf[pos.min(buf.len())..];
+    let negative = rest.first() == Some(&b'-');
+    let mut i = usize::from(negative);
+    let mut n: i64 = 0;
+    loop {
+        match rest.get(i) {
+            None => return Ok(None),
+            Some(&d) if d.is_ascii_digit() => {
+                n = n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(i64::from(d - b'0')))
+                    .ok_or_else(|| protocol("integer out of range", rest))?;
+                i += 1;
+            }
+            Some(b'\r') if i > usize::from(negative) => break,
+            Some(_) => return Err(protocol("not an integer", rest)),
+        }
+    }
+    match rest.get(i + 1) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some((if negative { -n } else { n }, pos + i + 2))),
+        Some(_) => Err(protocol("line not ended by CRLF", rest)),
+    }
 }
 
 fn span(start: usize, end: usize) -> Result<Span, RespError> {
@@ -169,34 +190,50 @@ fn parse_reply(
     pos: usize,
     items: &mut Vec<Option<Span>>,
 ) -> Result<Option<(Reply, usize)>, RespError> {
-    let Some((header, next)) = line(buf, pos)? else {
+    let Some(&kind) = buf.get(pos) else {
         return Ok(None);
     };
-    let Some((&kind, rest)) = header.split_first() else {
-        return Err(RespError::Protocol("empty reply line".into()));
-    };
     let reply = match kind {
-        b'+' => (Reply::Status, next),
-        b'-' => (Reply::Error(span(pos + 1, pos + header.len())?), next),
-        b':' => (Reply::Integer(integer(rest)?), next),
-        b'$' => match bulk(buf, next, integer(rest)?)? {
-            Some((s, after)) => (Reply::Bulk(s), after),
+        b'+' | b'-' => {
+            let Some((text, next)) = line(buf, pos + 1)? else {
+                return Ok(None);
+            };
+            if kind == b'+' {
+                (Reply::Status, next)
+            } else {
+                (Reply::Error(span(pos + 1, pos + 1 + text.len())?), next)
+            }
+        }
+        b':' => match int_line(buf, pos + 1)? {
+            Some((n, next)) => (Reply::Integer(n), next),
+            None => return Ok(None),
+        },
+        b'$' => match int_line(buf, pos + 1)? {
+            Some((len, next)) => match bulk(buf, next, len)? {
+                Some((s, after)) => (Reply::Bulk(s), after),
+                None => return Ok(None),
+            },
             None => return Ok(None),
         },
         b'*' => {
-            let len = integer(rest)?;
+            let Some((len, next)) = int_line(buf, pos + 1)? else {
+                return Ok(None);
+            };
             if len < 0 {
                 return Ok(Some((Reply::NilArray, next)));
             }
             let first = items.len();
             let mut at = next;
             for _ in 0..len {
-                let element = match line(buf, at)? {
+                let element = match buf.get(at) {
                     None => None,
-                    Some((h, _)) if h.first() != Some(&b'$') => {
-                        return Err(protocol("array element is not a bulk string", h));
+                    Some(b'$') => match int_line(buf, at + 1)? {
+                        Some((n, after)) => bulk(buf, after, n)?,
+                        None => None,
+                    },
+                    Some(_) => {
+                        return Err(protocol("array element is not a bulk string", &buf[at..]));
                     }
-                    Some((h, after)) => bulk(buf, after, integer(&h[1..])?)?,
                 };
                 let Some((s, after)) = element else {
                     items.truncate(first);
@@ -213,7 +250,7 @@ fn parse_reply(
                 at,
             )
         }
-        _ => return Err(protocol("unknown reply type", header)),
+        _ => return Err(protocol("unknown reply type", &buf[pos..])),
     };
     Ok(Some(reply))
 }
@@ -473,7 +510,10 @@ impl RespPool {
 mod tests {
     use super::*;
 
-    fn parse_all(buf: &[u8]) -> Result<Option<(Vec<Reply>, Vec<Option<Span>>)>, RespError> {
+    /// Every reply of `buf` and the array items, `None` when the last is incomplete.
+    type Parsed = Option<(Vec<Reply>, Vec<Option<Span>>)>;
+
+    fn parse_all(buf: &[u8]) -> Result<Parsed, RespError> {
         let mut items = Vec::new();
         let mut replies = Vec::new();
         let mut pos = 0;
