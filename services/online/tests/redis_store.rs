@@ -757,6 +757,14 @@ async fn an_unreachable_server_is_unavailable_and_named() {
         .await
         .unwrap();
     let table = driver_view("p", "stats");
+    // Reading no entities needs no connection.
+    assert_eq!(
+        store
+            .online_read(&table, &[], &names(&["conv_rate"]))
+            .await
+            .unwrap(),
+        vec![]
+    );
     let err = store
         .online_read(&table, &[key(1)], &names(&["conv_rate"]))
         .await

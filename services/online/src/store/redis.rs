@@ -34,9 +34,11 @@
 //! `socket_connect_timeout` (seconds); others are ignored.
 //!
 //! Connections recover by themselves: a single server is reached through a
-//! [`ConnectionManager`], which reconnects when a command fails on a broken connection (the
-//! failing command reports [`OnlineStoreError::Unavailable`]); the cluster client reconnects
-//! to its nodes and refreshes its slot map likewise. In a cluster a pipeline must stay
+//! [`ConnectionManager`], which reconnects when a command fails on a broken connection (a
+//! pipeline that failed because the connection had dropped is sent once more; all of them
+//! may run twice); the cluster client reconnects to its nodes and refreshes its slot map
+//! likewise. The serving reads of a single server without TLS go over the store's own
+//! pooled connections instead (`resp`), which skip the `redis` crate's reply tree. In a cluster a pipeline must stay
 //! within one hash slot, so commands are grouped per slot into pipelines sent concurrently.
 
 use std::collections::HashMap;
@@ -809,6 +811,9 @@ impl OnlineStore for RedisOnlineStore {
         };
         let mut fields: Vec<Option<&[u8]>> = Vec::with_capacity(expected.iter().sum());
         let mut starts = Vec::with_capacity(keys.len());
+        if keys.is_empty() {
+            return decode_all(&fields, &starts);
+        }
 
         if let Some(pool) = &self.reads {
             // The pipeline as RESP bytes: each view's field arguments are encoded once.
