@@ -159,6 +159,16 @@ impl PrivateRedis {
     }
 }
 
+/// A private server on a free port and a store on it (None when there is no
+/// `redis-server`, outside CI).
+async fn private_store() -> Option<(PrivateRedis, RedisOnlineStore)> {
+    let server = PrivateRedis::start(free_port(), &[])?;
+    let store = RedisOnlineStore::connect(&config(&server.address()), 3)
+        .await
+        .unwrap();
+    Some((server, store))
+}
+
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
@@ -787,13 +797,9 @@ async fn an_unreachable_server_is_unavailable_and_named() {
 
 #[tokio::test]
 async fn reconnects_by_itself_when_redis_comes_back() {
-    let port = free_port();
-    let Some(mut server) = PrivateRedis::start(port, &[]) else {
+    let Some((mut server, store)) = private_store().await else {
         return;
     };
-    let store = RedisOnlineStore::connect(&config(&server.address()), 3)
-        .await
-        .unwrap();
     let table = driver_view("outage", "stats");
     let f = names(&["conv_rate"]);
     let write = |x: f32| [row(key(1), ts(1, 0), &[("conv_rate", Val::FloatVal(x))])];
@@ -838,13 +844,9 @@ async fn reconnects_by_itself_when_redis_comes_back() {
 
 #[tokio::test]
 async fn a_restart_between_requests_does_not_fail_the_next_read() {
-    let port = free_port();
-    let Some(mut server) = PrivateRedis::start(port, &[]) else {
+    let Some((mut server, store)) = private_store().await else {
         return;
     };
-    let store = RedisOnlineStore::connect(&config(&server.address()), 3)
-        .await
-        .unwrap();
     let table = driver_view("restart", "stats");
     let f = names(&["conv_rate"]);
     let write = [row(key(1), ts(1, 0), &[("conv_rate", Val::FloatVal(1.0))])];
