@@ -61,7 +61,8 @@ fn config(connection_string: &str) -> RedisOnlineStoreConfig {
     }
 }
 
-/// A raw client on the same server, to look at what the store wrote.
+/// A raw client on the same server, to look at what the store wrote (`address` is what
+/// follows `redis://`: `host:port`, or with credentials and a db).
 async fn raw(address: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(format!("redis://{address}"))
         .unwrap()
@@ -909,27 +910,10 @@ async fn authenticates_and_selects_the_configured_db() {
             vec![Some(v(Val::FloatVal(x)))]
         );
     }
-    // The hash is in db 3, not in db 0.
-    let client = redis::Client::open(format!("redis://:s3cret@{address}/3")).unwrap();
-    let mut db3 = client.get_multiplexed_async_connection().await.unwrap();
+    // The hash is in db 3, not in db 0 (`exists` takes the URL's authority and path).
     let k = redis_key(&key(1), "auth");
-    let n: i64 = redis::cmd("EXISTS")
-        .arg(&k)
-        .query_async(&mut db3)
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
-    let _: () = redis::cmd("SELECT")
-        .arg(0)
-        .query_async(&mut db3)
-        .await
-        .unwrap();
-    let n: i64 = redis::cmd("EXISTS")
-        .arg(&k)
-        .query_async(&mut db3)
-        .await
-        .unwrap();
-    assert_eq!(n, 0);
+    assert!(exists(&format!(":s3cret@{address}/3"), &k).await);
+    assert!(!exists(&format!(":s3cret@{address}/0"), &k).await);
 
     // A wrong password: unavailable, with Redis's reason.
     let store = RedisOnlineStore::connect(&config(&format!("{address},password=nope")), 3)

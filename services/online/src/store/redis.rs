@@ -395,7 +395,9 @@ impl RedisOnlineStore {
     fn resp_error(&self, e: RespError) -> OnlineStoreError {
         let msg = format!("Redis at {}: {e}", self.address);
         match e {
-            RespError::Io(_) | RespError::Handshake(_) => OnlineStoreError::Unavailable(msg),
+            RespError::Io(_) | RespError::Timeout(_) | RespError::Handshake(_) => {
+                OnlineStoreError::Unavailable(msg)
+            }
             RespError::Protocol(_) => OnlineStoreError::Invalid(msg),
         }
     }

@@ -27,9 +27,12 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 /// Why a pipeline did not get its replies.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RespError {
-    /// Connecting, writing or reading failed or timed out: the server may come back.
+    /// Connecting, writing or reading failed: the server may come back.
     #[error("{0}")]
     Io(String),
+    /// Connecting or a pipeline's replies took longer than configured.
+    #[error("{0}")]
+    Timeout(String),
     /// The server answered the connection handshake (`AUTH`, `SELECT`) with an error.
     #[error("{0}")]
     Handshake(String),
@@ -62,6 +65,13 @@ pub enum Reply {
 pub struct Span {
     start: u32,
     end: u32,
+}
+
+impl Span {
+    /// The bytes of `buf` this span covers.
+    fn of(self, buf: &[u8]) -> &[u8] {
+        &buf[self.start as usize..self.end as usize]
+    }
 }
 
 /// Appends `*n\r\n`, the header of a command of `n` arguments.
@@ -367,7 +377,7 @@ impl Replies<'_> {
 
     /// The bytes of `span`.
     pub fn bytes(&self, span: Span) -> &[u8] {
-        &self.conn().buf[span.start as usize..span.end as usize]
+        span.of(&self.conn().buf)
     }
 
     /// The elements of an [`Reply::Array`]: each bulk string's bytes, `None` for nil.
@@ -375,7 +385,7 @@ impl Replies<'_> {
         let conn = self.conn();
         conn.items[first..first + len]
             .iter()
-            .map(move |s| s.map(|s| &conn.buf[s.start as usize..s.end as usize]))
+            .map(move |s| s.map(|s| s.of(&conn.buf)))
     }
 
     /// The text of an error reply.
@@ -431,7 +441,7 @@ impl RespPool {
         )
         .await
         .map_err(|_| {
-            RespError::Io(format!(
+            RespError::Timeout(format!(
                 "connecting timed out after {:?}",
                 c.connect_timeout
             ))
@@ -449,7 +459,7 @@ impl RespPool {
             self.timed(conn.exchange(handshake, *n)).await?;
             for reply in &conn.replies {
                 if let Reply::Error(s) = reply {
-                    let text = String::from_utf8_lossy(&conn.buf[s.start as usize..s.end as usize]);
+                    let text = String::from_utf8_lossy(s.of(&conn.buf));
                     return Err(RespError::Handshake(text.into_owned()));
                 }
             }
@@ -464,7 +474,7 @@ impl RespPool {
         tokio::time::timeout(self.config.response_timeout, exchange)
             .await
             .map_err(|_| {
-                RespError::Io(format!(
+                RespError::Timeout(format!(
                     "no reply within {:?}",
                     self.config.response_timeout
                 ))
@@ -490,7 +500,7 @@ impl RespPool {
                 // Failed on I/O: the connection went stale (the server restarted or closed
                 // it), and so, likely, did every idle one. Retry on a fresh connection. A
                 // timeout is not retried: the server is there but slow.
-                Err(RespError::Io(e)) if !e.starts_with("no reply within") => {
+                Err(RespError::Io(_)) => {
                     self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 }
                 Err(e) => return Err(e),
