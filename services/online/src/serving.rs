@@ -793,6 +793,9 @@ pub struct ProjectIndex {
     versions: HashMap<(String, i32), VersionedView>,
     /// Join key → declared type, from the project's entities.
     entity_types: HashMap<String, ValueType>,
+    /// View name → the fields the project's views with its join keys keep per entity
+    /// (features plus a timestamp each): [`ReadSpec::entity_fields`].
+    entity_fields: HashMap<String, usize>,
     /// The project's permissions (for authorization).
     permissions: Vec<core::Permission>,
 }
@@ -830,6 +833,28 @@ impl ProjectIndex {
                     .entry(spec.name.clone())
                     .or_insert_with(|| (i, feast_core::model::stream_view_as_feature_view(v)));
             }
+        }
+        // Views with the same join keys share an entity's entry (Redis: one hash).
+        let views: Vec<&core::FeatureView> = (index.feature_views.values())
+            .filter_map(|&i| registry.feature_views.get(i))
+            .chain(index.stream_views.values().map(|(_, v)| v))
+            .collect();
+        let join_keys = |v: &core::FeatureView| {
+            let mut keys = v.join_keys();
+            if keys.is_empty() {
+                keys.push(DUMMY_ENTITY_ID);
+            }
+            keys.sort_unstable();
+            keys.join("\0")
+        };
+        let mut per_keys: HashMap<String, usize> = HashMap::new();
+        for v in &views {
+            *per_keys.entry(join_keys(v)).or_default() += v.spec_ref().features.len() + 1;
+        }
+        for v in &views {
+            index
+                .entity_fields
+                .insert(v.spec_ref().name.clone(), per_keys[&join_keys(v)]);
         }
         let history = registry.feature_view_version_history.as_ref();
         for record in history
@@ -1067,6 +1092,7 @@ pub async fn get_online_features(
     let mut tables = Vec::with_capacity(reads.len());
     let mut key_sets: Vec<KeySet<'_>> = Vec::new();
     let mut keys_per_view = Vec::with_capacity(reads.len());
+    let mut entity_fields = Vec::with_capacity(reads.len());
     for r in &reads {
         let spec = r.fv.spec_ref();
         // Entity-less views are keyed by Feast's placeholder `__dummy_id` = "" (their entity
@@ -1075,6 +1101,7 @@ pub async fn get_online_features(
         if join_keys.is_empty() {
             join_keys = vec![DUMMY_ENTITY_ID];
         }
+        entity_fields.push(index.entity_fields.get(spec.name.as_str()).copied());
         let mut sources = Vec::with_capacity(join_keys.len());
         for jk in &join_keys {
             if *jk == DUMMY_ENTITY_ID {
@@ -1139,10 +1166,12 @@ pub async fn get_online_features(
             .iter()
             .zip(&tables)
             .zip(&keys_per_view)
-            .map(|((r, table), &keys)| ReadSpec {
+            .zip(&entity_fields)
+            .map(|(((r, table), &keys), &entity_fields)| ReadSpec {
                 table,
                 entity_keys: &key_sets[keys].keys,
                 features: &r.features,
+                entity_fields,
             })
             .collect();
         let started = std::time::Instant::now();
@@ -1347,6 +1376,50 @@ mod tests {
         // Another project's on-demand view is simply unknown here.
         let e = lookup_view(&catalog, &index, "odfv").unwrap_err();
         assert_eq!(e.http_status(), 404);
+        // One feature and its timestamp; the other project's view of that name is not counted.
+        assert_eq!(index.entity_fields["stats"], 2);
+    }
+
+    #[test]
+    fn views_with_the_same_join_keys_add_up_their_fields() {
+        let view = |name: &str, keys: &[&str], features: usize| core::FeatureView {
+            spec: Some(core::FeatureViewSpec {
+                name: name.into(),
+                project: "p".into(),
+                entities: keys.iter().map(|k| k.to_string()).collect(),
+                entity_columns: (keys.iter())
+                    .map(|k| core::FeatureSpecV2 {
+                        name: k.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                features: (0..features)
+                    .map(|i| core::FeatureSpecV2 {
+                        name: format!("f{i}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            meta: None,
+        };
+        let catalog = Catalog::from_proto(core::Registry {
+            feature_views: vec![
+                view("a", &["driver_id"], 10),
+                view("b", &["driver_id"], 4),
+                // Join keys in another order share the entity's hash.
+                view("pair", &["rider_id", "driver_id"], 2),
+                view("pair_again", &["driver_id", "rider_id"], 3),
+                view("global", &[], 1),
+            ],
+            ..Default::default()
+        });
+        let index = ProjectIndex::build(&catalog, "p");
+        assert_eq!(index.entity_fields["a"], 11 + 5);
+        assert_eq!(index.entity_fields["b"], 16);
+        assert_eq!(index.entity_fields["pair"], 3 + 4);
+        assert_eq!(index.entity_fields["pair_again"], 7);
+        assert_eq!(index.entity_fields["global"], 2);
     }
 
     #[test]

@@ -864,21 +864,25 @@ async fn reads_several_views_batched_or_one_by_one_alike() {
             table: &stats,
             entity_keys: &driver_keys,
             features: &f_stats,
+            entity_fields: None,
         },
         ReadSpec {
             table: &extra,
             entity_keys: &driver_keys,
             features: &f_extra,
+            entity_fields: None,
         },
         ReadSpec {
             table: &other_key,
             entity_keys: &customer_keys,
             features: &f_age,
+            entity_fields: None,
         },
         ReadSpec {
             table: &extra,
             entity_keys: &[],
             features: &f_extra,
+            entity_fields: None,
         },
     ];
     let expected = vec![
@@ -952,6 +956,7 @@ async fn reads_several_views_batched_or_one_by_one_alike() {
                     table: &missing,
                     entity_keys: &driver_keys,
                     features: &f_extra,
+                    entity_fields: None,
                 },
             ])
             .await
@@ -1133,11 +1138,13 @@ async fn batched_reads_are_one_union_all_statement() {
                 table: &a,
                 entity_keys: &keys,
                 features: &features,
+                entity_fields: None,
             },
             ReadSpec {
                 table: &b,
                 entity_keys: &keys,
                 features: &features,
+                entity_fields: None,
             },
         ];
         let read = store.online_read_many(&reads);

@@ -516,11 +516,13 @@ async fn views_share_the_entity_hash_and_read_many_reads_them_together() {
                 table: &a,
                 entity_keys: &keys_a,
                 features: &fa,
+                entity_fields: None,
             },
             ReadSpec {
                 table: &b,
                 entity_keys: &keys_b,
                 features: &fb,
+                entity_fields: None,
             },
         ])
         .await
@@ -556,6 +558,164 @@ async fn views_share_the_entity_hash_and_read_many_reads_them_together() {
         Vec::<Vec<_>>::new()
     );
     store.teardown(&project, &[a, b]).await.unwrap();
+}
+
+/// Redis's count of `command` calls (`INFO commandstats`).
+async fn calls(address: &str, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw(address).await)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_wide_read_takes_the_whole_hash_and_answers_as_a_picked_one() {
+    let Some((server, store)) = private_store().await else {
+        return;
+    };
+    let project = unique_project("whole");
+    let wide_features: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    let wide = TableRef::new(&project, "wide").with_schema(["driver_id"], &wide_features);
+    let other = TableRef::new(&project, "other").with_schema(["driver_id"], ["y", "z"]);
+    let wide_row = |id: i64| {
+        let values: Vec<(&str, Val)> = wide_features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.as_str(), Val::Int64Val(id * 100 + i as i64)))
+            .collect();
+        row(key(id), ts(id, 7), &values)
+    };
+    store
+        .online_write_batch(&wide, &[wide_row(1), wide_row(2)])
+        .await
+        .unwrap();
+    // Fields of a view nobody asks for sit in the same hashes (key 3 holds only them).
+    store
+        .online_write_batch(
+            &other,
+            &[
+                row(key(1), ts(5, 0), &[("y", Val::StringVal("y1".into()))]),
+                row(key(3), ts(5, 0), &[("z", Val::StringVal("z3".into()))]),
+            ],
+        )
+        .await
+        .unwrap();
+    let keys = [key(2), key(1), key(3), key(4), key(1)];
+    // The view twice, once in another order with a feature it lacks.
+    let some: Vec<String> = names(&["f19", "f3", "missing", "f0"]);
+    let held = wide_features.len() + 1 + 2 + 1;
+    let specs = |entity_fields| {
+        [
+            ReadSpec {
+                table: &wide,
+                entity_keys: &keys,
+                features: &wide_features,
+                entity_fields,
+            },
+            ReadSpec {
+                table: &wide,
+                entity_keys: &keys,
+                features: &some,
+                entity_fields,
+            },
+        ]
+    };
+    let address = server.address();
+    let (hmget, hgetall) = (
+        calls(&address, "hmget").await,
+        calls(&address, "hgetall").await,
+    );
+    let picked = store.online_read_many(&specs(None)).await.unwrap();
+    assert_eq!(calls(&address, "hmget").await, hmget + 4);
+    let whole = store.online_read_many(&specs(Some(held))).await.unwrap();
+    assert_eq!(
+        calls(&address, "hgetall").await,
+        hgetall + 4,
+        "one per distinct key"
+    );
+    assert_eq!(
+        calls(&address, "hmget").await,
+        hmget + 4,
+        "no HMGET for a wide read"
+    );
+    assert_eq!(whole, picked);
+    let two = whole[0][0].as_ref().unwrap();
+    assert_eq!(two.event_ts, ts(2, 7));
+    assert_eq!(two.values[19], Some(v(Val::Int64Val(219))));
+    assert_eq!(
+        whole[1][1].as_ref().unwrap().values,
+        vec![
+            Some(v(Val::Int64Val(119))),
+            Some(v(Val::Int64Val(103))),
+            None,
+            Some(v(Val::Int64Val(100))),
+        ]
+    );
+    assert_eq!(whole[0][2], None, "key 3 holds another view only");
+    assert_eq!(whole[0][3], None);
+    assert_eq!(whole[0][4], whole[0][1]);
+
+    // Few fields, under a third of the hash, or a hash too large to be a listpack: picked.
+    let few = names(&["f1"]);
+    for (features, entity_fields) in [(&few, 2), (&wide_features, 64), (&wide_features, 129)] {
+        store
+            .online_read_many(&[ReadSpec {
+                table: &wide,
+                entity_keys: &keys,
+                features,
+                entity_fields: Some(entity_fields),
+            }])
+            .await
+            .unwrap();
+    }
+    assert_eq!(calls(&address, "hgetall").await, hgetall + 4);
+    assert_eq!(calls(&address, "hmget").await, hmget + 16);
+}
+
+#[tokio::test]
+async fn readers_that_give_up_leave_the_others_in_step() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let store = std::sync::Arc::new(store);
+    let project = unique_project("give_up");
+    let table = driver_view(&project, "stats");
+    let rows: Vec<WriteRow> = (0..100)
+        .map(|i| row(key(i), ts(1, 0), &[("conv_rate", Val::Int64Val(i))]))
+        .collect();
+    store.online_write_batch(&table, &rows).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let (store, table) = (store.clone(), table.clone());
+        tasks.spawn(async move {
+            let features = names(&["conv_rate"]);
+            // Polled once (its pipeline queued), then dropped before any reply.
+            let gave_up = tokio::time::timeout(
+                Duration::ZERO,
+                store.online_read(&table, &[key(i)], &features),
+            )
+            .await;
+            assert!(gave_up.is_err(), "a read answered without waiting");
+            let got = store
+                .online_read(&table, &[key(99 - i)], &features)
+                .await
+                .unwrap();
+            (i, got)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, got) = done.unwrap();
+        assert_eq!(
+            got[0].as_ref().unwrap().values,
+            vec![Some(v(Val::Int64Val(99 - i)))]
+        );
+    }
+    store.teardown(&project, &[table]).await.unwrap();
 }
 
 #[tokio::test]
@@ -939,7 +1099,7 @@ async fn concurrent_reads_each_get_their_own_rows() {
         .map(|i| row(key(i), ts(1, 0), &[("conv_rate", Val::Int64Val(i))]))
         .collect();
     store.online_write_batch(&table, &rows).await.unwrap();
-    // More readers at once than the pool holds connections: some wait for one.
+    // Many readers at once, sharing a few connections: their pipelines go out together.
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
         let (store, table) = (store.clone(), table.clone());
@@ -1118,11 +1278,13 @@ async fn works_on_a_redis_cluster() {
                 table: &a,
                 entity_keys: &keys,
                 features: &fa,
+                entity_fields: None,
             },
             ReadSpec {
                 table: &b,
                 entity_keys: &keys,
                 features: &fb,
+                entity_fields: None,
             },
         ])
         .await

@@ -85,6 +85,10 @@ pub struct ReadSpec<'a> {
     /// Serialized entity keys (duplicates allowed).
     pub entity_keys: &'a [Vec<u8>],
     pub features: &'a [String],
+    /// How many fields every view of the project with this view's join keys keeps per entity
+    /// (features plus a timestamp each), when the caller knows: a store keeping them together
+    /// (Redis) may then fetch a whole entry rather than pick most of it out.
+    pub entity_fields: Option<usize>,
 }
 
 /// What the store holds for one entity of one feature view.

@@ -660,6 +660,7 @@ impl OnlineStore for PostgresOnlineStore {
             table,
             entity_keys,
             features,
+            entity_fields: None,
         });
         read_one(&self.pool, &self.target, &plan).await
     }
@@ -697,6 +698,7 @@ impl OnlineStore for PostgresOnlineStore {
                         table: &table,
                         entity_keys: &keys,
                         features: &features,
+                        entity_fields: None,
                     });
                     (i, read_one(&pool, &target, &plan).await)
                 });

@@ -13,7 +13,9 @@
 //!   it). Unless `skip_dedup`, the batch's `_ts:{view}` fields are read first and a row is
 //!   skipped when its event time is not *newer*, at nanosecond precision, than the stored one
 //!   or an earlier row of the batch for the same key (equal times are skipped too, as Feast);
-//! - reads are one `HMGET key f1 ... _ts:{view}` per entity, all in one pipeline.
+//! - reads are one `HMGET key f1 ... _ts:{view}` per entity, all in one pipeline (here one
+//!   per entity hash for all the views read from it, and `HGETALL` when a read wants most of
+//!   the hash: [`WHOLE_HASH_MIN_FIELDS`]).
 //!
 //! Differences from Feast, on purpose:
 //! - an entity with neither `_ts:{view}` nor any requested field is NOT_FOUND (`None`).
@@ -38,7 +40,8 @@
 //! pipeline that failed because the connection had dropped is sent once more; all of them
 //! may run twice); the cluster client reconnects to its nodes and refreshes its slot map
 //! likewise. The serving reads of a single server without TLS go over the store's own
-//! pooled connections instead (`resp`), which skip the `redis` crate's reply tree. In a cluster a pipeline must stay
+//! shared connections instead (`resp`), which skip the `redis` crate's reply tree and write
+//! the pipelines of concurrent requests together. In a cluster a pipeline must stay
 //! within one hash slot, so commands are grouped per slot into pipelines sent concurrently.
 
 use std::collections::HashMap;
@@ -57,8 +60,22 @@ use super::murmur3::murmur3_x86_32;
 use super::resp::{self, RespConfig, RespError, RespPool};
 use super::{FeatureRow, OnlineStore, OnlineStoreError, ReadSpec, TableRef, WriteRow};
 
-/// Connections the serving reads hold at most at once (requests beyond wait for one).
-const READ_CONNECTIONS: usize = 64;
+/// Connections the serving reads share (see `resp`).
+const READ_LANES: usize = 2;
+
+/// An entity's hash is read whole (`HGETALL`) rather than picked (`HMGET`) when the registry
+/// says it holds at most [`LISTPACK_FIELDS`] fields and a request wants at least this many of
+/// them and at least a third. Redis keeps such a hash as one flat list (a listpack) and
+/// `HMGET` scans it once per field asked, so its cost grows with fields wanted × fields held,
+/// while `HGETALL`'s grows with fields held only: on a 122-field hash, Redis spent 35 µs on
+/// 60 fields picked and 9.3 µs on the whole hash, 16.5 µs against 9.2 µs for 30 fields,
+/// 7.4 µs against 9.3 µs for 16 (`bench/redis_hash_cost.py`, BENCHMARKS.md). Where the hash
+/// is a hash table after all (a server configured with a lower `hash-max-listpack-entries`,
+/// or a value over `hash-max-listpack-value`), wanting a third of it bounds the whole read to
+/// about 3× the picked one's cost and fields sent.
+const WHOLE_HASH_MIN_FIELDS: usize = 20;
+/// Redis's default `hash-max-listpack-entries`: hashes up to this size are listpacks.
+const LISTPACK_FIELDS: usize = 128;
 
 /// Keys per `SCAN` step (its `COUNT` hint).
 const SCAN_COUNT: usize = 1000;
@@ -299,7 +316,7 @@ impl RedisOnlineStore {
                         db: cs.db,
                         connect_timeout: connection_timeout,
                         response_timeout,
-                        max_open: READ_CONNECTIONS,
+                        lanes: READ_LANES,
                     }));
                 }
                 let client = redis::Client::open(info)
@@ -644,6 +661,48 @@ fn parse_cluster_primaries(text: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// Where each requested hash field goes in a key's reply, by name: places the fields of an
+/// `HGETALL` reply as `HMGET` would have answered them.
+struct FieldSlots<'a> {
+    /// (feature field, read, position among the read's fields), sorted by field.
+    features: Vec<([u8; 4], usize, usize)>,
+    /// (`_ts:{view}` field, read, position: after the read's features).
+    timestamps: Vec<(&'a [u8], usize, usize)>,
+}
+
+impl<'a> FieldSlots<'a> {
+    fn new(view_fields: &'a [(Vec<[u8; 4]>, Vec<u8>)]) -> Self {
+        let mut features = Vec::new();
+        let mut timestamps = Vec::new();
+        for (ri, (fields, ts)) in view_fields.iter().enumerate() {
+            features.extend(fields.iter().enumerate().map(|(pos, &f)| (f, ri, pos)));
+            timestamps.push((ts.as_slice(), ri, fields.len()));
+        }
+        features.sort_unstable();
+        FieldSlots {
+            features,
+            timestamps,
+        }
+    }
+
+    /// Calls `slot(read, position)` for every requested field named `name` (a view read twice
+    /// has two).
+    fn for_each(&self, name: &[u8], mut slot: impl FnMut(usize, usize)) {
+        if let Ok(field) = <[u8; 4]>::try_from(name) {
+            let from = self.features.partition_point(|f| f.0 < field);
+            for &(_, ri, pos) in self.features[from..].iter().take_while(|f| f.0 == field) {
+                slot(ri, pos);
+            }
+        } else {
+            for &(ts, ri, pos) in &self.timestamps {
+                if ts == name {
+                    slot(ri, pos);
+                }
+            }
+        }
+    }
+}
+
 /// One view's part of an `HMGET key f1 ... fn _ts:view` reply: its features' fields
 /// (`features.len()` values), then its `_ts:` field.
 fn decode_fields(
@@ -695,6 +754,7 @@ impl OnlineStore for RedisOnlineStore {
                 table,
                 entity_keys,
                 features,
+                entity_fields: None,
             }])
             .await?;
         Ok(out.pop().unwrap_or_default())
@@ -830,24 +890,67 @@ impl OnlineStore for RedisOnlineStore {
                     args
                 })
                 .collect();
+            // Per key: whether its whole hash is read.
+            let whole: Vec<bool> = keys
+                .iter()
+                .zip(&expected)
+                .map(|(k, &want)| {
+                    let held = k
+                        .parts
+                        .iter()
+                        .filter_map(|&(ri, _)| reads[ri].entity_fields);
+                    want >= WHOLE_HASH_MIN_FIELDS
+                        && held
+                            .max()
+                            .is_some_and(|h| h <= LISTPACK_FIELDS && 3 * want >= h)
+                })
+                .collect();
+            let slots = whole.contains(&true).then(|| FieldSlots::new(&view_fields));
             let mut request = Vec::with_capacity(keys.len() * 64);
-            for (k, &n) in keys.iter().zip(&expected) {
-                resp::push_command_header(&mut request, n + 2);
-                resp::push_bulk(&mut request, b"HMGET");
+            for ((k, &n), &whole) in keys.iter().zip(&expected).zip(&whole) {
+                if whole {
+                    resp::push_command_header(&mut request, 2);
+                    resp::push_bulk(&mut request, b"HGETALL");
+                } else {
+                    resp::push_command_header(&mut request, n + 2);
+                    resp::push_bulk(&mut request, b"HMGET");
+                }
                 resp::push_bulk_header(&mut request, k.entity_key.len() + k.project.len());
                 request.extend_from_slice(k.entity_key);
                 request.extend_from_slice(k.project.as_bytes());
                 request.extend_from_slice(b"\r\n");
-                for &(ri, _) in &k.parts {
-                    request.extend_from_slice(&view_args[ri]);
+                if !whole {
+                    for &(ri, _) in &k.parts {
+                        request.extend_from_slice(&view_args[ri]);
+                    }
                 }
             }
             let replies = pool
-                .query(&request, keys.len())
+                .query(request, keys.len())
                 .await
                 .map_err(|e| self.resp_error(e))?;
-            for (reply, &want) in replies.replies().iter().zip(&expected) {
+            for (ki, (reply, &want)) in replies.replies().iter().zip(&expected).enumerate() {
                 match *reply {
+                    resp::Reply::Array { first, len } if whole[ki] => {
+                        if len % 2 != 0 {
+                            return Err(OnlineStoreError::Invalid(format!(
+                                "Redis: HGETALL returned {len} items, not field-value pairs"
+                            )));
+                        }
+                        let start = fields.len();
+                        starts.push(start);
+                        fields.resize(start + want, None);
+                        let parts = &keys[ki].parts;
+                        let slots = slots.as_ref().expect("built when a hash is read whole");
+                        let mut items = replies.elements(first, len);
+                        while let (Some(name), Some(value)) = (items.next(), items.next()) {
+                            slots.for_each(name.unwrap_or_default(), |ri, pos| {
+                                if let Some(&(_, offset)) = parts.iter().find(|p| p.0 == ri) {
+                                    fields[start + offset + pos] = value;
+                                }
+                            });
+                        }
+                    }
                     resp::Reply::Array { first, len } if len == want => {
                         starts.push(fields.len());
                         fields.extend(replies.elements(first, len));

@@ -5,24 +5,32 @@
 //! request of 10 views × 5 features × 100 entities (6,000 fields) that was 44 % of the
 //! server's instructions (BENCHMARKS.md). Here a pipeline is written as RESP bytes into one
 //! buffer, the replies are read into one buffer, and each bulk string is handed out as a
-//! slice of it, valid until the connection goes back to its pool.
+//! slice of it (`Bytes`, no copy).
 //!
-//! Connections are pooled and each serves one request at a time, so the request's own task
-//! does the I/O (no connection task and channel hops in between). At most `max_open`
-//! requests hold a connection at once; the others wait for one. A connection that fails is
-//! dropped. When one taken from the idle pool fails on I/O (typically: the server restarted
-//! while it sat idle), every idle connection is dropped and the pipeline is sent once more on
-//! a fresh connection; that is safe because only reads go through here.
+//! A few connections ("lanes") are shared by all requests. A request queues its pipeline on
+//! the lane with the fewest pending; the lane's task writes every pipeline queued since its
+//! last batch in one write, reads the replies in order and hands each request its own as
+//! soon as they are whole. Under concurrent load Redis thus reads and answers many requests
+//! per system call instead of one: with 32 clients of one entity each, that halved its CPU
+//! time per request (BENCHMARKS.md). A request that stops waiting does
+//! not put the lane out of step: its replies are read and dropped. A connection that fails
+//! is dropped and the lane reconnects for its next batch; when one that already served a
+//! batch fails on I/O (typically: the server restarted while it sat idle), the pipelines not
+//! yet answered are sent once more on a fresh connection, which is safe because only reads
+//! go through here.
 //!
 //! Replies understood: simple strings, errors, integers, bulk strings and arrays of bulk
-//! strings or nils (what `HMGET` answers). RESP3 is never negotiated.
+//! strings or nils (what `HMGET` and `HGETALL` answer). RESP3 is never negotiated.
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{mpsc, oneshot};
 
 /// Why a pipeline did not get its replies.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,26 +142,33 @@ fn protocol(what: &str, bytes: &[u8]) -> RespError {
 fn int_line(buf: &[u8], pos: usize) -> Result<Option<(i64, usize)>, RespError> {
     let rest = &buf[pos.min(buf.len())..];
     let negative = rest.first() == Some(&b'-');
-    let mut i = usize::from(negative);
+    let digits = usize::from(negative);
+    let mut i = digits;
     let mut n: i64 = 0;
-    loop {
-        match rest.get(i) {
-            None => return Ok(None),
-            Some(&d) if d.is_ascii_digit() => {
-                n = n
-                    .checked_mul(10)
-                    .and_then(|n| n.checked_add(i64::from(d - b'0')))
-                    .ok_or_else(|| protocol("integer out of range", rest))?;
-                i += 1;
-            }
-            Some(b'\r') if i > usize::from(negative) => break,
-            Some(_) => return Err(protocol("not an integer", rest)),
+    while let Some(&d) = rest.get(i) {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
         }
+        let digit = i64::from(digit);
+        // Up to 18 digits cannot overflow; beyond, check.
+        n = if i - digits < 18 {
+            n * 10 + digit
+        } else {
+            n.checked_mul(10)
+                .and_then(|n| n.checked_add(digit))
+                .ok_or_else(|| protocol("integer out of range", rest))?
+        };
+        i += 1;
     }
-    match rest.get(i + 1) {
+    match rest.get(i) {
         None => Ok(None),
-        Some(b'\n') => Ok(Some((if negative { -n } else { n }, pos + i + 2))),
-        Some(_) => Err(protocol("line not ended by CRLF", rest)),
+        Some(b'\r') if i > digits => match rest.get(i + 1) {
+            None => Ok(None),
+            Some(b'\n') => Ok(Some((if negative { -n } else { n }, pos + i + 2))),
+            Some(_) => Err(protocol("line not ended by CRLF", rest)),
+        },
+        Some(_) => Err(protocol("not an integer", rest)),
     }
 }
 
@@ -193,109 +208,114 @@ fn bulk(buf: &[u8], pos: usize, len: i64) -> Result<Option<(Option<Span>, usize)
     Ok(Some((Some(span(pos, end)?), end + 2)))
 }
 
-/// Parses the reply starting at `pos`: the reply and the position after it, `Ok(None)` when it
-/// has not all arrived (`items` is then as it was).
-fn parse_reply(
-    buf: &[u8],
+/// Where parsing a connection's replies stands between reads. An array whose elements are
+/// still arriving is resumed where it stopped rather than parsed again from its header (an
+/// `HGETALL` reply of a wide hash spans several reads).
+#[derive(Debug, Default, Clone, Copy)]
+struct Cursor {
+    /// Where the next reply (or array element) starts.
     pos: usize,
+    /// The array being read: its first item's index in the item list and its length.
+    array: Option<(usize, usize)>,
+}
+
+/// Parses the next reply at `cursor` and moves past it; `Ok(None)` when it has not all
+/// arrived (the cursor and `items` then keep what was parsed of it, to resume from).
+fn next_reply(
+    buf: &[u8],
+    cursor: &mut Cursor,
     items: &mut Vec<Option<Span>>,
-) -> Result<Option<(Reply, usize)>, RespError> {
-    let Some(&kind) = buf.get(pos) else {
-        return Ok(None);
-    };
-    let reply = match kind {
-        b'+' | b'-' => {
-            let Some((text, next)) = line(buf, pos + 1)? else {
-                return Ok(None);
-            };
-            if kind == b'+' {
-                (Reply::Status, next)
-            } else {
-                (Reply::Error(span(pos + 1, pos + 1 + text.len())?), next)
-            }
-        }
-        b':' => match int_line(buf, pos + 1)? {
-            Some((n, next)) => (Reply::Integer(n), next),
-            None => return Ok(None),
-        },
-        b'$' => match int_line(buf, pos + 1)? {
-            Some((len, next)) => match bulk(buf, next, len)? {
-                Some((s, after)) => (Reply::Bulk(s), after),
-                None => return Ok(None),
-            },
-            None => return Ok(None),
-        },
-        b'*' => {
-            let Some((len, next)) = int_line(buf, pos + 1)? else {
-                return Ok(None);
-            };
-            if len < 0 {
-                return Ok(Some((Reply::NilArray, next)));
-            }
-            let first = items.len();
-            let mut at = next;
-            for _ in 0..len {
-                let element = match buf.get(at) {
-                    None => None,
-                    Some(b'$') => match int_line(buf, at + 1)? {
-                        Some((n, after)) => bulk(buf, after, n)?,
-                        None => None,
-                    },
-                    Some(_) => {
-                        return Err(protocol("array element is not a bulk string", &buf[at..]));
-                    }
-                };
-                let Some((s, after)) = element else {
-                    items.truncate(first);
+) -> Result<Option<Reply>, RespError> {
+    if cursor.array.is_none() {
+        let pos = cursor.pos;
+        let Some(&kind) = buf.get(pos) else {
+            return Ok(None);
+        };
+        let (reply, next) = match kind {
+            b'+' | b'-' => {
+                let Some((text, next)) = line(buf, pos + 1)? else {
                     return Ok(None);
                 };
-                items.push(s);
-                at = after;
+                if kind == b'+' {
+                    (Reply::Status, next)
+                } else {
+                    (Reply::Error(span(pos + 1, pos + 1 + text.len())?), next)
+                }
             }
-            (
-                Reply::Array {
-                    first,
-                    len: len as usize,
-                },
-                at,
-            )
-        }
-        _ => return Err(protocol("unknown reply type", &buf[pos..])),
-    };
-    Ok(Some(reply))
+            b':' => match int_line(buf, pos + 1)? {
+                Some((n, next)) => (Reply::Integer(n), next),
+                None => return Ok(None),
+            },
+            b'$' => match element(buf, pos)? {
+                Some((s, next)) => (Reply::Bulk(s), next),
+                None => return Ok(None),
+            },
+            b'*' => {
+                let Some((len, next)) = int_line(buf, pos + 1)? else {
+                    return Ok(None);
+                };
+                cursor.pos = next;
+                if len < 0 {
+                    return Ok(Some(Reply::NilArray));
+                }
+                cursor.array = Some((items.len(), len as usize));
+                return next_reply(buf, cursor, items);
+            }
+            _ => return Err(protocol("unknown reply type", &buf[pos..])),
+        };
+        cursor.pos = next;
+        return Ok(Some(reply));
+    }
+    let (first, len) = cursor.array.expect("checked above");
+    while items.len() - first < len {
+        let Some((s, next)) = element(buf, cursor.pos)? else {
+            return Ok(None);
+        };
+        items.push(s);
+        cursor.pos = next;
+    }
+    cursor.array = None;
+    Ok(Some(Reply::Array { first, len }))
 }
 
-/// One connection with its buffers (kept across requests, so a warm connection allocates
-/// nothing).
+/// The bulk string at `pos` (an array's element: `None` for nil) and the position after it;
+/// `Ok(None)` when it has not all arrived.
+fn element(buf: &[u8], pos: usize) -> Result<Option<(Option<Span>, usize)>, RespError> {
+    match buf.get(pos) {
+        None => Ok(None),
+        Some(b'$') => match int_line(buf, pos + 1)? {
+            Some((len, after)) => bulk(buf, after, len),
+            None => Ok(None),
+        },
+        Some(_) => Err(protocol("array element is not a bulk string", &buf[pos..])),
+    }
+}
+
+/// One connection and its read buffer.
 struct Conn {
     stream: TcpStream,
-    buf: Vec<u8>,
-    replies: Vec<Reply>,
-    items: Vec<Option<Span>>,
+    buf: BytesMut,
 }
 
-/// A read buffer larger than this after a request is given back rather than pooled.
-const KEEP_BUFFER: usize = 4 << 20;
 /// Free room ensured before each read.
 const READ_ROOM: usize = 64 << 10;
+/// A read buffer larger than this after a batch is given back rather than kept.
+const KEEP_BUFFER: usize = 4 << 20;
 
 impl Conn {
-    /// Sends `request` (`n` commands) and reads their `n` replies.
-    async fn exchange(&mut self, request: &[u8], n: usize) -> Result<(), RespError> {
-        if self.buf.capacity() > KEEP_BUFFER {
-            self.buf = Vec::new();
-        }
-        self.buf.clear();
-        self.replies.clear();
-        self.items.clear();
-        self.stream.write_all(request).await.map_err(io)?;
-        let mut pos = 0;
-        while self.replies.len() < n {
-            match parse_reply(&self.buf, pos, &mut self.items)? {
-                Some((reply, next)) => {
-                    self.replies.push(reply);
-                    pos = next;
-                }
+    /// Reads until the next `n` replies sit whole at the front of the read buffer, parses
+    /// them into `replies` and `items` (spans counted from the buffer's front) and returns where
+    /// they end.
+    async fn read_replies(
+        &mut self,
+        n: usize,
+        replies: &mut Vec<Reply>,
+        items: &mut Vec<Option<Span>>,
+    ) -> Result<usize, RespError> {
+        let mut cursor = Cursor::default();
+        while replies.len() < n {
+            match next_reply(&self.buf, &mut cursor, items)? {
+                Some(reply) => replies.push(reply),
                 None => {
                     if self.buf.capacity() - self.buf.len() < READ_ROOM / 4 {
                         self.buf.reserve(READ_ROOM);
@@ -306,13 +326,7 @@ impl Conn {
                 }
             }
         }
-        if pos != self.buf.len() {
-            return Err(RespError::Protocol(format!(
-                "{} bytes after the last expected reply",
-                self.buf.len() - pos
-            )));
-        }
-        Ok(())
+        Ok(cursor.pos)
     }
 }
 
@@ -330,62 +344,36 @@ pub struct RespConfig {
     /// `SELECT`ed after connecting when set and not 0.
     pub db: Option<i64>,
     pub connect_timeout: Duration,
-    /// How long one pipeline may take, writing included.
+    /// How long one batch of pipelines may take, writing included.
     pub response_timeout: Duration,
-    /// Connections held at once (requests beyond it wait).
-    pub max_open: usize,
+    /// Connections, each shared by the requests in flight (see the module documentation).
+    pub lanes: usize,
 }
 
-/// Pooled connections to one Redis server. See the module documentation.
-pub struct RespPool {
-    config: RespConfig,
-    /// `AUTH`/`SELECT` to send on a new connection, and how many commands that is.
-    handshake: (Vec<u8>, usize),
-    idle: Mutex<Vec<Conn>>,
-    open: Semaphore,
+/// The replies of one pipeline, with the bytes they were read from.
+#[derive(Debug)]
+pub struct Replies {
+    buf: Bytes,
+    replies: Vec<Reply>,
+    items: Vec<Option<Span>>,
 }
 
-/// The replies of one pipeline, borrowed from its connection, which goes back to the pool
-/// when this is dropped.
-pub struct Replies<'p> {
-    pool: &'p RespPool,
-    conn: Option<Conn>,
-    _permit: SemaphorePermit<'p>,
-}
-
-impl Drop for Replies<'_> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.pool
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(conn);
-        }
-    }
-}
-
-impl Replies<'_> {
-    fn conn(&self) -> &Conn {
-        self.conn.as_ref().expect("held until dropped")
-    }
-
+impl Replies {
     /// The replies, in command order.
     pub fn replies(&self) -> &[Reply] {
-        &self.conn().replies
+        &self.replies
     }
 
     /// The bytes of `span`.
     pub fn bytes(&self, span: Span) -> &[u8] {
-        span.of(&self.conn().buf)
+        span.of(&self.buf)
     }
 
     /// The elements of an [`Reply::Array`]: each bulk string's bytes, `None` for nil.
     pub fn elements(&self, first: usize, len: usize) -> impl Iterator<Item = Option<&[u8]>> {
-        let conn = self.conn();
-        conn.items[first..first + len]
+        self.items[first..first + len]
             .iter()
-            .map(move |s| s.map(|s| s.of(&conn.buf)))
+            .map(|s| s.map(|s| s.of(&self.buf)))
     }
 
     /// The text of an error reply.
@@ -394,8 +382,216 @@ impl Replies<'_> {
     }
 }
 
+/// A pipeline waiting for its lane.
+struct Job {
+    request: Vec<u8>,
+    /// Commands in `request` (replies to read).
+    n: usize,
+    reply: oneshot::Sender<Result<Replies, RespError>>,
+}
+
+/// A lane writes at most this many pipelines at once...
+const BATCH_JOBS: usize = 256;
+/// ... and stops adding pipelines once it has this many bytes to write.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Connections to one Redis server shared by concurrent requests. See the module
+/// documentation.
+pub struct RespPool {
+    connector: Arc<Connector>,
+    lanes: Vec<Lane>,
+    next: AtomicUsize,
+}
+
+/// A lane's queue, its task started on first use (and again should it have ended, e.g. with
+/// the runtime that ran it), and how many pipelines are queued or in flight on it.
+#[derive(Default)]
+struct Lane {
+    queue: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    pending: Arc<AtomicUsize>,
+}
+
+/// What a lane needs to (re)connect.
+struct Connector {
+    config: RespConfig,
+    /// `AUTH`/`SELECT` to send on a new connection, and how many commands that is.
+    handshake: (Vec<u8>, usize),
+    /// Pipelines queued or in flight on all lanes.
+    active: AtomicUsize,
+}
+
+impl Connector {
+    async fn connect(&self) -> Result<Conn, RespError> {
+        let c = &self.config;
+        let stream = tokio::time::timeout(
+            c.connect_timeout,
+            TcpStream::connect((c.host.as_str(), c.port)),
+        )
+        .await
+        .map_err(|_| {
+            RespError::Timeout(format!(
+                "connecting timed out after {:?}",
+                c.connect_timeout
+            ))
+        })?
+        .map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        let mut conn = Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_ROOM),
+        };
+        let (handshake, n) = &self.handshake;
+        if *n > 0 {
+            let (mut replies, mut items) = (Vec::new(), Vec::new());
+            let end = self
+                .timed(async {
+                    conn.stream.write_all(handshake).await.map_err(io)?;
+                    conn.read_replies(*n, &mut replies, &mut items).await
+                })
+                .await?;
+            for reply in &replies {
+                if let Reply::Error(s) = reply {
+                    let text = String::from_utf8_lossy(s.of(&conn.buf));
+                    return Err(RespError::Handshake(text.into_owned()));
+                }
+            }
+            conn.buf.advance(end);
+        }
+        Ok(conn)
+    }
+
+    async fn timed<T>(
+        &self,
+        exchange: impl std::future::Future<Output = Result<T, RespError>>,
+    ) -> Result<T, RespError> {
+        tokio::time::timeout(self.config.response_timeout, exchange)
+            .await
+            .map_err(|_| {
+                RespError::Timeout(format!(
+                    "no reply within {:?}",
+                    self.config.response_timeout
+                ))
+            })?
+    }
+
+    /// A lane's task: takes every pipeline queued since its last batch, writes them in one go
+    /// and hands each its replies as soon as they are read.
+    async fn drive(
+        self: Arc<Self>,
+        mut queue: mpsc::UnboundedReceiver<Job>,
+        pending: Arc<AtomicUsize>,
+    ) {
+        let mut conn: Option<Conn> = None;
+        let mut batch: VecDeque<Job> = VecDeque::new();
+        let mut out: Vec<u8> = Vec::new();
+        while let Some(job) = queue.recv().await {
+            let mut bytes = job.request.len();
+            batch.push_back(job);
+            // Under concurrent load, let the requests that are ready to run queue their
+            // pipelines first: the batch then carries many (one write, one read for all). A
+            // lone request goes at once (the extra turn of the scheduler cost a gRPC request
+            // at one connection a fifth of its rate).
+            if self.active.load(Ordering::Relaxed) > 1 {
+                tokio::task::yield_now().await;
+            }
+            while batch.len() < BATCH_JOBS && bytes < BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(job) => {
+                        bytes += job.request.len();
+                        batch.push_back(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let jobs = batch.len();
+            // A request that stopped waiting (its client went away) is not sent.
+            batch.retain(|job| !job.reply.is_closed());
+            if let Err(e) = self.run_batch(&mut conn, &mut batch, &mut out).await {
+                conn = None;
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+            pending.fetch_sub(jobs, Ordering::Relaxed);
+            self.active.fetch_sub(jobs, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends `batch` on `conn` (connecting first when there is none) and delivers the replies;
+    /// delivered jobs leave `batch`. When a connection that already served a batch fails on
+    /// I/O (typically: the server restarted while it sat idle), the undelivered pipelines are
+    /// sent once more on a fresh connection, which is safe because only reads go through here.
+    /// A timeout is not retried: the server is there but slow.
+    async fn run_batch(
+        &self,
+        conn: &mut Option<Conn>,
+        batch: &mut VecDeque<Job>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RespError> {
+        let mut retried = false;
+        while !batch.is_empty() {
+            let reused = conn.is_some();
+            let c = match conn {
+                Some(c) => c,
+                None => conn.insert(self.connect().await?),
+            };
+            match self.timed(exchange(c, batch, out)).await {
+                Ok(()) => {}
+                Err(RespError::Io(_)) if reused && !retried => {
+                    *conn = None;
+                    retried = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes every pipeline of `batch`, then reads their replies in order, handing each job its
+/// own as soon as they are whole.
+async fn exchange(
+    conn: &mut Conn,
+    batch: &mut VecDeque<Job>,
+    out: &mut Vec<u8>,
+) -> Result<(), RespError> {
+    if let (Some(job), 1) = (batch.front(), batch.len()) {
+        conn.stream.write_all(&job.request).await.map_err(io)?;
+    } else {
+        out.clear();
+        for job in batch.iter() {
+            out.extend_from_slice(&job.request);
+        }
+        conn.stream.write_all(out).await.map_err(io)?;
+    }
+    while let Some(job) = batch.front() {
+        let mut replies = Vec::with_capacity(job.n);
+        let mut items = Vec::new();
+        let end = conn.read_replies(job.n, &mut replies, &mut items).await?;
+        let buf = conn.buf.split_to(end).freeze();
+        let job = batch.pop_front().expect("front exists");
+        let _ = job.reply.send(Ok(Replies {
+            buf,
+            replies,
+            items,
+        }));
+    }
+    // Anything more would be read as the next batch's replies: the connection is out of step.
+    if !conn.buf.is_empty() {
+        return Err(RespError::Protocol(format!(
+            "{} bytes after the last expected reply",
+            conn.buf.len()
+        )));
+    }
+    // A buffer a large batch grew is not kept for the small ones.
+    if conn.buf.capacity() > KEEP_BUFFER {
+        conn.buf = BytesMut::with_capacity(READ_ROOM);
+    }
+    Ok(())
+}
+
 impl RespPool {
-    /// A pool that connects lazily, on the first request.
+    /// A pool that connects lazily, on each lane's first request.
     pub fn new(config: RespConfig) -> Self {
         let mut handshake = Vec::new();
         let mut commands = 0;
@@ -420,99 +616,53 @@ impl RespPool {
             push_bulk(&mut handshake, db.to_string().as_bytes());
             commands += 1;
         }
-        let open = Semaphore::new(config.max_open.max(1));
+        let lanes = (0..config.lanes.max(1)).map(|_| Lane::default()).collect();
         RespPool {
-            config,
-            handshake: (handshake, commands),
-            idle: Mutex::new(Vec::new()),
-            open,
+            connector: Arc::new(Connector {
+                config,
+                handshake: (handshake, commands),
+                active: AtomicUsize::new(0),
+            }),
+            lanes,
+            next: AtomicUsize::new(0),
         }
-    }
-
-    fn take_idle(&self) -> Option<Conn> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
-    }
-
-    async fn connect(&self) -> Result<Conn, RespError> {
-        let c = &self.config;
-        let stream = tokio::time::timeout(
-            c.connect_timeout,
-            TcpStream::connect((c.host.as_str(), c.port)),
-        )
-        .await
-        .map_err(|_| {
-            RespError::Timeout(format!(
-                "connecting timed out after {:?}",
-                c.connect_timeout
-            ))
-        })?
-        .map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        let mut conn = Conn {
-            stream,
-            buf: Vec::with_capacity(READ_ROOM),
-            replies: Vec::new(),
-            items: Vec::new(),
-        };
-        let (handshake, n) = &self.handshake;
-        if *n > 0 {
-            self.timed(conn.exchange(handshake, *n)).await?;
-            for reply in &conn.replies {
-                if let Reply::Error(s) = reply {
-                    let text = String::from_utf8_lossy(s.of(&conn.buf));
-                    return Err(RespError::Handshake(text.into_owned()));
-                }
-            }
-        }
-        Ok(conn)
-    }
-
-    async fn timed(
-        &self,
-        exchange: impl std::future::Future<Output = Result<(), RespError>>,
-    ) -> Result<(), RespError> {
-        tokio::time::timeout(self.config.response_timeout, exchange)
-            .await
-            .map_err(|_| {
-                RespError::Timeout(format!(
-                    "no reply within {:?}",
-                    self.config.response_timeout
-                ))
-            })?
     }
 
     /// Sends `request`, a pipeline of `n` read-only commands, and returns their replies.
-    pub async fn query(&self, request: &[u8], n: usize) -> Result<Replies<'_>, RespError> {
-        let permit = self
-            .open
-            .acquire()
+    pub async fn query(&self, request: Vec<u8>, n: usize) -> Result<Replies, RespError> {
+        let (reply, replied) = oneshot::channel();
+        self.submit(Job { request, n, reply });
+        replied
             .await
-            .expect("the pool's semaphore is never closed");
-        if let Some(mut conn) = self.take_idle() {
-            match self.timed(conn.exchange(request, n)).await {
-                Ok(()) => {
-                    return Ok(Replies {
-                        pool: self,
-                        conn: Some(conn),
-                        _permit: permit,
-                    });
-                }
-                // Failed on I/O: the connection went stale (the server restarted or closed
-                // it), and so, likely, did every idle one. Retry on a fresh connection. A
-                // timeout is not retried: the server is there but slow.
-                Err(RespError::Io(_)) => {
-                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                }
-                Err(e) => return Err(e),
-            }
+            .unwrap_or_else(|_| Err(RespError::Io("the connection's task ended".into())))
+    }
+
+    /// Queues `job` on the lane with the fewest pipelines pending (a large request holding one
+    /// lane does not hold up the requests after it), starting the lane's task when it has
+    /// none (or it ended).
+    fn submit(&self, job: Job) {
+        let n = self.lanes.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let lane = (0..n)
+            .map(|i| &self.lanes[(first + i) % n])
+            .min_by_key(|lane| lane.pending.load(Ordering::Relaxed))
+            .expect("a pool has at least one lane");
+        let mut queue = lane.queue.lock().unwrap_or_else(|e| e.into_inner());
+        lane.pending.fetch_add(1, Ordering::Relaxed);
+        self.connector.active.fetch_add(1, Ordering::Relaxed);
+        let unsent = match queue.as_ref() {
+            Some(q) => q.send(job).err().map(|mpsc::error::SendError(job)| job),
+            None => Some(job),
+        };
+        if let Some(job) = unsent {
+            // The lane's task ended with jobs it never finished: count afresh.
+            lane.pending.store(1, Ordering::Relaxed);
+            let (q, jobs) = mpsc::unbounded_channel();
+            tokio::spawn(Arc::clone(&self.connector).drive(jobs, Arc::clone(&lane.pending)));
+            q.send(job)
+                .unwrap_or_else(|_| unreachable!("the lane's task holds the receiver"));
+            *queue = Some(q);
         }
-        let mut conn = self.connect().await?;
-        self.timed(conn.exchange(request, n)).await?;
-        Ok(Replies {
-            pool: self,
-            conn: Some(conn),
-            _permit: permit,
-        })
     }
 }
 
@@ -526,13 +676,10 @@ mod tests {
     fn parse_all(buf: &[u8]) -> Result<Parsed, RespError> {
         let mut items = Vec::new();
         let mut replies = Vec::new();
-        let mut pos = 0;
-        while pos < buf.len() {
-            match parse_reply(buf, pos, &mut items)? {
-                Some((r, next)) => {
-                    replies.push(r);
-                    pos = next;
-                }
+        let mut cursor = Cursor::default();
+        while cursor.pos < buf.len() || cursor.array.is_some() {
+            match next_reply(buf, &mut cursor, &mut items)? {
+                Some(r) => replies.push(r),
                 None => return Ok(None),
             }
         }
@@ -581,21 +728,44 @@ mod tests {
     }
 
     #[test]
-    fn every_incomplete_prefix_asks_for_more_and_leaves_items_alone() {
-        let buf = b"*2\r\n$3\r\nabc\r\n$-1\r\n";
+    fn every_incomplete_prefix_asks_for_more_and_resumes_where_it_stopped() {
+        let buf = b"*3\r\n$3\r\nabc\r\n$-1\r\n$2\r\nde\r\n:7\r\n";
+        let whole = parse_all(buf).unwrap().unwrap();
+        assert_eq!(
+            whole.0,
+            vec![Reply::Array { first: 0, len: 3 }, Reply::Integer(7)]
+        );
         for cut in 0..buf.len() {
-            let mut items = vec![None];
-            assert_eq!(
-                parse_reply(&buf[..cut], 0, &mut items).unwrap(),
-                None,
-                "{cut}"
-            );
-            assert_eq!(items, vec![None], "{cut}");
+            // The bytes arrive in two reads, split at `cut`.
+            let (mut cursor, mut items, mut replies) = (Cursor::default(), Vec::new(), Vec::new());
+            while let Some(r) = next_reply(&buf[..cut], &mut cursor, &mut items).unwrap() {
+                replies.push(r);
+            }
+            assert!(replies.len() < 2, "{cut}");
+            while let Some(r) = next_reply(buf, &mut cursor, &mut items).unwrap() {
+                replies.push(r);
+                if cursor.pos == buf.len() {
+                    break;
+                }
+            }
+            assert_eq!((replies, items), whole, "{cut}");
+            assert_eq!(cursor.pos, buf.len(), "{cut}");
         }
-        let mut items = Vec::new();
-        let (reply, next) = parse_reply(buf, 0, &mut items).unwrap().unwrap();
-        assert_eq!(reply, Reply::Array { first: 0, len: 2 });
-        assert_eq!(next, buf.len());
+    }
+
+    #[test]
+    fn integers_up_to_i64() {
+        let int = |text: &[u8]| int_line(text, 0).map(|r| r.map(|(n, _)| n));
+        assert_eq!(int(b"9223372036854775807\r\n").unwrap(), Some(i64::MAX));
+        assert_eq!(
+            int(b"-123456789012345678\r\n").unwrap(),
+            Some(-123456789012345678)
+        );
+        assert!(int(b"9223372036854775808\r\n").is_err());
+        assert_eq!(int(b"12").unwrap(), None);
+        assert_eq!(int(b"12\r").unwrap(), None);
+        assert!(int(b"-\r\n").is_err());
+        assert!(int(b"\r\n").is_err());
     }
 
     #[test]
