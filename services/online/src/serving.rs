@@ -777,6 +777,18 @@ fn now_timestamp() -> Timestamp {
     }
 }
 
+/// The join keys a view's stored rows are keyed by. Entity-less views are keyed by Feast's
+/// placeholder `__dummy_id` = "" (their entity columns hold it, or nothing in registries that
+/// omit it).
+fn stored_join_keys(fv: &core::FeatureView) -> Vec<&str> {
+    let keys = fv.join_keys();
+    if keys.is_empty() {
+        vec![DUMMY_ENTITY_ID]
+    } else {
+        keys
+    }
+}
+
 /// Name lookups of one project in one registry snapshot, built once per snapshot (see
 /// [`crate::http::FeatureServer`]) so a request costs hash lookups, not scans of the
 /// registry: serving latency does not grow with the number of views registered.
@@ -840,10 +852,7 @@ impl ProjectIndex {
             .chain(index.stream_views.values().map(|(_, v)| v))
             .collect();
         let join_keys = |v: &core::FeatureView| {
-            let mut keys = v.join_keys();
-            if keys.is_empty() {
-                keys.push(DUMMY_ENTITY_ID);
-            }
+            let mut keys = stored_join_keys(v);
             keys.sort_unstable();
             keys.join("\0")
         };
@@ -1095,12 +1104,8 @@ pub async fn get_online_features(
     let mut entity_fields = Vec::with_capacity(reads.len());
     for r in &reads {
         let spec = r.fv.spec_ref();
-        // Entity-less views are keyed by Feast's placeholder `__dummy_id` = "" (their entity
-        // columns hold it, or nothing in registries that omit it); no request column feeds it.
-        let mut join_keys: Vec<&str> = r.fv.join_keys();
-        if join_keys.is_empty() {
-            join_keys = vec![DUMMY_ENTITY_ID];
-        }
+        // No request column feeds an entity-less view's `__dummy_id`.
+        let join_keys = stored_join_keys(r.fv);
         entity_fields.push(index.entity_fields.get(spec.name.as_str()).copied());
         let mut sources = Vec::with_capacity(join_keys.len());
         for jk in &join_keys {

@@ -906,6 +906,7 @@ impl OnlineStore for RedisOnlineStore {
                 })
                 .collect();
             let slots = whole.contains(&true).then(|| FieldSlots::new(&view_fields));
+            let mut read_at: Vec<Option<usize>> = vec![None; reads.len()];
             let mut request = Vec::with_capacity(keys.len() * 64);
             for ((k, &n), &whole) in keys.iter().zip(&expected).zip(&whole) {
                 if whole {
@@ -940,15 +941,21 @@ impl OnlineStore for RedisOnlineStore {
                         let start = fields.len();
                         starts.push(start);
                         fields.resize(start + want, None);
-                        let parts = &keys[ki].parts;
+                        // Where each read's fields begin in this key's part of `fields`.
+                        for &(ri, offset) in &keys[ki].parts {
+                            read_at[ri] = Some(start + offset);
+                        }
                         let slots = slots.as_ref().expect("built when a hash is read whole");
                         let mut items = replies.elements(first, len);
                         while let (Some(name), Some(value)) = (items.next(), items.next()) {
                             slots.for_each(name.unwrap_or_default(), |ri, pos| {
-                                if let Some(&(_, offset)) = parts.iter().find(|p| p.0 == ri) {
-                                    fields[start + offset + pos] = value;
+                                if let Some(at) = read_at[ri] {
+                                    fields[at + pos] = value;
                                 }
                             });
+                        }
+                        for &(ri, _) in &keys[ki].parts {
+                            read_at[ri] = None;
                         }
                     }
                     resp::Reply::Array { first, len } if len == want => {

@@ -399,16 +399,10 @@ const BATCH_BYTES: usize = 1 << 20;
 /// documentation.
 pub struct RespPool {
     connector: Arc<Connector>,
-    lanes: Vec<Lane>,
+    /// Each lane's queue, its task started on first use (and again should it have ended,
+    /// e.g. with the runtime that ran it).
+    lanes: Vec<Mutex<Option<mpsc::UnboundedSender<Job>>>>,
     next: AtomicUsize,
-}
-
-/// A lane's queue, its task started on first use (and again should it have ended, e.g. with
-/// the runtime that ran it), and how many pipelines are queued or in flight on it.
-#[derive(Default)]
-struct Lane {
-    queue: Mutex<Option<mpsc::UnboundedSender<Job>>>,
-    pending: Arc<AtomicUsize>,
 }
 
 /// What a lane needs to (re)connect.
@@ -416,8 +410,8 @@ struct Connector {
     config: RespConfig,
     /// `AUTH`/`SELECT` to send on a new connection, and how many commands that is.
     handshake: (Vec<u8>, usize),
-    /// Pipelines queued or in flight on all lanes.
-    active: AtomicUsize,
+    /// Per lane: pipelines queued or in flight on it.
+    pending: Vec<AtomicUsize>,
 }
 
 impl Connector {
@@ -476,11 +470,7 @@ impl Connector {
 
     /// A lane's task: takes every pipeline queued since its last batch, writes them in one go
     /// and hands each its replies as soon as they are read.
-    async fn drive(
-        self: Arc<Self>,
-        mut queue: mpsc::UnboundedReceiver<Job>,
-        pending: Arc<AtomicUsize>,
-    ) {
+    async fn drive(self: Arc<Self>, lane: usize, mut queue: mpsc::UnboundedReceiver<Job>) {
         let mut conn: Option<Conn> = None;
         let mut batch: VecDeque<Job> = VecDeque::new();
         let mut out: Vec<u8> = Vec::new();
@@ -491,7 +481,8 @@ impl Connector {
             // pipelines first: the batch then carries many (one write, one read for all). A
             // lone request goes at once (the extra turn of the scheduler cost a gRPC request
             // at one connection a fifth of its rate).
-            if self.active.load(Ordering::Relaxed) > 1 {
+            let in_flight: usize = self.pending.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+            if in_flight > 1 {
                 tokio::task::yield_now().await;
             }
             while batch.len() < BATCH_JOBS && bytes < BATCH_BYTES {
@@ -512,8 +503,7 @@ impl Connector {
                     let _ = job.reply.send(Err(e.clone()));
                 }
             }
-            pending.fetch_sub(jobs, Ordering::Relaxed);
-            self.active.fetch_sub(jobs, Ordering::Relaxed);
+            self.pending[lane].fetch_sub(jobs, Ordering::Relaxed);
         }
     }
 
@@ -616,14 +606,14 @@ impl RespPool {
             push_bulk(&mut handshake, db.to_string().as_bytes());
             commands += 1;
         }
-        let lanes = (0..config.lanes.max(1)).map(|_| Lane::default()).collect();
+        let n = config.lanes.max(1);
         RespPool {
             connector: Arc::new(Connector {
                 config,
                 handshake: (handshake, commands),
-                active: AtomicUsize::new(0),
+                pending: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             }),
-            lanes,
+            lanes: (0..n).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
         }
     }
@@ -641,24 +631,24 @@ impl RespPool {
     /// lane does not hold up the requests after it), starting the lane's task when it has
     /// none (or it ended).
     fn submit(&self, job: Job) {
-        let n = self.lanes.len();
+        let pending = &self.connector.pending;
+        let n = pending.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let lane = (0..n)
-            .map(|i| &self.lanes[(first + i) % n])
-            .min_by_key(|lane| lane.pending.load(Ordering::Relaxed))
+            .map(|i| (first + i) % n)
+            .min_by_key(|&i| pending[i].load(Ordering::Relaxed))
             .expect("a pool has at least one lane");
-        let mut queue = lane.queue.lock().unwrap_or_else(|e| e.into_inner());
-        lane.pending.fetch_add(1, Ordering::Relaxed);
-        self.connector.active.fetch_add(1, Ordering::Relaxed);
+        let mut queue = self.lanes[lane].lock().unwrap_or_else(|e| e.into_inner());
+        pending[lane].fetch_add(1, Ordering::Relaxed);
         let unsent = match queue.as_ref() {
             Some(q) => q.send(job).err().map(|mpsc::error::SendError(job)| job),
             None => Some(job),
         };
         if let Some(job) = unsent {
             // The lane's task ended with jobs it never finished: count afresh.
-            lane.pending.store(1, Ordering::Relaxed);
+            pending[lane].store(1, Ordering::Relaxed);
             let (q, jobs) = mpsc::unbounded_channel();
-            tokio::spawn(Arc::clone(&self.connector).drive(jobs, Arc::clone(&lane.pending)));
+            tokio::spawn(Arc::clone(&self.connector).drive(lane, jobs));
             q.send(job)
                 .unwrap_or_else(|_| unreachable!("the lane's task holds the receiver"));
             *queue = Some(q);
