@@ -560,6 +560,22 @@ async fn views_share_the_entity_hash_and_read_many_reads_them_together() {
     store.teardown(&project, &[a, b]).await.unwrap();
 }
 
+/// The shared store, with `conv_rate = i` stored for keys `0..n` in a fresh project's
+/// `stats` view.
+async fn numbered_rows(
+    tag: &str,
+    n: i64,
+) -> Option<(std::sync::Arc<RedisOnlineStore>, String, TableRef)> {
+    let store = shared_store(RedisOnlineStoreConfig::default()).await?;
+    let project = unique_project(tag);
+    let table = driver_view(&project, "stats");
+    let rows: Vec<WriteRow> = (0..n)
+        .map(|i| row(key(i), ts(1, 0), &[("conv_rate", Val::Int64Val(i))]))
+        .collect();
+    store.online_write_batch(&table, &rows).await.unwrap();
+    Some((std::sync::Arc::new(store), project, table))
+}
+
 /// Redis's count of `command` calls (`INFO commandstats`).
 async fn calls(address: &str, command: &str) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -679,16 +695,9 @@ async fn a_wide_read_takes_the_whole_hash_and_answers_as_a_picked_one() {
 
 #[tokio::test]
 async fn readers_that_give_up_leave_the_others_in_step() {
-    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+    let Some((store, project, table)) = numbered_rows("give_up", 100).await else {
         return;
     };
-    let store = std::sync::Arc::new(store);
-    let project = unique_project("give_up");
-    let table = driver_view(&project, "stats");
-    let rows: Vec<WriteRow> = (0..100)
-        .map(|i| row(key(i), ts(1, 0), &[("conv_rate", Val::Int64Val(i))]))
-        .collect();
-    store.online_write_batch(&table, &rows).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..100 {
         let (store, table) = (store.clone(), table.clone());
@@ -1089,16 +1098,9 @@ async fn authenticates_and_selects_the_configured_db() {
 
 #[tokio::test]
 async fn concurrent_reads_each_get_their_own_rows() {
-    let Some(store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+    let Some((store, project, table)) = numbered_rows("concurrent", 200).await else {
         return;
     };
-    let store = std::sync::Arc::new(store);
-    let project = unique_project("concurrent");
-    let table = driver_view(&project, "stats");
-    let rows: Vec<WriteRow> = (0..200)
-        .map(|i| row(key(i), ts(1, 0), &[("conv_rate", Val::Int64Val(i))]))
-        .collect();
-    store.online_write_batch(&table, &rows).await.unwrap();
     // Many readers at once, sharing a few connections: their pipelines go out together.
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
