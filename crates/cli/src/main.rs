@@ -27,6 +27,13 @@ use feast_core::model::ObjectKind;
 
 use commands::{Output, RepoContext};
 
+/// jemalloc, not glibc's malloc: the services free on one thread what another allocated (a
+/// Redis lane's replies, a Flight stream's batches), which glibc serialises on its arena
+/// locks. Measured in BENCHMARKS.md.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "feast-rs", version, about = "Feast feature store, server side in Rust", long_about = None)]
 struct Cli {
