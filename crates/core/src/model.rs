@@ -424,22 +424,38 @@ pub fn check_feature_name_collisions<'a>(
     full: bool,
 ) -> Result<(), crate::error::FeastError> {
     let refs: Vec<(&str, &str)> = refs.into_iter().collect();
-    // The common case, no collision, checked without building a name per feature (this runs
-    // on every online request): `view__feature` names can only collide on equal lengths and
-    // equal features' suffixes, so sorting by the names' bytes is done on borrowed parts.
-    let mut names: Vec<(&str, &str)> = refs
-        .iter()
-        .map(|&(view, feature)| if full { (view, feature) } else { ("", feature) })
-        .collect();
-    let name_bytes = |&(view, feature): &(&'a str, &'a str)| {
-        let sep: &[u8] = if full { b"__" } else { b"" };
-        view.as_bytes().iter().chain(sep).chain(feature.as_bytes())
+    // The common case, no collision, is checked without building a name per feature (this
+    // runs on every online request). Full `view__feature` names can only be equal when their
+    // lengths are; the bytes are compared on the borrowed parts.
+    let full_name = |&(view, feature): &(&'a str, &'a str)| {
+        view.as_bytes()
+            .iter()
+            .chain(b"__")
+            .chain(feature.as_bytes())
     };
-    names.sort_unstable_by(|a, b| name_bytes(a).cmp(name_bytes(b)));
-    if names
-        .windows(2)
-        .all(|w| name_bytes(&w[0]).ne(name_bytes(&w[1])))
-    {
+    let same = |a: &(&'a str, &'a str), b: &(&'a str, &'a str)| {
+        if full {
+            a.0.len() + a.1.len() == b.0.len() + b.1.len() && full_name(a).eq(full_name(b))
+        } else {
+            a.1 == b.1
+        }
+    };
+    // A request's handful of features: every pair (mostly told apart by length); beyond,
+    // sorted neighbours.
+    let unique = if refs.len() <= 32 {
+        refs.iter()
+            .enumerate()
+            .all(|(i, a)| refs[..i].iter().all(|b| !same(a, b)))
+    } else {
+        let mut sorted = refs.clone();
+        if full {
+            sorted.sort_unstable_by(|a, b| full_name(a).cmp(full_name(b)));
+        } else {
+            sorted.sort_unstable_by(|a, b| a.1.cmp(b.1));
+        }
+        sorted.windows(2).all(|w| !same(&w[0], &w[1]))
+    };
+    if unique {
         return Ok(());
     }
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -562,6 +578,23 @@ mod tests {
         let full = check(&[("a__b", "c"), ("v", "f"), ("a", "b__c")], true).unwrap();
         assert!(full.contains("named a__b__c found"), "{full}");
         assert_eq!(check(&[("a_", "_b"), ("a", "b")], true), None);
+        // Past the pairwise check's size, the sorted check finds the same collisions.
+        let many: Vec<(String, String)> = (0..40)
+            .map(|i| (format!("v{}", i % 3), format!("f{i}")))
+            .collect();
+        let pairs = |extra: &[(&'static str, &'static str)]| {
+            let mut refs: Vec<(&str, &str)> =
+                many.iter().map(|(v, f)| (v.as_str(), f.as_str())).collect();
+            refs.extend_from_slice(extra);
+            refs
+        };
+        assert_eq!(check(&pairs(&[]), false), None);
+        assert_eq!(check(&pairs(&[]), true), None);
+        let short = check(&pairs(&[("w", "f7")]), false).unwrap();
+        assert!(short.contains("named f7 found"), "{short}");
+        assert_eq!(check(&pairs(&[("w", "f7")]), true), None);
+        let full = check(&pairs(&[("v1__f", "4"), ("v1", "f__4")]), true).unwrap();
+        assert!(full.contains("named v1__f__4 found"), "{full}");
     }
 
     #[test]

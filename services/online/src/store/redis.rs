@@ -81,13 +81,28 @@ const LISTPACK_FIELDS: usize = 128;
 const SCAN_COUNT: usize = 1000;
 
 /// The hash field of a feature: the 4 little-endian bytes of `murmur3("{view}:{feature}")`.
+/// Computed for every feature of every read, so the name is put together on the stack when
+/// it fits (no `format!` machinery, no allocation).
 pub fn feature_field(view: &str, feature: &str) -> [u8; 4] {
-    murmur3_x86_32(format!("{view}:{feature}").as_bytes(), 0).to_le_bytes()
+    let (view, feature) = (view.as_bytes(), feature.as_bytes());
+    let len = view.len() + 1 + feature.len();
+    let mut stack = [0u8; 128];
+    let mut heap = Vec::new();
+    let name: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    name[..view.len()].copy_from_slice(view);
+    name[view.len()] = b':';
+    name[view.len() + 1..].copy_from_slice(feature);
+    murmur3_x86_32(name, 0).to_le_bytes()
 }
 
 /// The hash field holding a view's event timestamp: `_ts:{view}`.
 pub fn ts_field(view: &str) -> Vec<u8> {
-    format!("_ts:{view}").into_bytes()
+    [b"_ts:", view.as_bytes()].concat()
 }
 
 /// The Redis key of an entity: its serialized key followed by the project's UTF-8.
@@ -1178,6 +1193,15 @@ mod tests {
             "fa5e58ad"
         );
         assert_eq!(ts_field("driver_hourly_stats"), b"_ts:driver_hourly_stats");
+        // Names longer than the stack buffer hash the same way.
+        for n in [126, 127, 128, 300] {
+            let view = "v".repeat(n);
+            assert_eq!(
+                feature_field(&view, "f"),
+                murmur3_x86_32(format!("{view}:f").as_bytes(), 0).to_le_bytes(),
+                "{n}"
+            );
+        }
     }
 
     #[test]
