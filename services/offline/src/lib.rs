@@ -33,6 +33,7 @@ pub mod asof;
 pub mod client;
 pub mod error;
 pub mod flight;
+pub mod local_reads;
 pub mod logging;
 pub mod pit;
 pub mod postgres;

@@ -14,6 +14,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::functions_aggregate::expr_fn::{max, min};
@@ -25,6 +26,7 @@ use feast_proto::core;
 
 use crate::asof::OfflineQueryPlanner;
 use crate::error::{OfflineError, Result};
+use crate::local_reads::LocalReads;
 use crate::logging::{self, LogDestination};
 use crate::pit::{self, ROW_ID, ViewJoin};
 use crate::postgres::{PostgresOfflineStore, PostgresOptions};
@@ -201,7 +203,7 @@ impl FileOfflineStore {
         Self {
             repo_path: repo_path.into(),
             config: default_config(),
-            runtime: Arc::new(RuntimeEnv::default()),
+            runtime: with_local_reads(Arc::new(RuntimeEnv::default())),
             write_locks: WriteLocks::default(),
             postgres: None,
         }
@@ -281,9 +283,11 @@ impl FileOfflineStore {
             .sort_spill_reservation_bytes
             .min(bytes / 16);
         self.config = self.config.with_sort_spill_reservation_bytes(reserve);
-        self.runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(bytes)))
-            .build_arc()?;
+        self.runtime = with_local_reads(
+            RuntimeEnvBuilder::new()
+                .with_memory_pool(Arc::new(FairSpillPool::new(bytes)))
+                .build_arc()?,
+        );
         Ok(self)
     }
 
@@ -746,6 +750,15 @@ fn distinct_values(
         }
     }
     Ok(Some(seen.into_iter().collect()))
+}
+
+/// `runtime` reading local files through [`LocalReads`] (pooled read buffers).
+fn with_local_reads(runtime: Arc<RuntimeEnv>) -> Arc<RuntimeEnv> {
+    runtime.register_object_store(
+        ObjectStoreUrl::local_filesystem().as_ref(),
+        Arc::new(LocalReads::default()),
+    );
+    runtime
 }
 
 /// DataFusion's settings with Parquet strings and binaries read as the file's own types
