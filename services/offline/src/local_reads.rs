@@ -34,8 +34,12 @@ struct Pool {
 }
 
 impl Pool {
-    /// A buffer of at least `len` bytes: the smallest idle one that fits, else a new one.
+    /// A buffer of at least `len` bytes: the smallest idle one that fits, else a new one (none
+    /// for an empty read).
     fn take(&self, len: usize) -> Vec<u8> {
+        if len == 0 {
+            return Vec::new();
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let best = idle
             .iter()
@@ -247,6 +251,10 @@ mod tests {
         // A smaller read takes the smallest idle buffer that fits, and reads right into it.
         let again = store.get_ranges(&location, &[1_000..1_011]).await.unwrap();
         assert_eq!(&again[0][..], &bytes[1_000..1_011]);
+        assert_eq!(store.pool.idle_bytes(), 10 + 10);
+        // An empty range takes no idle buffer.
+        let empty = store.get_ranges(&location, &[7..7]).await.unwrap();
+        assert!(empty[0].is_empty());
         assert_eq!(store.pool.idle_bytes(), 10 + 10);
 
         // Past the end of the file, and a missing file: errors, as LocalFileSystem's.
