@@ -247,6 +247,41 @@ def test_hash_written_by_feast_rs_is_byte_identical_to_feasts(served, feast_rs_b
     assert client.ttl(rkey(5001)) == -1
 
 
+def test_hashes_feast_rs_creates_in_bulk_are_the_ones_feast_writes(served, feast_rs_bin):
+    # 40 rows: feast-rs creates the missing hashes with RESTORE rather than HSET. Redis must
+    # hold exactly what Feast's own write leaves (DUMP compares the stored encoding too), and
+    # Feast must read them.
+    local, _, repo, ts, client = served
+    at = ts + timedelta(minutes=7, microseconds=250)
+    ids = list(range(8000, 8040))
+    frames = [feast_row(i, at, conv_rate=i / 8, avg_daily_trips=i - 8020, name=f"driver {i}") for i in ids]
+    frame = pd.concat(frames, ignore_index=True).astype({"conv_rate": "float32", "rating": "int32"})
+    local.write_to_online_store(VIEW, frame)
+    feast_hashes = {i: hgetall_ordered(client, rkey(i)) for i in ids}
+    feast_dumps = {i: client.dump(rkey(i)) for i in ids}
+    client.delete(*[rkey(i) for i in ids])
+
+    rows = []
+    for i in ids:
+        decoded = decode_hash(feast_hashes[i])
+        order = [n for f, _ in feast_hashes[i][1:] for n in NAMES if _mmh3(f"{VIEW}:{n}") == f]
+        rows.append((i, at, {n: decoded[n] for n in order}))
+    assert rs_write(feast_rs_bin, repo, rows) == 40
+    for i in ids:
+        assert hgetall_ordered(client, rkey(i)) == feast_hashes[i]
+        assert client.dump(rkey(i)) == feast_dumps[i]
+        assert client.ttl(rkey(i)) == -1
+    got = local.get_online_features(
+        features=[f"{VIEW}:conv_rate", f"{VIEW}:avg_daily_trips", f"{VIEW}:name"],
+        entity_rows=[{"driver_id": i} for i in ids],
+    ).to_dict()
+    assert got["avg_daily_trips"] == [i - 8020 for i in ids]
+    assert got["name"] == [f"driver {i}" for i in ids]
+    # Written again, older: Feast's newer-wins rule skips every row (the keys exist now).
+    older = [(i, at - timedelta(seconds=1), values) for i, _, values in rows]
+    assert rs_write(feast_rs_bin, repo, older) == 0
+
+
 def test_feast_reads_what_feast_rs_writes(served, feast_rs_bin):
     local, remote, repo, ts, client = served
     at = ts + timedelta(minutes=5, microseconds=7)

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use feast_core::config::{RedisOnlineStoreConfig, RedisType, RepoConfig};
+use feast_online::store::hash_dump::listpack_hash_payload;
 use feast_online::store::redis::{RedisOnlineStore, feature_field, redis_key, ts_field};
 use feast_online::{
     FeatureRow, OnlineStore, OnlineStoreError, ReadSpec, TableRef, WriteRow, open_online_store,
@@ -333,6 +334,365 @@ async fn writes_feasts_exact_hash_and_reads_it_back() {
         vec![None]
     );
     store.teardown(&project, &[table]).await.unwrap();
+}
+
+/// A small deterministic generator (xorshift64*): a failing case reproduces.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A hash field or value that exercises Redis's choice of listpack entry: canonical
+    /// integers of every width and both signs, strings that only look like integers,
+    /// empty, and arbitrary bytes up to the listpack limit of 64.
+    fn entry(&mut self) -> Vec<u8> {
+        // The edges of the listpack's integer widths (7-bit unsigned, 13, 16, 24, 32 and
+        // 64 bits signed), each also shifted by one.
+        const EDGES: [i64; 12] = [
+            0,
+            127,
+            -4096,
+            4095,
+            -32768,
+            32767,
+            -8_388_608,
+            8_388_607,
+            i32::MIN as i64,
+            i32::MAX as i64,
+            i64::MIN + 1,
+            i64::MAX - 1,
+        ];
+        match self.below(9) {
+            0 => ((self.next() as i64) >> self.below(64))
+                .to_string()
+                .into_bytes(),
+            1 => (self.below(300) as i64 - 150).to_string().into_bytes(),
+            8 => {
+                let edge = EDGES[self.below(EDGES.len() as u64) as usize];
+                (edge + (self.below(3) as i64 - 1)).to_string().into_bytes()
+            }
+            2 => {
+                let near = [
+                    "-0",
+                    "007",
+                    "+5",
+                    "12a",
+                    "-",
+                    "9223372036854775807",
+                    "-9223372036854775808",
+                    "9223372036854775808",
+                    "123456789012345678901",
+                ];
+                near[self.below(near.len() as u64) as usize]
+                    .as_bytes()
+                    .to_vec()
+            }
+            3 => Vec::new(),
+            _ => {
+                let len = self.below(65) as usize;
+                (0..len).map(|_| self.next() as u8).collect()
+            }
+        }
+    }
+}
+
+async fn dump(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<u8> {
+    redis::cmd("DUMP").arg(key).query_async(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn restore_payloads_are_exactly_the_hashes_hset_builds() {
+    // Redis checks little of a payload (its shape, not every entry): this compares what it
+    // holds after RESTORE with what HSET builds from the same pairs, DUMP against DUMP.
+    let Some(_store) = shared_store(RedisOnlineStoreConfig::default()).await else {
+        return;
+    };
+    let mut conn = raw(&shared_address()).await;
+    let project = unique_project("dump");
+    let mut g = Gen(0x5EED_F00D);
+    let mut payload = Vec::new();
+    for case in 0..400 {
+        let n = 1 + g.below(if case % 10 == 0 { 128 } else { 12 }) as usize;
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        while pairs.len() < n {
+            let field = g.entry();
+            if pairs.iter().all(|(f, _)| *f != field) {
+                pairs.push((field, g.entry()));
+            }
+        }
+        let (restored, set) = (format!("{project}:{case}:r"), format!("{project}:{case}:h"));
+        listpack_hash_payload(pairs.iter().map(|(f, v)| (&f[..], &v[..])), &mut payload).unwrap();
+        let _: () = redis::cmd("RESTORE")
+            .arg(&restored)
+            .arg(0)
+            .arg(&payload[..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&set);
+        for (f, v) in &pairs {
+            hset.arg(&f[..]).arg(&v[..]);
+        }
+        let _: i64 = hset.query_async(&mut conn).await.unwrap();
+        assert_eq!(
+            dump(&mut conn, &restored).await,
+            dump(&mut conn, &set).await,
+            "case {case}: {pairs:?}"
+        );
+        let encoding: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(&restored)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(encoding, "listpack");
+        let all: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(&restored)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(all, pairs, "case {case}");
+        let _: i64 = redis::cmd("DEL")
+            .arg(&restored)
+            .arg(&set)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_batch_creates_missing_hashes_whole_and_leaves_existing_ones_to_hset() {
+    let Some(store) = shared_store(RedisOnlineStoreConfig {
+        key_ttl_seconds: Some(100),
+        ..RedisOnlineStoreConfig::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let address = shared_address();
+    let project = unique_project("restore");
+    let table = driver_view(&project, "stats");
+    let other = TableRef::new(&project, "other").with_schema(["driver_id"], ["x"]);
+    // Key 3 already holds another view's fields.
+    let at_other = ts(50, 0);
+    store
+        .online_write_batch(&other, &[row(key(3), at_other, &[("x", Val::Int64Val(7))])])
+        .await
+        .unwrap();
+    let restores = calls(&address, "restore").await;
+    let at = ts(100, 5);
+    let features = |i: i64| {
+        [
+            ("conv_rate", Val::FloatVal(i as f32)),
+            ("acc_rate", Val::DoubleVal(-(i as f64))),
+        ]
+    };
+    let mut rows: Vec<WriteRow> = (0..40).map(|i| row(key(i), at, &features(i))).collect();
+    // Keys 5 and 6 come twice: an older row (skipped) and a newer one of one feature.
+    rows.push(row(
+        key(5),
+        ts(90, 0),
+        &[("conv_rate", Val::FloatVal(-5.0))],
+    ));
+    rows.push(row(
+        key(6),
+        ts(110, 0),
+        &[("conv_rate", Val::FloatVal(66.0))],
+    ));
+    assert_eq!(store.online_write_batch(&table, &rows).await.unwrap(), 41);
+    // Every key that came once was offered to RESTORE (key 3 in vain).
+    assert!(calls(&address, "restore").await >= restores + 38);
+
+    let conv = feature_field("stats", "conv_rate").to_vec();
+    let acc = feature_field("stats", "acc_rate").to_vec();
+    let ts_stats = ts_field("stats");
+    let mut conn = raw(&address).await;
+    for i in 0..40 {
+        let k = redis_key(&key(i), &project);
+        let mut want = vec![
+            (ts_stats.clone(), at.encode_to_vec()),
+            (conv.clone(), v(Val::FloatVal(i as f32)).encode_to_vec()),
+            (acc.clone(), v(Val::DoubleVal(-(i as f64))).encode_to_vec()),
+        ];
+        if i == 3 {
+            let mut first = vec![
+                (ts_field("other"), at_other.encode_to_vec()),
+                (
+                    feature_field("other", "x").to_vec(),
+                    v(Val::Int64Val(7)).encode_to_vec(),
+                ),
+            ];
+            first.append(&mut want);
+            want = first;
+        }
+        if i == 6 {
+            want[0].1 = ts(110, 0).encode_to_vec();
+            want[1].1 = v(Val::FloatVal(66.0)).encode_to_vec();
+        }
+        assert_eq!(hgetall(&address, &k).await, want, "key {i}");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((90..=100).contains(&ttl), "key {i}: ttl {ttl}");
+    }
+
+    // Existing hashes keep newer-wins: an older batch writes nothing, a newer one all.
+    let older: Vec<WriteRow> = (0..40)
+        .map(|i| row(key(i), ts(99, 0), &features(0)))
+        .collect();
+    assert_eq!(store.online_write_batch(&table, &older).await.unwrap(), 0);
+    let newer: Vec<WriteRow> = (0..40)
+        .map(|i| row(key(i), ts(200, 0), &features(i + 1000)))
+        .collect();
+    assert_eq!(store.online_write_batch(&table, &newer).await.unwrap(), 40);
+    let got = store
+        .online_read(&table, &[key(3), key(39)], &names(&["conv_rate"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Some(FeatureRow {
+                event_ts: ts(200, 0),
+                values: vec![Some(v(Val::FloatVal(1003.0)))]
+            }),
+            Some(FeatureRow {
+                event_ts: ts(200, 0),
+                values: vec![Some(v(Val::FloatVal(1039.0)))]
+            }),
+        ]
+    );
+    store.teardown(&project, &[table, other]).await.unwrap();
+}
+
+#[tokio::test]
+async fn restore_is_tried_where_it_pays() {
+    // A private server, so that INFO counts only this test's RESTOREs.
+    let Some((server, store)) = private_store().await else {
+        return;
+    };
+    let address = server.address();
+    let a = driver_view("learn", "a");
+    let b = TableRef::new("learn", "b").with_schema(["driver_id"], ["y"]);
+    let rows = |table: &str, ids: std::ops::Range<i64>, at: i64| -> Vec<WriteRow> {
+        let name = if table == "a" { "conv_rate" } else { "y" };
+        ids.map(|i| row(key(i), ts(at, 0), &[(name, Val::Int64Val(i * at))]))
+            .collect()
+    };
+    let mut restores = 0;
+    let mut write = async |table: &TableRef, rows: Vec<WriteRow>| {
+        let written = store.online_write_batch(table, &rows).await.unwrap();
+        let now = calls(&address, "restore").await;
+        let sent = now - restores;
+        restores = now;
+        (written, sent)
+    };
+    // New keys: RESTORE alone.
+    assert_eq!(write(&a, rows("a", 0..40, 1)).await, (40, 40));
+    assert_eq!(write(&a, rows("a", 40..80, 1)).await, (40, 40));
+    // The same keys, newer: every RESTORE finds its key, so the view reads first from
+    // now on, and only keys the read finds missing are restored.
+    assert_eq!(write(&a, rows("a", 0..40, 2)).await, (40, 40));
+    assert_eq!(write(&a, rows("a", 0..50, 3)).await, (50, 0));
+    assert_eq!(write(&a, rows("a", 70..110, 4)).await, (40, 30));
+    // Mostly new keys again: back to RESTORE first.
+    assert_eq!(write(&a, rows("a", 110..150, 5)).await, (40, 40));
+    assert_eq!(write(&a, rows("a", 150..190, 5)).await, (40, 40));
+
+    // View b's entities all have hashes (view a's): its RESTOREs find them, then so do
+    // those of keys read as missing, and b writes with HSET alone for a while.
+    assert_eq!(write(&b, rows("b", 0..40, 1)).await, (40, 40));
+    assert_eq!(write(&b, rows("b", 40..80, 1)).await, (40, 40));
+    for start in [80, 120] {
+        assert_eq!(write(&b, rows("b", start..start + 40, 1)).await, (40, 0));
+    }
+    // Small writes never try.
+    assert_eq!(write(&a, rows("a", 1000..1010, 1)).await, (10, 0));
+
+    let want = |id: i64, at: i64| {
+        Some(FeatureRow {
+            event_ts: ts(at, 0),
+            values: vec![Some(v(Val::Int64Val(id * at)))],
+        })
+    };
+    let got = store
+        .online_read(
+            &a,
+            &[key(0), key(45), key(75), key(100), key(160)],
+            &names(&["conv_rate"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            want(0, 3),
+            want(45, 3),
+            want(75, 4),
+            want(100, 4),
+            want(160, 5)
+        ]
+    );
+    let got = store
+        .online_read(&b, &[key(0), key(79), key(150)], &names(&["y"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![want(0, 1), want(79, 1), want(150, 1)]);
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_restore_gets_hset() {
+    let Some(server) = PrivateRedis::start(
+        free_port(),
+        &["--user", "writer", "on", ">pw", "~*", "+@all", "-restore"],
+    ) else {
+        return;
+    };
+    let store = RedisOnlineStore::connect(
+        &config(&format!("{},username=writer,password=pw", server.address())),
+        3,
+    )
+    .await
+    .unwrap();
+    let table = driver_view("refused", "stats");
+    for round in 0..2 {
+        let rows: Vec<WriteRow> = (0..50)
+            .map(|i| {
+                row(
+                    key(i + 100 * round),
+                    ts(1, 0),
+                    &[("conv_rate", Val::Int64Val(i))],
+                )
+            })
+            .collect();
+        assert_eq!(store.online_write_batch(&table, &rows).await.unwrap(), 50);
+    }
+    let got = store
+        .online_read(&table, &[key(7), key(149)], &names(&["conv_rate"]))
+        .await
+        .unwrap();
+    let values: Vec<_> = got.into_iter().map(|r| r.unwrap().values).collect();
+    assert_eq!(
+        values,
+        vec![
+            vec![Some(v(Val::Int64Val(7)))],
+            vec![Some(v(Val::Int64Val(49)))]
+        ]
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //! serialized lets the server deduplicate and look them up without re-encoding, and is what
 //! every Feast layout stores anyway.
 
+pub mod hash_dump;
 mod murmur3;
 pub mod postgres;
 pub mod redis;

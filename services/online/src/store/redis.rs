@@ -13,6 +13,11 @@
 //!   it). Unless `skip_dedup`, the batch's `_ts:{view}` fields are read first and a row is
 //!   skipped when its event time is not *newer*, at nanosecond precision, than the stored one
 //!   or an earlier row of the batch for the same key (equal times are skipped too, as Feast);
+//! - a batch of many rows first tries to create each missing hash whole, with
+//!   `RESTORE key ttl payload` (no `REPLACE`) of exactly the hash `HSET` would build (see
+//!   `hash_dump`): a hash that did not exist has nothing to be newer than, and one that
+//!   exists (`BUSYKEY`, another view's fields or an earlier write) takes the `HSET` path
+//!   above. A new key costs Redis less than half of `HMGET` + `HSET`;
 //! - reads are one `HMGET key f1 ... _ts:{view}` per entity, all in one pipeline (here one
 //!   per entity hash for all the views read from it, and `HGETALL` when a read wants most of
 //!   the hash: [`WHOLE_HASH_MIN_FIELDS`]).
@@ -45,6 +50,8 @@
 //! within one hash slot, so commands are grouped per slot into pipelines sent concurrently.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use feast_core::config::{RedisOnlineStoreConfig, RedisType};
@@ -56,6 +63,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 
+use super::hash_dump::listpack_hash_payload;
 use super::murmur3::murmur3_x86_32;
 use super::resp::{self, RespConfig, RespError, RespPool};
 use super::{FeatureRow, OnlineStore, OnlineStoreError, ReadSpec, TableRef, WriteRow};
@@ -76,6 +84,26 @@ const READ_LANES: usize = 2;
 const WHOLE_HASH_MIN_FIELDS: usize = 20;
 /// Redis's default `hash-max-listpack-entries`: hashes up to this size are listpacks.
 const LISTPACK_FIELDS: usize = 128;
+
+/// Writes of fewer rows (a push, say) go straight to `HSET`: creating their hashes with
+/// `RESTORE` saves little, and costs a round trip where the keys exist.
+const RESTORE_MIN_ROWS: usize = 32;
+/// After a batch found most of its keys existing already, the view's next batches this many
+/// write with `HSET` alone before `RESTORE` is tried again.
+const RESTORE_SKIP_BATCHES: u32 = 16;
+/// Error replies to `RESTORE` that say nothing about `RESTORE` itself (the server is loading,
+/// out of memory, read-only, ...): the rows go the `HSET` way, which meets the same error.
+const TRANSIENT_ERRORS: &[&str] = &[
+    "LOADING",
+    "OOM",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "READONLY",
+    "BUSY",
+    "NOREPLICAS",
+    "MISCONF",
+];
 
 /// Keys per `SCAN` step (its `COUNT` hint).
 const SCAN_COUNT: usize = 1000;
@@ -98,6 +126,91 @@ pub fn feature_field(view: &str, feature: &str) -> [u8; 4] {
     name[view.len()] = b':';
     name[view.len() + 1..].copy_from_slice(feature);
     murmur3_x86_32(name, 0).to_le_bytes()
+}
+
+/// A write batch and the scratch space its commands are built in.
+struct WriteBatch<'a> {
+    table: &'a TableRef,
+    rows: Vec<&'a WriteRow>,
+    /// The Redis key of each row.
+    keys: Vec<Vec<u8>>,
+    ts_key: Vec<u8>,
+    fields: FieldTable,
+    /// Per row, whether its key occurs in no other row (worked out when a first row is
+    /// offered to `RESTORE`).
+    unique: Option<Vec<bool>>,
+    payload: Vec<u8>,
+    values: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// The hash fields of a write batch's features, computed once per batch (the rows of one
+/// view carry the same few features), each with a number shared by every feature name whose
+/// field has the same bytes (a murmur3 collision).
+#[derive(Default)]
+struct FieldTable {
+    by_name: HashMap<String, usize>,
+    fields: Vec<[u8; 4]>,
+    /// Per field number, the last row (1-based) that used it: a row naming one field twice
+    /// (a repeated feature or two colliding names) is left to `HSET`, which keeps the last.
+    seen_in_row: Vec<u64>,
+    row: u64,
+}
+
+impl FieldTable {
+    fn number(&mut self, view: &str, feature: &str) -> usize {
+        if let Some(&n) = self.by_name.get(feature) {
+            return n;
+        }
+        let field = feature_field(view, feature);
+        let n = match self.fields.iter().position(|f| *f == field) {
+            Some(n) => n,
+            None => {
+                self.fields.push(field);
+                self.seen_in_row.push(0);
+                self.fields.len() - 1
+            }
+        };
+        self.by_name.insert(feature.to_string(), n);
+        n
+    }
+
+    fn field(&mut self, view: &str, feature: &str) -> [u8; 4] {
+        let n = self.number(view, feature);
+        self.fields[n]
+    }
+
+    /// The field of a feature [`Self::encode_row`] has seen.
+    fn get(&self, feature: &str) -> &[u8; 4] {
+        &self.fields[self.by_name[feature]]
+    }
+
+    /// Encodes `row`'s values one after another into `values` (`ends[i]` where the i-th
+    /// stops); false when two of its features share a field, or one shares `_ts:{view}`'s.
+    fn encode_row(
+        &mut self,
+        view: &str,
+        row: &WriteRow,
+        ts_key: &[u8],
+        values: &mut Vec<u8>,
+        ends: &mut Vec<usize>,
+    ) -> bool {
+        self.row += 1;
+        values.clear();
+        ends.clear();
+        for (feature, value) in &row.features {
+            let n = self.number(view, feature);
+            if self.seen_in_row[n] == self.row || self.fields[n][..] == *ts_key {
+                return false;
+            }
+            self.seen_in_row[n] = self.row;
+            value
+                .encode(values)
+                .expect("a Vec grows to fit the encoding");
+            ends.push(values.len());
+        }
+        true
+    }
 }
 
 /// The hash field holding a view's event timestamp: `_ts:{view}`.
@@ -220,6 +333,92 @@ pub struct RedisOnlineStore {
     skip_dedup: bool,
     full_scan_for_deletion: bool,
     entity_key_serialization_version: u32,
+    restore: RestoreState,
+}
+
+/// How one batch of a view is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WritePlan {
+    /// `RESTORE` first for every key that occurs once; the keys that exist (and the rest)
+    /// then take Feast's path.
+    RestoreFirst,
+    /// Feast's path: the dedup read, then `HSET`; with `restore_missing`, the keys the read
+    /// found without this view's timestamp are created with `RESTORE` instead (those that
+    /// turn out to exist, holding other views' fields, get `HSET`).
+    ReadFirst { restore_missing: bool },
+}
+
+/// What the last batches of a view found, when it was not "all keys new".
+#[derive(Clone, Copy, Debug)]
+enum ViewHistory {
+    /// Most keys existed: read first, and create the missing ones with `RESTORE`.
+    KeysExist,
+    /// Even keys without this view's timestamp existed (other views' fields): `HSET`
+    /// alone for this many more batches.
+    HashesShared(u32),
+}
+
+/// Which [`WritePlan`] a view's batches take, learnt from the batches before: a first
+/// materialization creates its keys with `RESTORE` alone, a re-run (keys exist) reads first
+/// and pays nothing for `RESTORE`, and a view whose entities' hashes hold another view's
+/// fields writes with `HSET`, trying again now and then.
+#[derive(Default)]
+struct RestoreState {
+    /// Set for good when the server refuses a payload: a Redis older than 7.0, a user not
+    /// allowed `RESTORE`, ...
+    refused: AtomicBool,
+    /// Per view; none means [`WritePlan::RestoreFirst`].
+    views: Mutex<HashMap<String, ViewHistory>>,
+}
+
+impl RestoreState {
+    fn plan(&self, view: &str, rows: usize) -> WritePlan {
+        if rows < RESTORE_MIN_ROWS || self.refused.load(Ordering::Relaxed) {
+            return WritePlan::ReadFirst {
+                restore_missing: false,
+            };
+        }
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        match views.get_mut(view) {
+            None => WritePlan::RestoreFirst,
+            Some(ViewHistory::KeysExist) => WritePlan::ReadFirst {
+                restore_missing: true,
+            },
+            Some(ViewHistory::HashesShared(left)) => {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    views.insert(view.to_string(), ViewHistory::KeysExist);
+                }
+                WritePlan::ReadFirst {
+                    restore_missing: false,
+                }
+            }
+        }
+    }
+
+    /// Records what a batch of `rows` written by `plan` found: `tried` keys offered to
+    /// `RESTORE`, of which `busy` existed.
+    fn record(&self, view: &str, plan: WritePlan, rows: usize, tried: usize, busy: usize) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        match plan {
+            WritePlan::RestoreFirst if busy * 2 > tried => {
+                views.insert(view.to_string(), ViewHistory::KeysExist);
+            }
+            WritePlan::ReadFirst {
+                restore_missing: true,
+            } => {
+                if busy * 2 > tried {
+                    views.insert(
+                        view.to_string(),
+                        ViewHistory::HashesShared(RESTORE_SKIP_BATCHES),
+                    );
+                } else if (tried - busy) * 2 > rows {
+                    views.remove(view);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Seconds (a JSON number or numeric string) as a duration.
@@ -389,6 +588,7 @@ impl RedisOnlineStore {
             skip_dedup: config.skip_dedup,
             full_scan_for_deletion: config.full_scan_for_deletion.unwrap_or(false),
             entity_key_serialization_version,
+            restore: RestoreState::default(),
         })
     }
 
@@ -447,12 +647,36 @@ impl RedisOnlineStore {
     /// pipeline per hash slot, sent concurrently, on a cluster; the replies come back in
     /// `cmds` order.
     async fn run(&self, cmds: Vec<(Vec<u8>, Cmd)>) -> Result<Vec<redis::Value>, OnlineStoreError> {
+        self.run_pipelines(cmds, false).await
+    }
+
+    /// [`Self::run`], but an error reply is the reply of its command
+    /// ([`redis::Value::ServerError`]) rather than the failure of the whole call.
+    async fn run_each(
+        &self,
+        cmds: Vec<(Vec<u8>, Cmd)>,
+    ) -> Result<Vec<redis::Value>, OnlineStoreError> {
+        self.run_pipelines(cmds, true).await
+    }
+
+    async fn run_pipelines(
+        &self,
+        cmds: Vec<(Vec<u8>, Cmd)>,
+        ignore_errors: bool,
+    ) -> Result<Vec<redis::Value>, OnlineStoreError> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
+        let new_pipe = || {
+            let mut pipe = redis::pipe();
+            if ignore_errors {
+                pipe.ignore_errors();
+            }
+            pipe
+        };
         match &self.conn {
             Conn::Single(conn) => {
-                let mut pipe = redis::pipe();
+                let mut pipe = new_pipe();
                 for (_, cmd) in cmds {
                     pipe.add_command(cmd);
                 }
@@ -472,7 +696,7 @@ impl RedisOnlineStore {
                 for (i, (key, cmd)) in cmds.into_iter().enumerate() {
                     let (slots, pipe) = groups
                         .entry(Slot::for_key(&key))
-                        .or_insert_with(|| (Vec::new(), redis::pipe()));
+                        .or_insert_with(|| (Vec::new(), new_pipe()));
                     slots.push(i);
                     pipe.add_command(cmd);
                 }
@@ -498,6 +722,220 @@ impl RedisOnlineStore {
                 Ok(out)
             }
         }
+    }
+
+    /// The `RESTORE` TTL (milliseconds, 0 for none) of `key_ttl_seconds`, or None when it
+    /// is negative: Feast's `EXPIRE` then deletes the hash, left to that path.
+    fn restore_ttl_ms(&self) -> Option<i64> {
+        match self.key_ttl_seconds {
+            None | Some(0) => Some(0),
+            Some(t) if t > 0 => Some(t.saturating_mul(1000)),
+            Some(_) => None,
+        }
+    }
+
+    /// `RESTORE key ttl payload` creating row `i`'s hash, when its key occurs once in the
+    /// batch and the hash is one `HSET` would keep as a listpack.
+    fn restore_cmd(&self, batch: &mut WriteBatch<'_>, i: usize) -> Option<Cmd> {
+        let keys = &batch.keys;
+        let unique = batch.unique.get_or_insert_with(|| {
+            let mut occurrences: HashMap<&[u8], u32> = HashMap::with_capacity(keys.len());
+            for key in keys {
+                *occurrences.entry(key).or_default() += 1;
+            }
+            keys.iter()
+                .map(|k| occurrences[k.as_slice()] == 1)
+                .collect()
+        });
+        let (row, key) = (batch.rows[i], &batch.keys[i]);
+        if !unique[i]
+            || !batch.fields.encode_row(
+                &batch.table.view,
+                row,
+                &batch.ts_key,
+                &mut batch.values,
+                &mut batch.ends,
+            )
+        {
+            return None;
+        }
+        let ts = encode_ts(&row.event_ts);
+        let (fields, values) = (&batch.fields, &batch.values);
+        let pairs = std::iter::once((&batch.ts_key[..], &ts[..])).chain(
+            row.features
+                .iter()
+                .zip(&batch.ends)
+                .scan(0, |start, ((feature, _), &end)| {
+                    let value = &values[*start..end];
+                    *start = end;
+                    Some((&fields.get(feature)[..], value))
+                }),
+        );
+        listpack_hash_payload(pairs, &mut batch.payload)?;
+        let mut cmd = redis::cmd("RESTORE");
+        cmd.arg(key)
+            .arg(self.restore_ttl_ms().unwrap_or(0))
+            .arg(&batch.payload[..]);
+        Some(cmd)
+    }
+
+    /// Whether a `RESTORE` created its hash; `busy` counts the keys that existed. A
+    /// refusal of `RESTORE` itself turns it off for this store.
+    fn restored(&self, reply: redis::Value, busy: &mut usize) -> Result<bool, OnlineStoreError> {
+        match reply {
+            redis::Value::Okay => Ok(true),
+            redis::Value::ServerError(e) => {
+                if e.code() == "BUSYKEY" {
+                    *busy += 1;
+                } else if !TRANSIENT_ERRORS.contains(&e.code())
+                    && !self.restore.refused.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        message = "Redis refused RESTORE; new hashes are written with HSET",
+                        redis = %self.address,
+                        error = %format!("{} {}", e.code(), e.details().unwrap_or("")),
+                    );
+                }
+                Ok(false)
+            }
+            other => Err(OnlineStoreError::Invalid(format!(
+                "Redis at {}: unexpected RESTORE reply: {other:?}",
+                self.address
+            ))),
+        }
+    }
+
+    /// `HSET key _ts:{view} ts f1 v1 ...` of row `i` (+ `EXPIRE`), appended to `cmds`.
+    fn push_hset(&self, batch: &mut WriteBatch<'_>, i: usize, cmds: &mut Vec<(Vec<u8>, Cmd)>) {
+        let (row, key) = (batch.rows[i], &batch.keys[i]);
+        let mut hset = redis::cmd("HSET");
+        hset.arg(key)
+            .arg(&batch.ts_key)
+            .arg(encode_ts(&row.event_ts));
+        for (feature, value) in &row.features {
+            let field = batch.fields.field(&batch.table.view, feature);
+            batch.values.clear();
+            value
+                .encode(&mut batch.values)
+                .expect("a Vec grows to fit the encoding");
+            hset.arg(&field[..]).arg(&batch.values[..]);
+        }
+        cmds.push((self.routing_key(key), hset));
+        if let Some(ttl) = self.key_ttl_seconds.filter(|t| *t != 0) {
+            cmds.push((
+                self.routing_key(key),
+                redis::cmd("EXPIRE").arg(key).arg(ttl).clone(),
+            ));
+        }
+    }
+
+    /// Feast's write of the rows `which` of the batch: the dedup read (unless
+    /// `skip_dedup`), then one pipeline of `HSET` (+ `EXPIRE`), in which, when `plan` says
+    /// `restore_missing`, the rows whose key the read found without this view's timestamp
+    /// (and that occur once) are `RESTORE`s instead; those whose key existed after all get
+    /// `HSET` in one more pipeline.
+    async fn read_then_write(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        which: &[usize],
+        plan: WritePlan,
+    ) -> Result<usize, OnlineStoreError> {
+        if which.is_empty() {
+            return Ok(0);
+        }
+        let restore_missing = plan
+            == WritePlan::ReadFirst {
+                restore_missing: true,
+            };
+        let stored: Vec<Option<i128>> = if self.skip_dedup {
+            vec![None; which.len()]
+        } else {
+            let replies = self
+                .run(
+                    which
+                        .iter()
+                        .map(|&i| {
+                            let mut hmget = redis::cmd("HMGET");
+                            hmget.arg(&batch.keys[i]).arg(&batch.ts_key);
+                            (self.routing_key(&batch.keys[i]), hmget)
+                        })
+                        .collect(),
+                )
+                .await?;
+            replies
+                .into_iter()
+                .map(|reply| stored_ts(reply, &batch.table.view))
+                .collect::<Result<_, _>>()?
+        };
+        let mut to_write = Vec::with_capacity(which.len());
+        let mut batch_latest: HashMap<&[u8], i128> = HashMap::new();
+        for (&i, stored) in which.iter().zip(stored) {
+            let key = batch.keys[i].as_slice();
+            if !self.skip_dedup {
+                let mut ts = batch.rows[i].event_ts;
+                ts.normalize();
+                let new = total_nanos(&ts);
+                // Feast: 0 stands for "nothing stored", and equal times are skipped.
+                let latest = stored
+                    .unwrap_or(0)
+                    .max(batch_latest.get(key).copied().unwrap_or(0));
+                if latest != 0 && new <= latest {
+                    continue;
+                }
+                batch_latest.insert(key, new);
+            }
+            to_write.push((i, stored.is_none() && !self.skip_dedup));
+        }
+        let mut cmds = Vec::with_capacity(to_write.len());
+        // Per command, the row it restores (None: an HSET or EXPIRE).
+        let mut restores: Vec<Option<usize>> = Vec::with_capacity(to_write.len());
+        for &(i, missing) in &to_write {
+            if restore_missing
+                && missing
+                && let Some(cmd) = self.restore_cmd(batch, i)
+            {
+                cmds.push((self.routing_key(&batch.keys[i]), cmd));
+                restores.push(Some(i));
+                continue;
+            }
+            let before = cmds.len();
+            self.push_hset(batch, i, &mut cmds);
+            restores.resize(restores.len() + cmds.len() - before, None);
+        }
+        if !restores.iter().any(Option::is_some) {
+            self.run(cmds).await?;
+            return Ok(to_write.len());
+        }
+        let replies = self.run_each(cmds).await?;
+        let (mut tried, mut busy) = (0, 0);
+        let mut again = Vec::new();
+        for (restore, reply) in restores.into_iter().zip(replies) {
+            match restore {
+                Some(i) => {
+                    tried += 1;
+                    if !self.restored(reply, &mut busy)? {
+                        again.push(i);
+                    }
+                }
+                None => {
+                    if let redis::Value::ServerError(e) = reply {
+                        return Err(self.error_reply(&format!(
+                            "{} {}",
+                            e.code(),
+                            e.details().unwrap_or("")
+                        )));
+                    }
+                }
+            }
+        }
+        self.restore
+            .record(&batch.table.view, plan, batch.rows.len(), tried, busy);
+        let mut cmds = Vec::with_capacity(again.len());
+        for i in again {
+            self.push_hset(batch, i, &mut cmds);
+        }
+        self.run(cmds).await?;
+        Ok(to_write.len())
     }
 
     /// Every key matching `pattern`, on every primary of a cluster.
@@ -1042,80 +1480,69 @@ impl OnlineStore for RedisOnlineStore {
     }
 
     /// Feast's write: the dedup read (unless `skip_dedup`), then one pipeline of `HSET`
-    /// (+ `EXPIRE`).
+    /// (+ `EXPIRE`); a batch of many rows creates the hashes that do not exist yet with
+    /// `RESTORE` (see the module documentation and [`RestoreState`]).
     async fn online_write_batch(
         &self,
         table: &TableRef,
         rows: &[WriteRow],
     ) -> Result<usize, OnlineStoreError> {
         let rows: Vec<&WriteRow> = rows.iter().filter(|r| !r.features.is_empty()).collect();
+        if rows.is_empty() {
+            return Ok(0);
+        }
         let keys: Vec<Vec<u8>> = rows
             .iter()
             .map(|r| redis_key(&r.entity_key, &table.project))
             .collect();
-        let ts_key = ts_field(&table.view);
-        let stored: Vec<Option<i128>> = if self.skip_dedup {
-            vec![None; rows.len()]
-        } else {
-            let replies = self
-                .run(
-                    keys.iter()
-                        .map(|k| {
-                            let mut hmget = redis::cmd("HMGET");
-                            hmget.arg(k).arg(&ts_key);
-                            (self.routing_key(k), hmget)
-                        })
-                        .collect(),
-                )
-                .await?;
-            replies
-                .into_iter()
-                .map(|reply| stored_ts(reply, &table.view))
-                .collect::<Result<_, _>>()?
+        let plan = match self.restore_ttl_ms() {
+            Some(_) => self.restore.plan(&table.view, rows.len()),
+            None => WritePlan::ReadFirst {
+                restore_missing: false,
+            },
         };
-        // The hash field of each feature, computed once per batch (rows of one view carry
-        // the same few features).
-        let mut fields: HashMap<&str, [u8; 4]> = HashMap::new();
-        let mut value_bytes = Vec::new();
-        let mut batch_latest: HashMap<&[u8], i128> = HashMap::new();
-        let mut cmds = Vec::with_capacity(rows.len());
+        let mut batch = WriteBatch {
+            table,
+            rows,
+            keys,
+            ts_key: ts_field(&table.view),
+            fields: FieldTable::default(),
+            unique: None,
+            payload: Vec::new(),
+            values: Vec::new(),
+            ends: Vec::new(),
+        };
         let mut written = 0;
-        for ((row, key), stored) in rows.iter().zip(&keys).zip(stored) {
-            let mut ts = row.event_ts;
-            ts.normalize();
-            let new = total_nanos(&ts);
-            if !self.skip_dedup {
-                // Feast: 0 stands for "nothing stored", and equal times are skipped.
-                let latest = stored
-                    .unwrap_or(0)
-                    .max(batch_latest.get(key.as_slice()).copied().unwrap_or(0));
-                if latest != 0 && new <= latest {
-                    continue;
+        let rest: Vec<usize> = if plan == WritePlan::RestoreFirst {
+            let (mut cmds, mut tried, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+            for i in 0..batch.rows.len() {
+                match self.restore_cmd(&mut batch, i) {
+                    Some(cmd) => {
+                        cmds.push((self.routing_key(&batch.keys[i]), cmd));
+                        tried.push(i);
+                    }
+                    None => rest.push(i),
                 }
-                batch_latest.insert(key.as_slice(), new);
             }
-            let mut hset = redis::cmd("HSET");
-            hset.arg(key).arg(&ts_key).arg(encode_ts(&ts));
-            for (feature, value) in &row.features {
-                let field = fields
-                    .entry(feature.as_str())
-                    .or_insert_with(|| feature_field(&table.view, feature));
-                value_bytes.clear();
-                value
-                    .encode(&mut value_bytes)
-                    .expect("a Vec grows to fit the encoding");
-                hset.arg(&field[..]).arg(&value_bytes[..]);
+            let replies = self.run_each(cmds).await?;
+            let mut busy = 0;
+            for (&i, reply) in tried.iter().zip(replies) {
+                if self.restored(reply, &mut busy)? {
+                    written += 1;
+                } else {
+                    rest.push(i);
+                }
             }
-            cmds.push((self.routing_key(key), hset));
-            if let Some(ttl) = self.key_ttl_seconds.filter(|t| *t != 0) {
-                cmds.push((
-                    self.routing_key(key),
-                    redis::cmd("EXPIRE").arg(key).arg(ttl).clone(),
-                ));
-            }
-            written += 1;
-        }
-        self.run(cmds).await?;
+            self.restore
+                .record(&table.view, plan, batch.rows.len(), tried.len(), busy);
+            // The rows left keep their batch order (rows of one key are compared in order;
+            // a key that was offered to RESTORE occurs once).
+            rest.sort_unstable();
+            rest
+        } else {
+            (0..batch.rows.len()).collect()
+        };
+        written += self.read_then_write(&mut batch, &rest, plan).await?;
         Ok(written)
     }
 
