@@ -52,7 +52,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use feast_core::config::{RedisOnlineStoreConfig, RedisType};
 use feast_proto::types::Value;
@@ -348,14 +348,20 @@ enum WritePlan {
     ReadFirst { restore_missing: bool },
 }
 
-/// What the last batches of a view found, when it was not "all keys new".
-#[derive(Clone, Copy, Debug)]
+/// What the last batches of a view found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ViewHistory {
+    /// A batch is finding out, `RESTORE` first, whether the view's keys are new; batches
+    /// started meanwhile read first.
+    Probing(Instant),
+    /// Most keys were new: `RESTORE` first.
+    KeysNew,
     /// Most keys existed: read first, and create the missing ones with `RESTORE`.
     KeysExist,
-    /// Even keys without this view's timestamp existed (other views' fields): `HSET`
-    /// alone for this many more batches.
-    HashesShared(u32),
+    /// `RESTORE` did not pay (even keys without this view's timestamp existed, holding
+    /// other views' fields, or most rows could not be sent as a listpack): `HSET` alone for
+    /// this many more batches.
+    HsetFor(u32),
 }
 
 /// Which [`WritePlan`] a view's batches take, learnt from the batches before: a first
@@ -367,12 +373,18 @@ struct RestoreState {
     /// Set for good when the server refuses a payload: a Redis older than 7.0, a user not
     /// allowed `RESTORE`, ...
     refused: AtomicBool,
-    /// Per view; none means [`WritePlan::RestoreFirst`].
+    /// Per view; none means nothing is known yet.
     views: Mutex<HashMap<String, ViewHistory>>,
 }
 
+/// A probe that never reported (its write failed) is given up after this long.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl RestoreState {
     fn plan(&self, view: &str, rows: usize) -> WritePlan {
+        const READ_FIRST: WritePlan = WritePlan::ReadFirst {
+            restore_missing: true,
+        };
         if rows < RESTORE_MIN_ROWS || self.refused.load(Ordering::Relaxed) {
             return WritePlan::ReadFirst {
                 restore_missing: false,
@@ -380,11 +392,10 @@ impl RestoreState {
         }
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
         match views.get_mut(view) {
-            None => WritePlan::RestoreFirst,
-            Some(ViewHistory::KeysExist) => WritePlan::ReadFirst {
-                restore_missing: true,
-            },
-            Some(ViewHistory::HashesShared(left)) => {
+            Some(ViewHistory::KeysNew) => WritePlan::RestoreFirst,
+            Some(ViewHistory::KeysExist) => READ_FIRST,
+            Some(ViewHistory::Probing(since)) if since.elapsed() < PROBE_TIMEOUT => READ_FIRST,
+            Some(ViewHistory::HsetFor(left)) => {
                 *left = left.saturating_sub(1);
                 if *left == 0 {
                     views.insert(view.to_string(), ViewHistory::KeysExist);
@@ -393,31 +404,32 @@ impl RestoreState {
                     restore_missing: false,
                 }
             }
+            None | Some(ViewHistory::Probing(_)) => {
+                views.insert(view.to_string(), ViewHistory::Probing(Instant::now()));
+                WritePlan::RestoreFirst
+            }
         }
     }
 
     /// Records what a batch of `rows` written by `plan` found: `tried` keys offered to
     /// `RESTORE`, of which `busy` existed.
     fn record(&self, view: &str, plan: WritePlan, rows: usize, tried: usize, busy: usize) {
-        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        match plan {
-            WritePlan::RestoreFirst if busy * 2 > tried => {
-                views.insert(view.to_string(), ViewHistory::KeysExist);
+        let learnt = match plan {
+            WritePlan::RestoreFirst if tried * 2 < rows => {
+                ViewHistory::HsetFor(RESTORE_SKIP_BATCHES)
             }
+            WritePlan::RestoreFirst if busy * 2 > tried => ViewHistory::KeysExist,
+            WritePlan::RestoreFirst => ViewHistory::KeysNew,
             WritePlan::ReadFirst {
                 restore_missing: true,
-            } => {
-                if busy * 2 > tried {
-                    views.insert(
-                        view.to_string(),
-                        ViewHistory::HashesShared(RESTORE_SKIP_BATCHES),
-                    );
-                } else if (tried - busy) * 2 > rows {
-                    views.remove(view);
-                }
-            }
-            _ => {}
-        }
+            } if busy * 2 > tried => ViewHistory::HsetFor(RESTORE_SKIP_BATCHES),
+            WritePlan::ReadFirst {
+                restore_missing: true,
+            } if (tried - busy) * 2 > rows => ViewHistory::KeysNew,
+            _ => return,
+        };
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        views.insert(view.to_string(), learnt);
     }
 }
 
@@ -1593,6 +1605,50 @@ impl OnlineStore for RedisOnlineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_is_planned_from_what_the_view_found() {
+        const READ: WritePlan = WritePlan::ReadFirst {
+            restore_missing: true,
+        };
+        const HSET: WritePlan = WritePlan::ReadFirst {
+            restore_missing: false,
+        };
+        let state = RestoreState::default();
+        // Small writes never try; nothing is learnt from them.
+        assert_eq!(state.plan("v", RESTORE_MIN_ROWS - 1), HSET);
+        // The first batch probes; batches started before it reports read first.
+        assert_eq!(state.plan("v", 100), WritePlan::RestoreFirst);
+        assert_eq!(state.plan("v", 100), READ);
+        assert_eq!(state.plan("w", 100), WritePlan::RestoreFirst);
+        state.record("v", WritePlan::RestoreFirst, 100, 100, 0);
+        assert_eq!(state.plan("v", 100), WritePlan::RestoreFirst);
+        // Keys that exist: read first from then on.
+        state.record("v", WritePlan::RestoreFirst, 100, 100, 60);
+        assert_eq!(state.plan("v", 100), READ);
+        // A read-first batch whose keys were mostly missing, and restored: RESTORE first.
+        state.record("v", READ, 100, 60, 5);
+        assert_eq!(state.plan("v", 100), WritePlan::RestoreFirst);
+        // Keys read as missing that existed (other views' fields): HSET alone for a while.
+        state.record("v", READ, 100, 10, 9);
+        for _ in 0..RESTORE_SKIP_BATCHES {
+            assert_eq!(state.plan("v", 100), HSET);
+        }
+        assert_eq!(state.plan("v", 100), READ);
+        // Rows that mostly cannot be offered (duplicates, wide hashes): HSET for a while.
+        state.record("w", WritePlan::RestoreFirst, 100, 10, 0);
+        assert_eq!(state.plan("w", 100), HSET);
+        // A probe that never reports is given up.
+        state.views.lock().unwrap().insert(
+            "x".into(),
+            ViewHistory::Probing(Instant::now() - PROBE_TIMEOUT),
+        );
+        assert_eq!(state.plan("x", 100), WritePlan::RestoreFirst);
+        assert_eq!(state.plan("x", 100), READ);
+        // A server that refuses RESTORE: never again.
+        state.refused.store(true, Ordering::Relaxed);
+        assert_eq!(state.plan("v", 100), HSET);
+    }
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
