@@ -3,8 +3,8 @@
 //!
 //! Redis spends most of a materialization's time in `HSET`: on a new key of 11 fields it
 //! parses 23 arguments into objects and appends each field and value to the hash one at a
-//! time, about 3.1 µs per key here. `RESTORE` of the same hash, already laid out, costs about
-//! 1.6 µs (`bench/redis_restore_cost.py`, BENCHMARKS.md). The payload is exactly what `HSET`
+//! time, 3.5–4.2 µs of CPU per key here. `RESTORE` of the same hash, already laid out,
+//! costs 1.9–2.0 µs (`bench/redis_restore_cost.py`, BENCHMARKS.md). The payload is exactly what `HSET`
 //! would have built, byte for byte: a hash small enough to be a listpack is one, with
 //! Redis's choice of integer or string encoding for each entry (the tests compare `DUMP` of
 //! both on a real server).
