@@ -4,10 +4,10 @@
 //! Redis spends most of a materialization's time in `HSET`: on a new key of 11 fields it
 //! parses 23 arguments into objects and appends each field and value to the hash one at a
 //! time, 3.5–4.2 µs of CPU per key here. `RESTORE` of the same hash, already laid out,
-//! costs 1.9–2.0 µs (`bench/redis_restore_cost.py`, BENCHMARKS.md). The payload is exactly what `HSET`
-//! would have built, byte for byte: a hash small enough to be a listpack is one, with
-//! Redis's choice of integer or string encoding for each entry (the tests compare `DUMP` of
-//! both on a real server).
+//! costs 1.9–2.0 µs (`bench/redis_restore_cost.py`, BENCHMARKS.md). The payload is exactly
+//! what `HSET` would have built, byte for byte: a hash small enough to be a listpack is one,
+//! with Redis's choice of integer or string encoding for each entry (the tests compare
+//! `DUMP` of both on a real server).
 //!
 //! The format (Redis `rdb.c`, `listpack.c`, `DUMP`/`RESTORE`):
 //! - type byte 16 (`RDB_TYPE_HASH_LISTPACK`), then the listpack as an RDB string
@@ -31,8 +31,10 @@ const RDB_TYPE_HASH_LISTPACK: u8 = 16;
 const RDB_VERSION: u16 = 10;
 /// Redis's default `hash-max-listpack-entries` and `hash-max-listpack-value`: `HSET` makes a
 /// hash with more fields, or with a field or value longer than this, a hash table. Such a
-/// hash is not offered as a listpack (a server configured with larger limits just gets
-/// `HSET` for it; one with smaller ones converts on the next write, as after a restart).
+/// hash is not offered as a listpack: a server configured with larger limits just gets
+/// `HSET` for it. One configured with smaller limits converts a restored hash with too many
+/// fields at once, and keeps one with a longer entry a listpack, as when it loads an RDB
+/// file.
 const MAX_PAIRS: usize = 128;
 const MAX_ENTRY_LEN: usize = 64;
 
