@@ -13,11 +13,13 @@
 //!   it). Unless `skip_dedup`, the batch's `_ts:{view}` fields are read first and a row is
 //!   skipped when its event time is not *newer*, at nanosecond precision, than the stored one
 //!   or an earlier row of the batch for the same key (equal times are skipped too, as Feast);
-//! - a batch of many rows first tries to create each missing hash whole, with
-//!   `RESTORE key ttl payload` (no `REPLACE`) of exactly the hash `HSET` would build (see
-//!   `hash_dump`): a hash that did not exist has nothing to be newer than, and one that
-//!   exists (`BUSYKEY`, another view's fields or an earlier write) takes the `HSET` path
-//!   above. A new key costs Redis less than half of `HMGET` + `HSET`;
+//! - a batch of many rows creates missing hashes whole, with `RESTORE key ttl payload` (no
+//!   `REPLACE`) of exactly the hash `HSET` would build (see `hash_dump`): a hash that did not
+//!   exist has nothing to be newer than, and one that exists (`BUSYKEY`, another view's
+//!   fields or an earlier write) takes the `HSET` path above. A new key costs Redis less
+//!   than half of `HMGET` + `HSET`. Whether a batch tries `RESTORE` before the read, after
+//!   it for the keys read as missing, or not at all, each view learns from its earlier
+//!   batches ([`RestoreState`]);
 //! - reads are one `HMGET key f1 ... _ts:{view}` per entity, all in one pipeline (here one
 //!   per entity hash for all the views read from it, and `HGETALL` when a read wants most of
 //!   the hash: [`WHOLE_HASH_MIN_FIELDS`]).
@@ -88,8 +90,8 @@ const LISTPACK_FIELDS: usize = 128;
 /// Writes of fewer rows (a push, say) go straight to `HSET`: creating their hashes with
 /// `RESTORE` saves little, and costs a round trip where the keys exist.
 const RESTORE_MIN_ROWS: usize = 32;
-/// After a batch found most of its keys existing already, the view's next batches this many
-/// write with `HSET` alone before `RESTORE` is tried again.
+/// When `RESTORE` did not pay for a batch (its keys held other views' fields, or most rows
+/// could not be offered), the view's next batches this many write with `HSET` alone.
 const RESTORE_SKIP_BATCHES: u32 = 16;
 /// Error replies to `RESTORE` that say nothing about `RESTORE` itself (the server is loading,
 /// out of memory, read-only, ...): the rows go the `HSET` way, which meets the same error.
@@ -789,6 +791,44 @@ impl RedisOnlineStore {
             .arg(self.restore_ttl_ms().unwrap_or(0))
             .arg(&batch.payload[..]);
         Some(cmd)
+    }
+
+    /// [`WritePlan::RestoreFirst`]'s first pipeline: a `RESTORE` for every row
+    /// [`Self::restore_cmd`] can offer. Returns how many hashes it created and the rows left
+    /// for [`Self::read_then_write`] (not offered, or their key existed), in batch order.
+    async fn restore_first(
+        &self,
+        batch: &mut WriteBatch<'_>,
+    ) -> Result<(usize, Vec<usize>), OnlineStoreError> {
+        let (mut cmds, mut tried, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..batch.rows.len() {
+            match self.restore_cmd(batch, i) {
+                Some(cmd) => {
+                    cmds.push((self.routing_key(&batch.keys[i]), cmd));
+                    tried.push(i);
+                }
+                None => rest.push(i),
+            }
+        }
+        let replies = self.run_each(cmds).await?;
+        let (mut created, mut busy) = (0, 0);
+        for (&i, reply) in tried.iter().zip(replies) {
+            if self.restored(reply, &mut busy)? {
+                created += 1;
+            } else {
+                rest.push(i);
+            }
+        }
+        self.restore.record(
+            &batch.table.view,
+            WritePlan::RestoreFirst,
+            batch.rows.len(),
+            tried.len(),
+            busy,
+        );
+        // Rows of one key are compared in batch order (a key offered to RESTORE occurs once).
+        rest.sort_unstable();
+        Ok((created, rest))
     }
 
     /// Whether a `RESTORE` created its hash; `busy` counts the keys that existed. A
@@ -1524,38 +1564,12 @@ impl OnlineStore for RedisOnlineStore {
             values: Vec::new(),
             ends: Vec::new(),
         };
-        let mut written = 0;
-        let rest: Vec<usize> = if plan == WritePlan::RestoreFirst {
-            let (mut cmds, mut tried, mut rest) = (Vec::new(), Vec::new(), Vec::new());
-            for i in 0..batch.rows.len() {
-                match self.restore_cmd(&mut batch, i) {
-                    Some(cmd) => {
-                        cmds.push((self.routing_key(&batch.keys[i]), cmd));
-                        tried.push(i);
-                    }
-                    None => rest.push(i),
-                }
-            }
-            let replies = self.run_each(cmds).await?;
-            let mut busy = 0;
-            for (&i, reply) in tried.iter().zip(replies) {
-                if self.restored(reply, &mut busy)? {
-                    written += 1;
-                } else {
-                    rest.push(i);
-                }
-            }
-            self.restore
-                .record(&table.view, plan, batch.rows.len(), tried.len(), busy);
-            // The rows left keep their batch order (rows of one key are compared in order;
-            // a key that was offered to RESTORE occurs once).
-            rest.sort_unstable();
-            rest
+        let (restored, rest) = if plan == WritePlan::RestoreFirst {
+            self.restore_first(&mut batch).await?
         } else {
-            (0..batch.rows.len()).collect()
+            (0, (0..batch.rows.len()).collect())
         };
-        written += self.read_then_write(&mut batch, &rest, plan).await?;
-        Ok(written)
+        Ok(restored + self.read_then_write(&mut batch, &rest, plan).await?)
     }
 
     /// Nothing to create (hashes appear on write); each deleted view's fields go away as in
